@@ -1,0 +1,162 @@
+"""The ``tidings`` command: serve, publish, subscribe, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tidings.config import Config, load_config
+from tidings.exceptions import ConfigError, TidingsError
+
+__all__ = ["main"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it installs
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(
+            args.config,
+            overrides={
+                "host": args.host,
+                "port": args.port,
+                "api_key": args.api_key,
+                "log_level": args.log_level,
+                "demo": True if args.demo else None,
+                "allowed_origins": args.allowed_origin or None,
+                "reuse_port": True if args.reuse_port else None,
+            },
+        )
+    except ConfigError as exc:
+        print(f"tidings: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    generated = not config.api_key
+    if generated:
+        config.api_key = secrets.token_urlsafe(18)
+    return int(_run(_serve(config, generated)) or 0)
+
+
+async def _serve(config: Config, generated: bool) -> int:
+    from tidings.server import Server
+
+    server = Server(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"tidings: can't listen on {config.host}:{config.port}: {exc.strerror}", flush=True)
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    where = "generated for this run" if generated else "configured"
+    print(f"tidings serving on {server.url}", flush=True)
+    print(f"  publish API key ({where}): {config.api_key}", flush=True)
+    if config.demo:
+        print(f"  demo page: {server.url}/", flush=True)
+    print(f"  try: curl -N {server.url}/stream/news", flush=True)
+    await stop.wait()
+    print("tidings: shutting down", flush=True)
+    await server.aclose()
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from tidings.client.publisher import Publisher
+
+    data: Any = args.data
+    with Publisher(args.url, args.api_key or os.environ.get("TIDINGS_API_KEY", "")) as pub:
+        try:
+            result = pub.publish(args.channel, data, event=args.event, raw=True)
+        except TidingsError as exc:
+            print(f"tidings: {exc}", file=sys.stderr)
+            return 1
+    print(
+        f"{result.channel} offset {result.offset} epoch {result.epoch} -> "
+        f"{result.subscribers} subscriber(s)"
+    )
+    return 0
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from tidings.client.subscriber import subscribe_print
+
+    try:
+        return int(_run(subscribe_print(args.url, args.channels, args.since, args.last, args.raw)))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tidings.bench.fanout import run_fanout
+
+    return int(run_fanout(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the hub")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--config", help="a tidings.toml file")
+    serve.add_argument("--api-key", help="key for the publish API (default: generated)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--demo", action="store_true", help="serve the demo page at /")
+    serve.add_argument("--allowed-origin", action="append", help="allowed browser Origin")
+    serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT for workers")
+    serve.set_defaults(func=cmd_serve)
+
+    publish = sub.add_parser("publish", help="publish one message")
+    publish.add_argument("channel")
+    publish.add_argument("data", help="JSON, or text when it is not JSON")
+    publish.add_argument("--event", help="event name")
+    publish.add_argument("--url", default=os.environ.get("TIDINGS_URL", DEFAULT_URL))
+    publish.add_argument("--api-key", help="default: $TIDINGS_API_KEY")
+    publish.set_defaults(func=cmd_publish)
+
+    subscribe = sub.add_parser("subscribe", help="print messages as they come")
+    subscribe.add_argument("channels", nargs="+")
+    subscribe.add_argument("--since", help="resume: an offset, or channel:offset,...")
+    subscribe.add_argument("--last", type=int, help="start with the last N messages")
+    subscribe.add_argument("--raw", action="store_true", help="print payloads only")
+    subscribe.add_argument("--url", default=os.environ.get("TIDINGS_URL", DEFAULT_URL))
+    subscribe.set_defaults(func=cmd_subscribe)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    fanout = bench_sub.add_parser("fanout", help="N WebSocket subscribers, M messages")
+    from tidings.bench.fanout import add_arguments
+
+    add_arguments(fanout)
+    fanout.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The hub: channels, publications, fan-out and resume. No socket code."""

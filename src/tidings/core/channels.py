@@ -1,0 +1,90 @@
+"""Channel names and the options each namespace gives its channels.
+
+A channel is ``namespace:name`` or just ``name`` (the default namespace). Names are at most
+255 characters of letters, digits and ``_ - . : @ / = ! ~ # $``; the namespace is the text
+before the first ``:``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from tidings.exceptions import ConfigError, InvalidChannel
+
+__all__ = ["ChannelOptions", "Namespaces", "namespace_of", "validate_channel"]
+
+MAX_CHANNEL_LENGTH = 255
+_ALLOWED = re.compile(r"[A-Za-z0-9_\-.:@/=!~#$]+")
+
+
+def validate_channel(name: str) -> str:
+    """Return ``name`` if it is a valid channel name, else raise ``InvalidChannel``."""
+    if not name:
+        raise InvalidChannel("channel name is empty")
+    if len(name) > MAX_CHANNEL_LENGTH:
+        raise InvalidChannel(f"channel name longer than {MAX_CHANNEL_LENGTH} characters")
+    if not _ALLOWED.fullmatch(name):
+        raise InvalidChannel("channel name has characters outside A-Z a-z 0-9 _-.:@/=!~#$")
+    if name.startswith(":") or name.endswith(":"):
+        raise InvalidChannel("channel name can't start or end with ':'")
+    return name
+
+
+def namespace_of(channel: str) -> str:
+    """The namespace part of a channel name, ``""`` for the default namespace."""
+    ns, sep, _ = channel.partition(":")
+    return ns if sep else ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """What a namespace allows and keeps. ``history_ttl`` is in seconds."""
+
+    history_size: int = 100
+    history_ttl: float = 600.0
+    allow_subscribe: bool = True
+
+
+class Namespaces:
+    """Options per namespace; channels outside a configured namespace get the defaults."""
+
+    def __init__(
+        self, default: ChannelOptions | None = None, named: dict[str, ChannelOptions] | None = None
+    ) -> None:
+        self.default = default or ChannelOptions()
+        self.named = dict(named or {})
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> Namespaces:
+        """Build from configuration: top-level keys are defaults, ``namespaces`` a table."""
+        known = {f.name for f in fields(ChannelOptions)}
+        base = _options(ChannelOptions(), {k: v for k, v in data.items() if k in known})
+        named = {}
+        for name, opts in dict(data.get("namespaces", {})).items():
+            if not isinstance(opts, dict):
+                raise ConfigError(f"namespace {name!r}: expected a table of options")
+            unknown = set(opts) - known
+            if unknown:
+                raise ConfigError(f"namespace {name!r}: unknown options {sorted(unknown)}")
+            named[str(name)] = _options(base, opts)
+        return cls(base, named)
+
+    def options(self, channel: str) -> ChannelOptions:
+        return self.named.get(namespace_of(channel), self.default)
+
+
+def _options(base: ChannelOptions, values: dict[str, Any]) -> ChannelOptions:
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "history_size":
+            if not isinstance(value, int) or value < 0 or value > 1_000_000:
+                raise ConfigError("history_size must be an integer from 0 to 1000000")
+        elif key == "history_ttl":
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError("history_ttl must be a non-negative number of seconds")
+        elif not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false")
+        checked[key] = value
+    return replace(base, **checked)

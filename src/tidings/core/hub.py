@@ -1,0 +1,121 @@
+"""The local registry of subscribers and the fan-out loop.
+
+Subscribers of a channel are grouped by ``Formatter``: a publication is encoded once per
+formatter and the same bytes go to every subscriber in the group. ``deliver`` must only queue
+bytes (no I/O, no await, no change to the hub): the fan-out loop iterates the live sets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from .publication import Publication
+
+__all__ = ["Formatter", "Hub", "Subscriber"]
+
+log = logging.getLogger("tidings.hub")
+
+
+class Formatter:
+    """Encodes a publication for one wire format; the result is cached on the publication."""
+
+    __slots__ = ()
+
+    def encode(self, pub: Publication) -> bytes:
+        cached = pub.encoded.get(self)
+        if cached is None:
+            cached = pub.encoded[self] = self.build(pub)
+        return cached
+
+    def build(self, pub: Publication) -> bytes:
+        raise NotImplementedError
+
+
+class Subscriber(Protocol):
+    """One connection's end of its subscriptions, as the hub sees it."""
+
+    formatter: Formatter
+    closed: bool
+
+    def deliver(self, pub: Publication, data: bytes) -> None:
+        """Queue ``data`` (``formatter.encode(pub)``) for the client."""
+
+    def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
+        """Tell the client about its stream: a gap in history, a deletion."""
+
+    def channel_deleted(self, channel: str) -> None:
+        """The channel is gone: the hub has already dropped this subscriber from it."""
+
+
+class Hub:
+    """Channel name → formatter → subscribers (dicts used as ordered sets)."""
+
+    __slots__ = ("_channels",)
+
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[Formatter, dict[Subscriber, None]]] = {}
+
+    def add(self, channel: str, sub: Subscriber) -> bool:
+        """Add ``sub``; True when it is the channel's first local subscriber."""
+        groups = self._channels.get(channel)
+        first = groups is None
+        if groups is None:
+            groups = self._channels[channel] = {}
+        group = groups.get(sub.formatter)
+        if group is None:
+            group = groups[sub.formatter] = {}
+        group[sub] = None
+        return first
+
+    def remove(self, channel: str, sub: Subscriber) -> bool:
+        """Remove ``sub``; True when the channel has no local subscriber left."""
+        groups = self._channels.get(channel)
+        if groups is None:
+            return False
+        group = groups.get(sub.formatter)
+        if group is not None and group.pop(sub, 0) is None:
+            if not group:
+                del groups[sub.formatter]
+            if not groups:
+                del self._channels[channel]
+                return True
+        return False
+
+    def replace(self, channel: str, old: Subscriber, new: Subscriber) -> None:
+        self.remove(channel, old)
+        self.add(channel, new)
+
+    def pop(self, channel: str) -> list[Subscriber]:
+        """Remove and return every subscriber of ``channel``."""
+        groups = self._channels.pop(channel, None)
+        if groups is None:
+            return []
+        return [sub for group in groups.values() for sub in group]
+
+    def broadcast(self, pub: Publication) -> int:
+        """Deliver ``pub`` to every local subscriber of its channel; return how many."""
+        groups = self._channels.get(pub.channel)
+        if groups is None:
+            return 0
+        count = 0
+        for formatter, group in groups.items():
+            data = formatter.encode(pub)
+            for sub in group:
+                try:
+                    sub.deliver(pub, data)
+                except Exception:
+                    log.exception("delivery to a subscriber of %s failed", pub.channel)
+            count += len(group)
+        return count
+
+    def count(self, channel: str) -> int:
+        groups = self._channels.get(channel)
+        return sum(len(g) for g in groups.values()) if groups else 0
+
+    def channels(self) -> Iterator[str]:
+        return iter(self._channels)
+
+    def __contains__(self, channel: str) -> bool:
+        return channel in self._channels

@@ -1,0 +1,192 @@
+"""The node: the public facade of one tidings process.
+
+It publishes through the broker, fans the broker's publications out to local subscribers
+through the hub, and subscribes with resume: a subscriber coming back with a position gets
+every publication it missed that history still holds, in order and exactly once, and is told
+explicitly (a ``gap`` notice) when history can't fill the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .broker import Broker, StreamInfo
+from .channels import Namespaces, validate_channel
+from .hub import Formatter, Hub, Subscriber
+from .publication import Publication
+
+__all__ = ["Node", "Resume"]
+
+log = logging.getLogger("tidings.node")
+
+
+@dataclass(slots=True, frozen=True)
+class Resume:
+    """Where a subscriber resumes a channel: after ``offset`` of ``epoch`` (an empty epoch
+    means the stream's current one), or with the ``last`` N publications."""
+
+    offset: int | None = None
+    epoch: str = ""
+    last: int | None = None
+
+
+class _Catchup:
+    """Stands in the hub for a subscriber while its history is read, so that publications
+    arriving meanwhile are kept, not lost; they are replayed after history, without repeats."""
+
+    __slots__ = ("closed", "formatter", "pending")
+
+    def __init__(self, formatter: Formatter) -> None:
+        self.formatter = formatter
+        self.closed = False
+        self.pending: list[Publication] = []
+
+    def deliver(self, pub: Publication, data: bytes) -> None:
+        self.pending.append(pub)
+
+    def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
+        pass
+
+    def channel_deleted(self, channel: str) -> None:
+        self.closed = True
+
+
+class Node:
+    """Publish, subscribe with resume, history, delete, stats."""
+
+    def __init__(self, broker: Broker, namespaces: Namespaces | None = None) -> None:
+        self.broker = broker
+        self.namespaces = namespaces or Namespaces()
+        self.hub = Hub()
+        self.started = time.time()
+        self.published = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        broker.set_handler(self)
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.broker.aclose()
+
+    # broker events
+    def on_publication(self, pub: Publication) -> None:
+        self.hub.broadcast(pub)
+
+    def on_channel_deleted(self, channel: str) -> None:
+        for sub in self.hub.pop(channel):
+            sub.channel_deleted(channel)
+
+    # publishing
+    async def publish(
+        self, channel: str, data: bytes, *, is_json: bool = True, event: str | None = None
+    ) -> tuple[Publication, int]:
+        """Publish; return the publication and how many local subscribers it reached."""
+        validate_channel(channel)
+        pub = await self.broker.publish(
+            channel, data, options=self.namespaces.options(channel), is_json=is_json, event=event
+        )
+        self.published += 1
+        return pub, self.hub.count(channel)
+
+    async def delete_channel(self, channel: str) -> int:
+        """Close the channel's subscribers (with a deleted notice) and drop its history."""
+        validate_channel(channel)
+        count = self.hub.count(channel)
+        await self.broker.delete_channel(channel)
+        return count
+
+    async def stream_info(self, channel: str) -> StreamInfo | None:
+        return await self.broker.stream_info(channel)
+
+    # subscribing
+    async def subscribe(
+        self, sub: Subscriber, channel: str, resume: Resume | None = None
+    ) -> tuple[int, str] | None:
+        """Add ``sub`` to ``channel``; with ``resume``, first deliver what it missed and
+        return the position of the last publication delivered (or the stream's top)."""
+        hub = self.hub
+        if resume is None:
+            if hub.add(channel, sub):
+                await self.broker.subscribe(channel)
+            return None
+        catchup = _Catchup(sub.formatter)
+        if hub.add(channel, catchup):
+            await self.broker.subscribe(channel)
+        try:
+            last = await self._replay(sub, channel, resume)
+        except BaseException:
+            self._drop(channel, catchup)
+            raise
+        if catchup.closed or sub.closed:
+            self._drop(channel, catchup)
+            if catchup.closed and not sub.closed:
+                sub.channel_deleted(channel)
+            return last
+        fmt = sub.formatter
+        for pub in catchup.pending:
+            if pub.epoch != last[1] or pub.offset > last[0]:
+                sub.deliver(pub, fmt.encode(pub))
+                last = (pub.offset, pub.epoch)
+        hub.replace(channel, catchup, sub)
+        return last
+
+    async def _replay(self, sub: Subscriber, channel: str, resume: Resume) -> tuple[int, str]:
+        """Deliver history per ``resume``; return the last position delivered (or the top)."""
+        broker = self.broker
+        fmt = sub.formatter
+        if resume.last is not None:
+            result = await broker.history(channel, limit=resume.last, reverse=True)
+            pubs = result.publications[::-1]
+        else:
+            since = resume.offset or 0
+            result = await broker.history(channel, since_offset=since)
+            top = result.position
+            pubs = result.publications
+            reason = ""
+            if resume.epoch and resume.epoch != top.epoch:
+                reason = "epoch"
+                pubs = (await broker.history(channel)).publications
+            elif since > top.offset:
+                reason = "position"
+            elif since < top.offset and (not pubs or pubs[0].offset != since + 1):
+                reason = "history"
+            if reason:
+                sub.notice(
+                    "gap",
+                    channel,
+                    {
+                        "reason": reason,
+                        "expected": since + 1,
+                        "resumed_from": pubs[0].offset if pubs else top.offset + 1,
+                        "epoch": top.epoch,
+                    },
+                )
+        for pub in pubs:
+            sub.deliver(pub, fmt.encode(pub))
+        if pubs:
+            return pubs[-1].offset, pubs[-1].epoch
+        return result.position.offset, result.position.epoch
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
+        """Remove ``sub`` from ``channel``; the broker unsubscribe runs in the background."""
+        self._drop(channel, sub)
+
+    def _drop(self, channel: str, sub: Subscriber) -> None:
+        if self.hub.remove(channel, sub):
+            self._background(self._broker_unsubscribe(channel))
+
+    async def _broker_unsubscribe(self, channel: str) -> None:
+        if channel not in self.hub:
+            await self.broker.unsubscribe(channel)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,1 @@
+"""Sans-I/O wire formats: bytes in, events out, bytes to send. No sockets, no asyncio."""

@@ -1,0 +1,185 @@
+"""HTTP/1.1 requests in, responses out (RFC 9112), on top of httptools' parser.
+
+``RequestParser.feed(bytes)`` collects complete requests; errors come out as ``HttpError``
+with the status to answer (400 malformed, 413 body too large, 431 headers too large).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qsl, unquote
+
+import httptools
+
+from tidings.exceptions import HttpError
+
+__all__ = ["Request", "RequestParser", "chunk", "response_head", "simple_response"]
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed request. Header names are lower-case; repeated headers are joined by ``,``."""
+
+    method: str
+    target: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+    keep_alive: bool = True
+    upgrade: bool = False
+    http_minor: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+
+class RequestParser:
+    """Feeds bytes to httptools and queues complete requests; enforces size limits."""
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_header_bytes",
+        "_headers",
+        "_in_message",
+        "_parser",
+        "_url",
+        "max_body",
+        "max_header_bytes",
+        "requests",
+        "upgrade_data",
+    )
+
+    def __init__(self, *, max_header_bytes: int = 16384, max_body: int = 65536) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.max_body = max_body
+        self.requests: deque[Request] = deque()
+        self.upgrade_data: bytes | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._in_message = False
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; raises ``HttpError`` for a request that must be refused."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.upgrade_data = data[offset:]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, HttpError):
+                raise cause from None
+            raise HttpError(400, "Bad Request") from None
+        except httptools.HttpParserError:
+            raise HttpError(400, "Bad Request") from None
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._reset()
+        self._in_message = True
+
+    def pending(self) -> bool:
+        """True while a request has begun but is not complete."""
+        return self._in_message
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key in self._headers:
+            self._headers[key] += "," + text
+        else:
+            self._headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            raise HttpError(413, "Content Too Large")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.max_body:
+            raise HttpError(413, "Content Too Large")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        parser = self._parser
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            raise HttpError(400, "Bad Request") from None
+        raw_path = (url.path or b"/").decode("latin-1")
+        query_text = (url.query or b"").decode("latin-1")
+        try:
+            path = unquote(raw_path, errors="strict")
+            query = dict(parse_qsl(query_text, keep_blank_values=True, errors="strict"))
+        except UnicodeDecodeError:
+            raise HttpError(400, "Bad Request") from None
+        self.requests.append(
+            Request(
+                method=parser.get_method().decode(),
+                target=self._url.decode("latin-1"),
+                path=path,
+                query=query,
+                headers=self._headers,
+                body=b"".join(self._body),
+                keep_alive=parser.should_keep_alive(),
+                upgrade=parser.should_upgrade(),
+                http_minor=int(parser.get_http_version().split(".")[1]),
+            )
+        )
+
+    def _count(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.max_header_bytes:
+            raise HttpError(431, "Request Header Fields Too Large")
+
+
+def response_head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    """Status line and header block, ending with the blank line."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    lines = [f"HTTP/1.1 {status} {phrase}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def simple_response(
+    status: int,
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    headers: list[tuple[str, str]] | None = None,
+    keep_alive: bool = True,
+) -> bytes:
+    """A complete response with ``Content-Length``."""
+    head = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    if headers:
+        head.extend(headers)
+    if not keep_alive:
+        head.append(("Connection", "close"))
+    return response_head(status, head) + body
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 §7.1); empty ``data`` ends the body."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"

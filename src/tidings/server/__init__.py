@@ -1,0 +1,5 @@
+"""The native asyncio server."""
+
+from .server import Server
+
+__all__ = ["Server"]

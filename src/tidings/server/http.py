@@ -1,0 +1,330 @@
+"""The HTTP/1.1 side of a connection: requests, keep-alive, and the hand-over to streaming.
+
+Every accepted socket starts here. Subscribe requests end this object's life: the transport
+is handed to a small streaming protocol (``sessions.py``) and the HTTP parser is dropped.
+Long-polls and request/response endpoints stay here and keep the connection alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, cast
+
+import orjson
+
+from tidings.core.node import Resume
+from tidings.exceptions import HttpError, WebSocketError
+from tidings.protocol.http import Request, RequestParser, chunk, response_head, simple_response
+from tidings.protocol.sse import sse_comment, sse_retry
+from tidings.protocol.websocket import accept_response, check_handshake
+
+from . import handlers
+from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
+from .longpoll import LongPoll
+from .request import cors_headers, origin_allowed, parse_subscribe
+from .sessions import Session, SseSession, StreamSession, WsSession
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["HttpConnection"]
+
+log = logging.getLogger("tidings.server")
+
+SUBSCRIBE = ("ws", "sse", "stream", "lp")
+NO_BUFFERING = [
+    ("Cache-Control", "no-cache, no-store, no-transform"),
+    ("X-Accel-Buffering", "no"),  # nginx: don't buffer this response
+]
+
+
+class HttpConnection(asyncio.Protocol):
+    """Parses requests and answers them one at a time (pipelined ones wait their turn)."""
+
+    __slots__ = (
+        "busy",
+        "closed",
+        "draining",
+        "lp",
+        "parser",
+        "server",
+        "task",
+        "timer",
+        "transport",
+    )
+
+    kind = "http"
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        config = server.config
+        self.parser = RequestParser(
+            max_header_bytes=config.max_header_bytes, max_body=config.max_body_bytes
+        )
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+        self.closed = False
+        self.draining = False
+        self.lp: LongPoll | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports don't subclass asyncio.Transport but implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        if not self.server.admit(self):
+            log.warning("connection limit reached, refusing %s", self.peer())
+            self.send_error(503, "too many connections", close=True)
+            return
+        self._arm(self.server.config.request_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed(data)
+        except HttpError as exc:
+            log.info("bad request from %s: %s %s", self.peer(), exc.status, exc.reason)
+            self.send_error(exc.status, exc.reason, close=True)
+            return
+        if not self.busy:
+            self._arm(self.server.config.request_timeout)
+        self.process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.lp is not None:
+            self.lp.close()
+        if self.task is not None:
+            self.task.cancel()
+        self.server.forget(self)
+
+    # request dispatch
+    def process(self) -> None:
+        queue = self.parser.requests
+        while queue and not self.busy and not self.closed:
+            self.handle(queue.popleft())
+
+    def handle(self, request: Request) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not request.keep_alive:
+            self.draining = True
+        path = request.path
+        head, _, rest = path[1:].partition("/")
+        try:
+            if request.method == "OPTIONS":
+                self.preflight(request)
+            elif head in SUBSCRIBE and rest:
+                self.subscribe(head, rest, request)
+            elif head == "pub" and rest:
+                self.run(handlers.publish_endpoint(self.server, request, rest))
+            elif path == "/stats":
+                self.run(handlers.stats(self.server, request))
+            elif path == "/health":
+                self.respond(*handlers.health(self.server, request))
+            elif path == "/" and self.server.config.demo and request.method == "GET":
+                self.respond(*handlers.demo_page(self.server, request))
+            else:
+                raise HttpError(404, "not found")
+        except HttpError as exc:
+            log.info("%s %s -> %s %s", request.method, path, exc.status, exc.reason)
+            self.send_error(exc.status, exc.reason, headers=exc.headers)
+
+    def run(self, handler: Awaitable[handlers.Response]) -> None:
+        self.busy = True
+        self.task = self.server.loop.create_task(self._run(handler))
+
+    async def _run(self, handler: Awaitable[handlers.Response]) -> None:
+        try:
+            result = await handler
+        except HttpError as exc:
+            log.info("request -> %s %s", exc.status, exc.reason)
+            self.send_error(exc.status, exc.reason, headers=exc.headers)
+        except Exception:
+            log.exception("request handler failed")
+            self.send_error(500, "internal error")
+        else:
+            self.respond(*result)
+        finally:
+            self.task = None
+
+    # responses
+    def respond(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+        if self.closed or self.transport is None:
+            return
+        ctype = "application/json"
+        extra = []
+        for name, value in headers:
+            if name == "Content-Type":
+                ctype = value
+            else:
+                extra.append((name, value))
+        keep = not self.draining
+        self.transport.write(
+            simple_response(status, body, content_type=ctype, headers=extra, keep_alive=keep)
+        )
+        self.busy = False
+        if not keep:
+            self.close()
+            return
+        self._arm(self.server.config.keepalive_timeout)
+        self.process()
+
+    def send_error(
+        self,
+        status: int,
+        reason: str,
+        *,
+        close: bool = False,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        if close:
+            self.draining = True
+        self.respond(status, orjson.dumps({"error": reason}), headers or [])
+
+    def close(self) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: answer a waiting long-poll, close when idle."""
+        self.draining = True
+        if self.lp is not None:
+            self.lp.respond()
+        elif not self.busy:
+            self.close()
+
+    def _arm(self, timeout: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.server.loop.call_later(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.busy or self.closed:
+            return
+        # Idle keep-alive connections close quietly; a half-sent request gets 408.
+        if self.parser.pending():
+            self.send_error(408, "request timeout", close=True)
+        else:
+            self.close()
+
+    def peer(self) -> object:
+        return self.transport.get_extra_info("peername") if self.transport else None
+
+    # subscribe endpoints
+    def subscribe(self, transport_name: str, rest: str, request: Request) -> None:
+        config = self.server.config
+        if request.method != "GET":
+            raise HttpError(405, "method not allowed", [("Allow", "GET, OPTIONS")])
+        if not origin_allowed(request, config.allowed_origins):
+            raise HttpError(403, "origin not allowed")
+        sub = parse_subscribe(request, rest, config.max_channels_per_connection)
+        cors = cors_headers(request, config.allowed_origins)
+        if transport_name == "lp":
+            self.longpoll(sub.channels, sub.raw, cors, sub.resume)
+            return
+        transport = self.transport
+        assert transport is not None
+        session: Session
+        if transport_name == "ws":
+            try:
+                key = check_handshake(request)
+            except WebSocketError as exc:
+                if "Version" in str(exc):
+                    self.respond(426, b"", [("Sec-WebSocket-Version", "13")])
+                    return
+                raise HttpError(400, str(exc)) from None
+            # An empty Sec-WebSocket-Protocol is accepted and not echoed.
+            transport.write(accept_response(key))
+            session = WsSession(self.server, transport, WS_FORMATS[sub.raw], sub.channels)
+        elif transport_name == "sse":
+            multi = len(sub.channels) > 1
+            head = [("Content-Type", "text/event-stream; charset=utf-8"), *NO_BUFFERING]
+            transport.write(
+                response_head(200, [*head, ("Connection", "close"), *cors])
+                + sse_retry(config.sse_retry_ms)
+                + sse_comment("ok")
+            )
+            fmt = SSE_FORMATS[(sub.raw, not multi)]
+            session = SseSession(self.server, transport, fmt, sub.channels, multi=multi)
+        else:
+            session = self._stream_session(request, sub.raw, sub.channels, cors)
+        self.hand_over(session, sub.resume)
+
+    def _stream_session(
+        self, request: Request, raw: bool, channels: list[str], cors: list[tuple[str, str]]
+    ) -> StreamSession:
+        transport = self.transport
+        assert transport is not None
+        name = request.query.get("template")
+        if name is not None:
+            template = self.server.templates.get(name)
+            if template is None:
+                raise HttpError(400, "unknown template")
+            fmt: TemplateFormat | None = self.server.template_formats[name]
+            ctype, header = template.content_type, template.header
+        else:
+            fmt = None
+            ctype = "text/plain; charset=utf-8" if raw else "application/x-ndjson"
+            header = b""
+        head = [("Content-Type", ctype), ("Transfer-Encoding", "chunked"), *NO_BUFFERING]
+        transport.write(response_head(200, [*head, *cors]) + (chunk(header) if header else b""))
+        return StreamSession(self.server, transport, fmt or STREAM_FORMATS[raw], channels)
+
+    def hand_over(self, session: Session, resume: dict[str, Resume]) -> None:
+        """Give the transport to ``session``; this HTTP connection object is done."""
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport = self.transport
+        assert transport is not None
+        transport.set_protocol(session)
+        self.server.replace(self, session)
+        leftover = self.parser.upgrade_data
+        self.server.loop.create_task(session.start(resume))
+        if leftover and isinstance(session, WsSession):
+            session.data_received(leftover)
+
+    def longpoll(
+        self,
+        channels: list[str],
+        raw: bool,
+        cors: list[tuple[str, str]],
+        resume: dict[str, Resume],
+    ) -> None:
+        self.busy = True
+        self.lp = LongPoll(self, channels, raw, cors)
+        timeout = self.server.config.longpoll_timeout
+        if self.draining and self.server.stopping:
+            timeout = 0
+        self.task = self.server.loop.create_task(self.lp.start(resume, timeout))
+
+    def finish_longpoll(self, body: bytes, headers: list[tuple[str, str]]) -> None:
+        self.lp = None
+        self.task = None
+        self.respond(200, body, headers)
+
+    def preflight(self, request: Request) -> None:
+        allowed = self.server.config.allowed_origins
+        cors = cors_headers(request, allowed)
+        if not cors:
+            raise HttpError(403, "origin not allowed")
+        cors += [
+            ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type, X-API-Key, Last-Event-ID"),
+            ("Access-Control-Max-Age", "600"),
+        ]
+        self.respond(204, b"", cors)

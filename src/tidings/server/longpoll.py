@@ -1,0 +1,138 @@
+"""``/lp/<channels>``: long-polling.
+
+Answers at once with everything after the client's position; otherwise holds the request
+until a publication (publications arriving in the same loop iteration share one response)
+or the timeout. Every response carries the position to come back with, as ``ETag`` and as
+``id`` in the body, so nothing published between two polls is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tidings.core.hub import Formatter
+from tidings.core.node import Node, Resume
+from tidings.core.publication import Publication
+from tidings.protocol.envelope import payload_json
+from tidings.protocol.positions import format_positions
+
+from .formats import ENVELOPE
+
+if TYPE_CHECKING:
+    from .http import HttpConnection
+
+__all__ = ["LongPoll"]
+
+log = logging.getLogger("tidings.server")
+
+
+class LongPoll:
+    """One waiting long-poll request, subscribed to its channels until it is answered."""
+
+    __slots__ = (
+        "channels",
+        "closed",
+        "conn",
+        "formatter",
+        "headers",
+        "messages",
+        "notices",
+        "positions",
+        "raw",
+        "ready",
+        "scheduled",
+        "timer",
+    )
+
+    def __init__(
+        self, conn: HttpConnection, channels: list[str], raw: bool, headers: list[tuple[str, str]]
+    ) -> None:
+        self.conn = conn
+        self.channels = channels
+        self.raw = raw
+        self.headers = headers
+        self.formatter: Formatter = ENVELOPE
+        self.closed = False
+        self.ready = False
+        self.scheduled = False
+        self.messages: list[Publication] = []
+        self.notices: list[dict[str, Any]] = []
+        self.positions: dict[str, tuple[int, str]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def start(self, resume: dict[str, Resume], wait: float) -> None:
+        node = self.conn.server.node
+        try:
+            for channel in self.channels:
+                # Without a position, "last 0" still reports where the stream stands, so
+                # the response's id lets the next poll resume exactly.
+                pos = await node.subscribe(self, channel, resume.get(channel, Resume(last=0)))
+                if pos is not None:
+                    self.positions.setdefault(channel, pos)
+                if self.closed:
+                    return
+        except Exception:
+            log.exception("long-poll subscribe failed")
+            self.close()
+            self.conn.send_error(500, "internal error")
+            return
+        self.ready = True
+        if self.messages or self.notices:
+            self.respond()
+        else:
+            self.timer = self.conn.server.loop.call_later(wait, self.respond)
+
+    def deliver(self, pub: Publication, data: bytes) -> None:
+        self.messages.append(pub)
+        self.positions[pub.channel] = (pub.offset, pub.epoch)
+        self._schedule()
+
+    def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
+        self.notices.append({"notice": kind, "channel": channel, **fields})
+        self._schedule()
+
+    def channel_deleted(self, channel: str) -> None:
+        self.channels = [c for c in self.channels if c != channel]
+        self.notice("deleted", channel, {})
+
+    def _schedule(self) -> None:
+        if self.ready and not self.scheduled and not self.closed:
+            self.scheduled = True
+            self.conn.server.loop.call_soon(self.respond)
+
+    def respond(self) -> None:
+        if self.closed:
+            return
+        self.close()
+        ident = format_positions(self.positions)
+        if self.raw:
+            items = [orjson.Fragment(payload_json(p.data, p.is_json)) for p in self.messages]
+        else:
+            items = [orjson.Fragment(ENVELOPE.encode(p)) for p in self.messages]
+        body: dict[str, Any] = {"id": ident, "messages": items}
+        headers = [("ETag", f'"{ident}"'), ("Cache-Control", "no-store"), *self.headers]
+        if self.notices:
+            body["notices"] = self.notices
+            if any(n["notice"] == "gap" for n in self.notices):
+                headers.append(("X-Tidings-Gap", "1"))
+        self.conn.finish_longpoll(orjson.dumps(body), headers)
+
+    def _leave(self, node: Node, channel: str) -> None:
+        node.unsubscribe(self, channel)
+
+    def close(self) -> None:
+        """Stop waiting and leave the channels (the connection went away or was answered)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        node = self.conn.server.node
+        loop = self.conn.server.loop
+        for channel in self.channels:
+            # Deferred: this may run inside the hub's fan-out over this channel.
+            loop.call_soon(self._leave, node, channel)

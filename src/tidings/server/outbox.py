@@ -1,0 +1,146 @@
+"""Coalesced writes with a bound: the delivery half of every streaming connection.
+
+``push`` only queues bytes; one ``Flusher`` callback per event-loop iteration writes each
+connection's queue with a single ``transport.write`` (see docs/architecture.md, "hot path").
+A connection whose unsent bytes (queued here plus held by the transport) pass
+``max_outgoing_bytes`` is a slow consumer: it is cut off with a "slow" reason and may resume
+from history when it comes back, so one stalled reader never grows the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Flusher", "Outbox"]
+
+log = logging.getLogger("tidings.server")
+
+
+class Flusher:
+    """Collects connections with queued bytes and flushes them all in one callback."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Outbox] = []
+        self._scheduled = False
+
+    def mark(self, conn: Outbox) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for conn in dirty:
+            conn.flush()
+
+
+class Outbox(asyncio.Protocol):
+    """Base of streaming connections: bounded, coalesced outgoing bytes.
+
+    Subclasses say how to part with a client (``goodbye``) and what to do on input.
+    """
+
+    __slots__ = ("_buffered", "_pending", "_pending_size", "closed", "server", "transport")
+
+    kind: ClassVar[str] = "stream"
+
+    def __init__(self, server: Server, transport: asyncio.Transport) -> None:
+        self.server = server
+        self.transport = transport
+        self._pending: list[bytes] | None = None
+        self._pending_size = 0
+        self._buffered = 0
+        self.closed = False
+
+    def push(self, data: bytes) -> None:
+        """Queue ``data``; it is written at the end of this loop iteration."""
+        if self.closed:
+            return
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self.server.flusher.mark(self)
+        else:
+            pending.append(data)
+        size = self._pending_size + len(data)
+        self._pending_size = size
+        if size + self._buffered > self.server.config.max_outgoing_bytes:
+            self.slow()
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending is None or self.closed:
+            return
+        self._pending = None
+        self._pending_size = 0
+        transport = self.transport
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self._buffered = transport.get_write_buffer_size()
+
+    def slow(self) -> None:
+        """Cut off a client that can't keep up; it resumes from history on return."""
+        log.warning("slow consumer cut off: %s", self.describe())
+        self.server.stats_slow += 1
+        self.finish(self.goodbye("slow"))
+
+    def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
+        """Stop delivering, write ``last`` and close. With ``wait_close`` the peer is given
+        time to answer (a WebSocket close handshake) before the connection is aborted; a
+        peer that doesn't read what is left is aborted after the same grace period."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pending = None
+        self._pending_size = 0
+        # The hub may be iterating this connection's group right now (a slow consumer is
+        # found inside fan-out), so leave the channels on the next loop iteration.
+        loop = self.server.loop
+        loop.call_soon(self.unsubscribe_all)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if last:
+            transport.write(last)
+        grace = self.server.config.shutdown_timeout
+        if wait_close:
+            loop.call_later(grace, transport.abort)
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            loop.call_later(grace, transport.abort)
+
+    def goodbye(self, reason: str) -> bytes:
+        """The bytes that end the stream, saying why (``slow``, ``shutdown``, ``deleted``)."""
+        return b""
+
+    def unsubscribe_all(self) -> None:
+        """Leave every channel; called once when the connection ends."""
+
+    def describe(self) -> str:
+        peer = self.transport.get_extra_info("peername")
+        return f"{self.kind} connection from {peer}"
+
+    # asyncio.Protocol: delivery never awaits the transport, so flow control is ignored
+    # and the outgoing bound above is what protects memory.
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self._pending = None
+            self.unsubscribe_all()
+        self.server.forget(self)

@@ -1,0 +1,95 @@
+"""What a subscribe request asks for: channels, resume positions, mode; and Origin checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from tidings.core.channels import validate_channel
+from tidings.core.node import Resume
+from tidings.exceptions import HttpError, InvalidChannel, InvalidPosition
+from tidings.protocol.http import Request
+from tidings.protocol.positions import parse_positions, parse_since
+
+__all__ = ["SubscribeRequest", "cors_headers", "origin_allowed", "parse_subscribe"]
+
+MAX_LAST = 10000
+
+
+@dataclass(slots=True)
+class SubscribeRequest:
+    channels: list[str]
+    resume: dict[str, Resume]
+    raw: bool
+
+
+def parse_channels(text: str, limit: int) -> list[str]:
+    """Channels from a path segment: ``news,chat:1``. Raises ``HttpError(400)``."""
+    names: list[str] = []
+    for name in text.split(","):
+        try:
+            validate_channel(name)
+        except InvalidChannel as exc:
+            raise HttpError(400, f"bad channel name: {exc}") from None
+        if name not in names:
+            names.append(name)
+    if len(names) > limit:
+        raise HttpError(400, f"too many channels: at most {limit} per connection")
+    return names
+
+
+def parse_subscribe(request: Request, rest: str, limit: int) -> SubscribeRequest:
+    """Parse ``/<transport>/<channels>?...``; ``rest`` is the path after the prefix."""
+    channels = parse_channels(rest, limit)
+    query = request.query
+    mode = query.get("format", "envelope")
+    if mode not in ("envelope", "raw"):
+        raise HttpError(400, "format must be 'envelope' or 'raw'")
+    resume: dict[str, Resume] = {}
+    try:
+        # Precedence: query parameters (explicit) over headers (sent by browsers/caches).
+        text = query.get("last_event_id") or request.header("last-event-id")
+        text = text or request.header("if-none-match")
+        if text:
+            for ch, (offset, epoch) in parse_positions(text).items():
+                if ch in channels:
+                    resume[ch] = Resume(offset, epoch)
+        if "since" in query:
+            for ch, (offset, epoch) in parse_since(query["since"], channels).items():
+                if ch in channels:
+                    resume[ch] = Resume(offset, epoch)
+    except InvalidPosition as exc:
+        raise HttpError(400, f"bad position: {exc}") from None
+    if "last" in query:
+        last = query["last"]
+        if not last.isdigit() or int(last) > MAX_LAST:
+            raise HttpError(400, f"last must be an integer from 0 to {MAX_LAST}")
+        for ch in channels:
+            resume.setdefault(ch, Resume(last=int(last)))
+    return SubscribeRequest(channels, resume, mode == "raw")
+
+
+def origin_allowed(request: Request, allowed: list[str]) -> bool:
+    """A request with no Origin (not from a browser) passes; a browser's must be listed in
+    ``allowed`` (``*`` for any) or, with an empty list, be the same origin as Host."""
+    origin = request.header("origin")
+    if not origin:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    if allowed:
+        return False
+    host = request.header("host")
+    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def cors_headers(request: Request, allowed: list[str]) -> list[tuple[str, str]]:
+    """CORS headers for an allowed cross-origin request (none for same-origin requests)."""
+    origin = request.header("origin")
+    if not origin or not allowed or not origin_allowed(request, allowed):
+        return []
+    return [
+        ("Access-Control-Allow-Origin", origin),
+        ("Vary", "Origin"),
+        ("Access-Control-Expose-Headers", "ETag, X-Tidings-Gap"),
+    ]

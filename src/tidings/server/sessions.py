@@ -1,0 +1,235 @@
+"""Streaming subscribers: WebSocket, Server-Sent Events and chunked HTTP streams.
+
+After its handshake each connection's transport is handed to one of these small protocol
+objects (no task, no parser of HTTP left), which the hub calls to deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tidings.core.hub import Formatter
+from tidings.core.node import Resume
+from tidings.core.publication import Publication
+from tidings.protocol.envelope import encode_notice
+from tidings.protocol.http import chunk
+from tidings.protocol.positions import format_positions
+from tidings.protocol.sse import sse_event
+from tidings.protocol.websocket import CloseCode, WebSocketReader, close_frame, text_frame
+
+from .formats import TemplateFormat, notice_event
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Session", "SseSession", "StreamSession", "WsSession"]
+
+log = logging.getLogger("tidings.server")
+
+
+class Session(Outbox):
+    """A connection subscribed to channels with one formatter."""
+
+    __slots__ = ("channels", "formatter")
+
+    def __init__(
+        self,
+        server: Server,
+        transport: asyncio.Transport,
+        formatter: Formatter,
+        channels: list[str],
+    ) -> None:
+        super().__init__(server, transport)
+        self.formatter = formatter
+        self.channels = channels
+
+    async def start(self, resume: dict[str, Resume]) -> None:
+        """Subscribe to every channel, replaying history where a position was given."""
+        node = self.server.node
+        try:
+            for channel in self.channels:
+                if self.closed:
+                    return
+                await node.subscribe(self, channel, resume.get(channel))
+        except Exception:
+            log.exception("subscribing %s failed", self.describe())
+            self.finish(self.goodbye("error"))
+
+    def deliver(self, pub: Publication, data: bytes) -> None:
+        self.push(data)
+
+    def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
+        self.push(self.encode_notice(kind, channel, fields))
+
+    def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def channel_deleted(self, channel: str) -> None:
+        if channel in self.channels:
+            self.channels = [c for c in self.channels if c != channel]
+        if self.channels:
+            self.notice("deleted", channel, {})
+        else:
+            self.finish(self.encode_notice("deleted", channel, {}) + self.goodbye("deleted"))
+
+    def unsubscribe_all(self) -> None:
+        node = self.server.node
+        for channel in self.channels:
+            node.unsubscribe(self, channel)
+        self.channels = []
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.unsubscribe_all()
+        super().connection_lost(exc)
+
+
+# Close codes of the simple WebSocket endpoint (docs/endpoints.md).
+WS_CLOSE: dict[str, tuple[int, str]] = {
+    "shutdown": (int(CloseCode.GOING_AWAY), "shutdown"),
+    "slow": (3008, "slow"),
+    "deleted": (4404, "channel deleted"),
+    "error": (int(CloseCode.INTERNAL_ERROR), "internal error"),
+}
+
+
+class WsSession(Session):
+    """``/ws/<channels>``: one text frame per message. Client messages are ignored."""
+
+    __slots__ = ("reader", "seen")
+
+    kind: ClassVar[str] = "ws"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reader: WebSocketReader | None = None
+        self.seen = True
+
+    def data_received(self, data: bytes) -> None:
+        self.seen = True
+        reader = self.reader
+        if reader is None:
+            reader = self.reader = WebSocketReader(self.server.config.max_message_bytes)
+        _, out = reader.receive_data(data)
+        if not reader.closed:
+            if out:
+                self.flush()  # keep frames whole and in order: pending data first
+                self.transport.write(out)
+            return
+        if self.closed:
+            # We sent our close frame first; the client's answer completes the handshake.
+            self.transport.close()
+            return
+        if reader.close_code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
+            log.info("%s closed: %s %s", self.describe(), reader.close_code, reader.close_reason)
+        self.finish(out)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
+        return text_frame(encode_notice(kind, channel, **fields))
+
+    def goodbye(self, reason: str) -> bytes:
+        code, text = WS_CLOSE.get(reason, WS_CLOSE["error"])
+        return close_frame(code, text)
+
+    def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
+        # Having sent our close frame, wait for the client's (RFC 6455 §7.1.1); having
+        # answered the client's, close at once.
+        answered = self.reader is not None and self.reader.closed
+        super().finish(last, wait_close=not answered)
+
+    def ping(self) -> None:
+        """Called by the server's heartbeat: a client silent for a whole round is dead."""
+        if not self.seen:
+            log.info("%s: no answer to ping, closing", self.describe())
+            self.closed = True
+            self.server.loop.call_soon(self.unsubscribe_all)
+            self.transport.abort()
+            return
+        self.seen = False
+        self.push(PING)
+
+
+PING = b"\x89\x00"  # an unmasked ping frame with no payload (RFC 6455 §5.5.2)
+
+
+class SseSession(Session):
+    """``/sse/<channels>``: EventSource. On several channels, ``id:`` lists every position."""
+
+    __slots__ = ("positions",)
+
+    kind: ClassVar[str] = "sse"
+
+    def __init__(self, *args: Any, multi: bool) -> None:
+        super().__init__(*args)
+        self.positions: dict[str, tuple[int, str]] | None = {} if multi else None
+
+    async def start(self, resume: dict[str, Resume]) -> None:
+        # On several channels every id lists every position, so that a reconnecting
+        # browser resumes all of them: the client's own, else where the stream stands now.
+        positions = self.positions
+        if positions is not None:
+            for channel in self.channels:
+                given = resume.get(channel)
+                if given is not None and given.offset is not None:
+                    positions[channel] = (given.offset, given.epoch)
+                else:
+                    info = await self.server.node.stream_info(channel)
+                    top = info.position if info is not None else None
+                    positions[channel] = (top.offset, top.epoch) if top else (0, "")
+        await super().start(resume)
+
+    def deliver(self, pub: Publication, data: bytes) -> None:
+        positions = self.positions
+        if positions is None:
+            self.push(data)
+            return
+        positions[pub.channel] = (pub.offset, pub.epoch)
+        self.push(b"id: " + format_positions(positions).encode() + b"\n" + data)
+
+    def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
+        return sse_event(encode_notice(kind, channel, **fields), event=notice_event(kind))
+
+    def goodbye(self, reason: str) -> bytes:
+        if reason == "deleted":
+            return b""
+        return sse_event(encode_notice(reason, ""), event=notice_event(reason))
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+    def heartbeat(self) -> None:
+        self.push(b":\n\n")
+
+
+class StreamSession(Session):
+    """``/stream/<channels>``: a chunked body, one line (or rendered template) per message."""
+
+    __slots__ = ()
+
+    kind: ClassVar[str] = "stream"
+
+    def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
+        fmt = self.formatter
+        if isinstance(fmt, TemplateFormat):
+            return fmt.notice(kind, channel, fields)
+        return chunk(encode_notice(kind, channel, **fields) + b"\n")
+
+    def goodbye(self, reason: str) -> bytes:
+        fmt = self.formatter
+        footer = fmt.template.footer if isinstance(fmt, TemplateFormat) else b""
+        notice = b"" if reason == "deleted" else self.encode_notice(reason, "", {})
+        return notice + (chunk(footer) if footer else b"") + chunk(b"")
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
