@@ -1,0 +1,297 @@
+"""Helpers for the integration tests: real clients against a real server on 127.0.0.1.
+
+Readers run in background tasks that fill queues, so a test waits on the next event with
+``TIMEOUT`` and never sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+from tidings.server import Server
+from tidings.testing import TIMEOUT
+
+API_KEY = "test-key"
+AUTH = {"X-API-Key": API_KEY}
+
+
+def http_client(server: Server) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, trust_env=False)
+
+
+async def publish(
+    server: Server,
+    channel: str,
+    data: Any,
+    *,
+    event: str | None = None,
+    text: bool = False,
+) -> dict[str, Any]:
+    """Publish over ``POST /pub``: ``data`` as JSON, or as text/plain with ``text=True``."""
+    if text:
+        body, ctype = str(data).encode(), "text/plain; charset=utf-8"
+    else:
+        body, ctype = json.dumps(data).encode(), "application/json"
+    params = {"event": event} if event else None
+    async with http_client(server) as c:
+        resp = await c.post(
+            f"/pub/{channel}",
+            content=body,
+            params=params,
+            headers={**AUTH, "Content-Type": ctype},
+        )
+    assert resp.status_code == 200, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
+    """Wait (bounded by ``TIMEOUT``) until ``predicate()`` holds, yielding to the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
+async def subscribed(server: Server, channel: str, count: int = 1) -> None:
+    """Wait until ``channel`` has at least ``count`` local subscribers on the server."""
+    await until(lambda: server.node.hub.count(channel) >= count, f"{count} on {channel}")
+
+
+# WebSocket
+
+
+@asynccontextmanager
+async def ws_connect(server: Server, path: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
+    url = server.url.replace("http://", "ws://") + path
+    kwargs.setdefault("proxy", None)
+    kwargs.setdefault("open_timeout", TIMEOUT)
+    kwargs.setdefault("close_timeout", TIMEOUT)
+    kwargs.setdefault("compression", None)
+    async with connect(url, **kwargs) as ws:
+        yield ws
+
+
+async def ws_json(ws: ClientConnection) -> Any:
+    """The next text frame, parsed as JSON."""
+    message = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(message, str), message
+    return json.loads(message)
+
+
+async def ws_close_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes; return its close code."""
+    with suppress(Exception):
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                await ws.recv()
+    await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+    return ws.close_code
+
+
+# Server-Sent Events and chunked streams over httpx
+
+
+@dataclass
+class SseEvent:
+    data: str
+    event: str = "message"
+    id: str | None = None
+
+
+@dataclass
+class Lines:
+    """A streaming response read in the background; ``items`` are events or lines."""
+
+    response: httpx.Response
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    comments: list[str] = field(default_factory=list)
+    retry: list[str] = field(default_factory=list)
+    last_id: str | None = None
+
+    async def next(self) -> Any:
+        item = await asyncio.wait_for(self.queue.get(), TIMEOUT)
+        if item is _END:
+            raise AssertionError("stream ended")
+        return item
+
+    async def take(self, n: int) -> list[Any]:
+        return [await self.next() for _ in range(n)]
+
+    async def wait_end(self) -> list[Any]:
+        """Wait for the server to end the body; return what came before the end."""
+        await asyncio.wait_for(self.ended.wait(), TIMEOUT)
+        rest = []
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is not _END:
+                rest.append(item)
+        return rest
+
+
+_END = object()
+
+
+async def _read_sse(lines: Lines) -> None:
+    data: list[str] = []
+    event = ""
+    try:
+        async for line in lines.response.aiter_lines():
+            if line == "":
+                if data:
+                    lines.queue.put_nowait(SseEvent("\n".join(data), event or "message", lines.last_id))
+                data, event = [], ""
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "":
+                lines.comments.append(value)
+            elif name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+            elif name == "id":
+                lines.last_id = value
+            elif name == "retry":
+                lines.retry.append(value)
+    except httpx.HTTPError:
+        pass
+    finally:
+        lines.queue.put_nowait(_END)
+        lines.ended.set()
+
+
+async def _read_lines(lines: Lines) -> None:
+    try:
+        async for line in lines.response.aiter_lines():
+            lines.queue.put_nowait(line)
+    except httpx.HTTPError:
+        pass
+    finally:
+        lines.queue.put_nowait(_END)
+        lines.ended.set()
+
+
+async def _read_chunks(lines: Lines) -> None:
+    try:
+        async for part in lines.response.aiter_bytes():
+            lines.queue.put_nowait(part)
+    except httpx.HTTPError:
+        pass
+    finally:
+        lines.queue.put_nowait(_END)
+        lines.ended.set()
+
+
+@asynccontextmanager
+async def _streaming(
+    server: Server,
+    path: str,
+    reader: Callable[[Lines], Awaitable[None]],
+    headers: dict[str, str] | None,
+    status: int,
+) -> AsyncIterator[Lines]:
+    async with (
+        http_client(server) as c,
+        c.stream("GET", path, headers=headers) as resp,
+    ):
+        assert resp.status_code == status, (resp.status_code, await resp.aread())
+        lines = Lines(resp)
+        task = asyncio.create_task(reader(lines))
+        try:
+            yield lines
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+
+def sse_connect(
+    server: Server, path: str, headers: dict[str, str] | None = None
+) -> AbstractAsyncContextManager[Lines]:
+    """Open ``/sse/...``; ``next()`` returns ``SseEvent``s."""
+    return _streaming(server, path, _read_sse, headers, 200)
+
+
+def stream_connect(
+    server: Server, path: str, headers: dict[str, str] | None = None
+) -> AbstractAsyncContextManager[Lines]:
+    """Open ``/stream/...``; ``next()`` returns lines."""
+    return _streaming(server, path, _read_lines, headers, 200)
+
+
+def chunks_connect(server: Server, path: str) -> AbstractAsyncContextManager[Lines]:
+    """Open a streaming response; ``next()`` returns raw body pieces."""
+    return _streaming(server, path, _read_chunks, None, 200)
+
+
+# Raw sockets
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def read_response(reader: asyncio.StreamReader) -> RawResponse:
+    """One HTTP/1.1 response with ``Content-Length`` (or to EOF) from ``reader``."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), TIMEOUT)
+    elif status in (101, 204, 304):
+        body = b""
+    else:
+        body = await asyncio.wait_for(reader.read(), TIMEOUT)
+    return RawResponse(status, headers, body)
+
+
+async def raw_request(server: Server, data: bytes) -> RawResponse:
+    """Send ``data`` on a fresh connection and read one response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await read_response(reader)
+    finally:
+        writer.close()
+        with suppress(OSError):
+            await writer.wait_closed()
+
+
+async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    return await asyncio.wait_for(reader.read(), TIMEOUT)
+
+
+async def assert_serving(server: Server, channel: str = "alive") -> None:
+    """The server still answers: health, and a publication reaches a WebSocket subscriber."""
+    async with http_client(server) as c:
+        resp = await c.get("/health")
+    assert resp.status_code == 200
+    async with ws_connect(server, f"/ws/{channel}?format=raw") as ws:
+        await subscribed(server, channel)
+        await publish(server, channel, {"still": "here"})
+        assert await ws_json(ws) == {"still": "here"}

@@ -1,0 +1,133 @@
+"""The ``tidings`` command as a user runs it: serve, publish, subscribe, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+
+from tidings.testing import TIMEOUT
+
+CLI = [sys.executable, "-m", "tidings.cli"]
+
+
+async def read_until(stream: asyncio.StreamReader, pattern: str) -> re.Match[str]:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"stream ended before {pattern!r}")
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_serve_publish_subscribe_and_sigterm():
+    server = await asyncio.create_subprocess_exec(
+        *CLI,
+        "serve",
+        "--port",
+        "0",
+        "--log-level",
+        "warning",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        url = (await read_until(server.stdout, r"serving on (http://\S+)")).group(1)
+        key = (await read_until(server.stdout, r"API key \(generated for this run\): (\S+)")).group(
+            1
+        )
+
+        # --since 0 makes delivery certain whether the subscriber connects before or after
+        # the publication: live, or from history.
+        sub = await asyncio.create_subprocess_exec(
+            *CLI,
+            "subscribe",
+            "news",
+            "--url",
+            url,
+            "--raw",
+            "--since",
+            "0",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            env = {**os.environ, "TIDINGS_API_KEY": key}
+            code, out, err = await run("publish", "news", '{"text":"hello"}', "--url", url, env=env)
+            assert code == 0, err
+            assert re.search(r"news offset 1 epoch \S+ -> [01] subscriber", out)
+            line = await read_until(sub.stdout, r"hello")
+            assert line.string.strip() == '{"text":"hello"}'
+        finally:
+            sub.kill()
+            await sub.wait()
+
+        code, _, err = await run("publish", "news", "x", "--url", url, "--api-key", "wrong")
+        assert code == 1 and "API key" in err
+
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), TIMEOUT) == 0
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+
+
+async def test_subscribe_since_replays_history():
+    server = await asyncio.create_subprocess_exec(
+        *CLI,
+        "serve",
+        "--port",
+        "0",
+        "--api-key",
+        "k",
+        "--log-level",
+        "warning",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        url = (await read_until(server.stdout, r"serving on (http://\S+)")).group(1)
+        env = {**os.environ, "TIDINGS_API_KEY": "k"}
+        for text in ("one", "two", "three"):
+            assert (await run("publish", "log", text, "--url", url, env=env))[0] == 0
+        sub = await asyncio.create_subprocess_exec(
+            *CLI,
+            "subscribe",
+            "log",
+            "--url",
+            url,
+            "--since",
+            "1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            first = await read_until(sub.stdout, r'"offset":(\d+).*"data":"(\w+)"')
+            second = await read_until(sub.stdout, r'"offset":(\d+).*"data":"(\w+)"')
+            assert [first.groups(), second.groups()] == [("2", "two"), ("3", "three")]
+        finally:
+            sub.kill()
+            await sub.wait()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(server.wait(), TIMEOUT)
+
+
+async def test_bad_configuration_exits_2(tmp_path):
+    bad = tmp_path / "tidings.toml"
+    bad.write_text("port = 'x'\n")
+    code, _, err = await run("serve", "--config", str(bad))
+    assert code == 2 and "configuration error" in err

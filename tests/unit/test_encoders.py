@@ -1,0 +1,92 @@
+import orjson
+import pytest
+
+from tidings.protocol.envelope import encode_envelope, encode_notice, payload_json
+from tidings.protocol.http import chunk, response_head, simple_response
+from tidings.protocol.sse import sse_comment, sse_event, sse_retry
+from tidings.protocol.template import MessageTemplate
+
+
+def test_envelope_embeds_json_payload_as_json():
+    raw = encode_envelope("news", 3, "ep", None, b'{"a": [1, 2]}', True)
+    assert orjson.loads(raw) == {
+        "channel": "news",
+        "offset": 3,
+        "epoch": "ep",
+        "data": {"a": [1, 2]},
+    }
+    assert b"event" not in raw
+
+
+def test_envelope_turns_text_into_a_json_string_and_keeps_event():
+    body = orjson.loads(encode_envelope("c", 1, "e", "alert", 'héllo\n"x"'.encode(), False))
+    assert body["data"] == 'héllo\n"x"'
+    assert body["event"] == "alert"
+
+
+def test_payload_json():
+    assert payload_json(b"[1]", True) == b"[1]"
+    assert payload_json(b"a b", False) == b'"a b"'
+
+
+def test_notice():
+    assert orjson.loads(encode_notice("gap", "news", reason="history")) == {
+        "notice": "gap",
+        "channel": "news",
+        "reason": "history",
+    }
+
+
+def test_sse_event_splits_every_kind_of_line_break():
+    out = sse_event(b"one\ntwo\r\nthree\rfour", event="e", id="news:1:x")
+    assert out == (b"id: news:1:x\nevent: e\ndata: one\ndata: two\ndata: three\ndata: four\n\n")
+
+
+def test_sse_event_without_id_or_event():
+    assert sse_event(b"{}") == b"data: {}\n\n"
+
+
+def test_sse_event_name_cannot_inject_fields():
+    out = sse_event(b"x", event="a\nid: 9")
+    assert out.count(b"\n") == 3
+    assert b"\nid:" not in out
+
+
+def test_sse_comment_and_retry():
+    assert sse_comment("ok") == b":ok\n\n"
+    assert sse_retry(1500) == b"retry: 1500\n\n"
+
+
+def test_template_renders_every_placeholder():
+    t = MessageTemplate(
+        "js", "<script>p(~text~,'~channel~','~id~','~event~',~offset~,'~epoch~')</script>"
+    )
+    out = t.render(text=b'{"a":1}', channel="news", id="news:2:e", event="ev", offset=2, epoch="e")
+    assert out == b"<script>p({\"a\":1},'news','news:2:e','ev',2,'e')</script>"
+
+
+def test_template_without_placeholders_and_unknown_tildes():
+    t = MessageTemplate("plain", "~nope~ fixed")
+    out = t.render(text=b"x", channel="c", id="", event=None, offset=0, epoch="")
+    assert out == b"~nope~ fixed"
+
+
+def test_chunk_framing():
+    assert chunk(b"hello") == b"5\r\nhello\r\n"
+    assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    assert chunk(b"") == b"0\r\n\r\n"
+
+
+def test_simple_response():
+    raw = simple_response(404, b'{"error":"not found"}', keep_alive=False)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 404 Not Found"
+    assert b"Content-Length: 21" in lines
+    assert b"Connection: close" in lines
+    assert body == b'{"error":"not found"}'
+
+
+@pytest.mark.parametrize("status", [101, 200, 431, 599])
+def test_response_head_status_line(status):
+    assert response_head(status, []).startswith(f"HTTP/1.1 {status} ".encode())

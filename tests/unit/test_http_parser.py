@@ -1,0 +1,92 @@
+import pytest
+
+from tidings.exceptions import HttpError
+from tidings.protocol.http import RequestParser
+
+
+def parse(data: bytes, **limits) -> RequestParser:
+    parser = RequestParser(**limits)
+    parser.feed(data)
+    return parser
+
+
+def test_request_with_query_headers_and_body():
+    parser = parse(
+        b"POST /pub/chat%3A1?event=new&x= HTTP/1.1\r\nHost: h\r\nX-API-Key: k\r\n"
+        b'Content-Length: 7\r\n\r\n{"a":1}'
+    )
+    (req,) = parser.requests
+    assert req.method == "POST"
+    assert req.path == "/pub/chat:1"
+    assert req.query == {"event": "new", "x": ""}
+    assert req.header("x-api-key") == "k"
+    assert req.body == b'{"a":1}'
+    assert req.keep_alive
+
+
+def test_pipelined_requests_arrive_in_order():
+    parser = parse(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert [r.path for r in parser.requests] == ["/a", "/b"]
+
+
+def test_request_split_across_feeds():
+    parser = RequestParser()
+    parser.feed(b"GET /health HT")
+    assert not parser.requests and parser.pending()
+    parser.feed(b"TP/1.1\r\nHost: h\r\n\r\n")
+    assert parser.requests[0].path == "/health"
+    assert not parser.pending()
+
+
+def test_repeated_headers_are_joined():
+    (req,) = parse(b"GET / HTTP/1.1\r\nA: 1\r\nA: 2\r\n\r\n").requests
+    assert req.header("a") == "1,2"
+
+
+def test_connection_close_and_http10():
+    (req,) = parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").requests
+    assert not req.keep_alive
+    (req,) = parse(b"GET / HTTP/1.0\r\n\r\n").requests
+    assert not req.keep_alive and req.http_minor == 0
+
+
+def test_upgrade_keeps_bytes_after_the_request():
+    parser = parse(
+        b"GET /ws/x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85"
+    )
+    assert parser.requests[0].upgrade
+    assert parser.upgrade_data == b"\x81\x85"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET /%ff HTTP/1.1\r\n\r\n",
+    ],
+)
+def test_malformed_requests_are_400(data):
+    with pytest.raises(HttpError) as info:
+        parse(data)
+    assert info.value.status == 400
+
+
+def test_headers_over_the_limit_are_431():
+    with pytest.raises(HttpError) as info:
+        parse(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n", max_header_bytes=1024)
+    assert info.value.status == 431
+
+
+def test_declared_body_over_the_limit_is_413():
+    with pytest.raises(HttpError) as info:
+        parse(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", max_body=10)
+    assert info.value.status == 413
+
+
+def test_chunked_body_over_the_limit_is_413():
+    data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"8\r\n12345678\r\n" * 3
+    with pytest.raises(HttpError) as info:
+        parse(data, max_body=16)
+    assert info.value.status == 413
