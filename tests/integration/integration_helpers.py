@@ -149,8 +149,10 @@ async def _read_sse(lines: Lines) -> None:
     try:
         async for line in lines.response.aiter_lines():
             if line == "":
-                if data:
-                    lines.queue.put_nowait(SseEvent("\n".join(data), event or "message", lines.last_id))
+                # As a browser does (WHATWG HTML §9.2.6): no event for an empty data buffer.
+                text = "\n".join(data)
+                if text:
+                    lines.queue.put_nowait(SseEvent(text, event or "message", lines.last_id))
                 data, event = [], ""
                 continue
             name, _, value = line.partition(":")
