@@ -7,6 +7,7 @@ import asyncio
 import httpx
 from integration_helpers import (
     AUTH,
+    http_client,
     publish,
     sse_connect,
     stream_connect,
@@ -48,7 +49,7 @@ async def test_publish_reaches_every_kind_of_subscriber(server: Server) -> None:
         ws_connect(server, "/ws/news") as ws,
         sse_connect(server, "/sse/news") as sse,
         stream_connect(server, "/stream/news") as stream,
-        httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, trust_env=False) as lp_client,
+        http_client(server) as lp_client,
     ):
         lp = asyncio.create_task(lp_client.get("/lp/news"))
         await subscribed(server, "news", 4)
@@ -153,7 +154,7 @@ async def test_delete_closes_subscribers_and_drops_history(
         ws_connect(server, "/ws/gone,kept") as ws_multi,
         sse_connect(server, "/sse/gone") as sse,
         stream_connect(server, "/stream/gone") as stream,
-        httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, trust_env=False) as lp_client,
+        http_client(server) as lp_client,
     ):
         lp = asyncio.create_task(lp_client.get("/lp/gone"))
         await subscribed(server, "gone", 5)
@@ -201,7 +202,7 @@ async def test_api_key_required(client: httpx.AsyncClient) -> None:
 async def test_no_api_key_configured_refuses_publishing() -> None:
     async with (
         running_server(api_key="") as srv,
-        httpx.AsyncClient(base_url=srv.url, timeout=TIMEOUT, trust_env=False) as c,
+        http_client(srv) as c,
     ):
         resp = await c.post("/pub/x", json=1, headers={"X-API-Key": ""})
         assert resp.status_code == 401
@@ -258,7 +259,7 @@ async def test_stats(server: Server, client: httpx.AsyncClient) -> None:
 async def test_stats_open_and_health() -> None:
     async with (
         running_server(stats_open=True) as srv,
-        httpx.AsyncClient(base_url=srv.url, timeout=TIMEOUT, trust_env=False) as c,
+        http_client(srv) as c,
     ):
         resp = await c.get("/stats")
         assert resp.status_code == 200
@@ -269,7 +270,7 @@ async def test_stats_open_and_health() -> None:
 
 
 async def test_keep_alive_serves_several_requests(server: Server) -> None:
-    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, trust_env=False) as c:
+    async with http_client(server) as c:
         for i in range(5):
             resp = await c.post("/pub/ka", json=i, headers=AUTH)
             assert resp.json()["offset"] == i + 1

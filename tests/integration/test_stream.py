@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 
 from integration_helpers import (
     chunks_connect,
     http_client,
     publish,
-    read_response,
     stream_connect,
     subscribed,
 )
@@ -131,12 +128,15 @@ async def test_unknown_template_is_refused(server: Server) -> None:
     assert resp.json() == {"error": "unknown template"}
 
 
-async def test_http10_client_gets_a_stream(server: Server) -> None:
-    """Not every streaming client speaks HTTP/1.1; the body must still be readable."""
+async def test_http10_client_gets_a_plain_body(server: Server) -> None:
+    """HTTP/1.0 has no chunked coding (RFC 9112 §7.1): such a client gets a close-delimited
+    body with the same lines."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    key = base64.b64encode(os.urandom(4)).decode()
-    writer.write(f"GET /stream/old?format=raw&k={key} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(b"GET /stream/old?format=raw HTTP/1.0\r\nHost: x\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
     assert b" 200 " in head
+    assert b"chunked" not in head.lower()
+    await subscribed(server, "old")
+    await publish(server, "old", "one", text=True)
+    assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"one\n"
     writer.close()
-    _ = read_response

@@ -1,8 +1,451 @@
-"""Placeholder replaced below."""
+"""``tidings bench fanout``: N WebSocket subscribers on one channel, M messages.
+
+The bench starts the server (``tidings serve`` on a free loopback port, or ``--url`` of a
+running one) pinned to one CPU and runs the load generator pinned to another. It opens the
+subscribers, measures the server's idle RSS per connection, then publishes M messages over
+keep-alive HTTP with several requests in flight (the throughput phase: deliveries/s and
+latency under saturation), then a paced phase at a fraction of that rate (latency under
+normal load). Peers (``--peer websockets``, ``--peer nchan``) run the same way in the same
+run, so figures can be compared as ratios. Every run is bounded in count and time.
+"""
+
+from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .loadgen import (
+    PublishDriver,
+    Publisher,
+    SampledSubscriber,
+    Subscriber,
+    Totals,
+    close_all,
+    connect_subscribers,
+    frame_size,
+    make_message,
+    post_request,
+)
+from .peers import (
+    BenchError,
+    Target,
+    cpu_seconds,
+    find_worker,
+    remote_target,
+    rss_kib,
+    start_nchan,
+    start_tidings,
+    start_websockets_peer,
+    subscriber_count,
+    wait_listening,
+)
+
+__all__ = ["add_arguments", "run_fanout"]
+
+STALL = 3.0  # seconds without a byte, after the last answer, that end a phase early
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None: ...
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tidings bench fanout``."""
+    add = parser.add_argument
+    add("-n", "--subscribers", type=int, default=1000, help="WebSocket subscribers (1000)")
+    add("-m", "--messages", type=int, help="messages (default: 2M deliveries' worth, 50-5000)")
+    add("--size", type=int, default=100, help="message size in bytes (100)")
+    add("--channel", default="bench", help="channel name (bench)")
+    add("--publishers", type=int, default=4, help="publishing connections (4)")
+    add("--depth", type=int, default=4, help="requests in flight per publisher (4)")
+    add("--rate", type=float, help="pace the throughput phase at this many messages/s")
+    add(
+        "--latency-load",
+        type=float,
+        default=0.5,
+        help="paced latency phase at this fraction of the measured rate (0.5; 0: skip)",
+    )
+    add("--latency-seconds", type=float, default=3.0, help="length of that phase (3)")
+    add("--sample", type=int, default=20, help="subscribers that parse frames for latency (20)")
+    add("--peer", action="append", choices=["websockets", "nchan"], default=[], help="compare")
+    add("--url", help="bench a running tidings server (loopback only) instead of starting one")
+    add("--api-key", help="its publish key (default: $TIDINGS_API_KEY)")
+    add("--server-pid", type=int, help="its process id, to measure RSS and CPU")
+    add("--server-cpu", type=int, default=0, help="CPU for the server (0)")
+    add("--client-cpu", type=int, default=1, help="CPU for the load generator (1)")
+    add("--no-pin", action="store_true", help="don't pin processes to CPUs")
+    add("--timeout", type=float, default=120.0, help="limit per phase, seconds (120)")
+    add("--json", dest="json_path", help="also write the results as JSON to this file")
+
+
+@dataclass
+class Phase:
+    """One publishing phase's figures."""
+
+    messages: int
+    rate: float | None  # paced messages/s, None when unpaced
+    expected: int
+    deliveries: int
+    seconds: float
+    per_second: float
+    latency_ms: dict[str, float]
+    loadgen_cpu: float  # fraction of one CPU
+    server_cpu: float | None
+    server_us_per_delivery: float | None
+    publish_errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    """Everything measured against one server."""
+
+    server: str
+    subscribers: int
+    frame_bytes: int
+    rss_per_connection_kib: float | None = None
+    connect_seconds: float = 0.0
+    closed_by_server: int = 0
+    throughput: Phase | None = None
+    paced: Phase | None = None
+    error: str = ""
+
+
+def _percentiles(samples_ns: list[int]) -> dict[str, float]:
+    if not samples_ns:
+        return {}
+    ordered = sorted(samples_ns)
+    last = len(ordered) - 1
+
+    def at(q: float) -> float:
+        return round(ordered[round(q * last)] / 1e6, 2)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": at(1.0), "samples": float(len(ordered))}
+
+
+def _raise_open_files(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < needed:
+        raise BenchError(
+            f"{needed} open files needed but the hard limit is {hard}: use fewer subscribers"
+        )
+
+
+def _pin(cpus: tuple[int, int] | None) -> tuple[int, int] | None:
+    if cpus is None:
+        return None
+    available = os.sched_getaffinity(0)
+    if cpus[0] == cpus[1] or not set(cpus) <= available:
+        print(f"tidings bench: CPUs {cpus} not both available; not pinning", file=sys.stderr)
+        return None
+    os.sched_setaffinity(0, {cpus[1]})
+    return cpus
+
+
+class Bench:
+    """Runs the phases against one target."""
+
+    def __init__(self, args: argparse.Namespace, target: Target, messages: int) -> None:
+        self.args = args
+        self.target = target
+        self.messages = messages
+        self.frame = frame_size(args.size)
+        self.totals = Totals()
+        self.subs: list[Subscriber] = []
+        self.publishers: list[Publisher] = []
+        self.result = Result(target.name, args.subscribers, self.frame)
+
+    async def run(self) -> Result:
+        args, target = self.args, self.target
+        try:
+            await self.setup()
+            phase = await self.phase(self.messages, args.rate)
+            self.result.throughput = phase
+            if args.latency_load > 0 and phase.per_second > 0:
+                rate = args.latency_load * phase.per_second / args.subscribers
+                count = min(self.messages, max(20, int(rate * args.latency_seconds)))
+                self.result.paced = await self.phase(count, rate)
+            self.result.closed_by_server = sum(1 for s in self.subs if s.error)
+        except (BenchError, OSError, TimeoutError) as exc:
+            self.result.error = str(exc) or type(exc).__name__
+            tail = target.log_tail()
+            if tail and tail not in self.result.error:
+                self.result.error += "\n" + tail
+        finally:
+            close_all(self.subs)
+            for pub in self.publishers:
+                if pub.transport is not None:
+                    pub.transport.abort()
+        return self.result
+
+    async def setup(self) -> None:
+        args, target = self.args, self.target
+        ports = sorted({target.port, target.pub_port})
+        if target.process is not None:
+            await wait_listening(target, ports)
+        if target.name == "nchan":
+            find_worker(target)
+        loop = asyncio.get_running_loop()
+        for _ in range(args.publishers):
+            _, pub = await loop.create_connection(Publisher, target.host, target.pub_port)
+            self.publishers.append(pub)
+        await subscriber_count(target)
+        pid = target.pid
+        rss0 = rss_kib(pid) if pid else 0
+        started = time.monotonic()
+        self.subs = await connect_subscribers(
+            target.host,
+            target.port,
+            target.sub_path,
+            args.subscribers,
+            min(args.sample, args.subscribers),
+            self.totals,
+            label=f"{target.name}: connecting",
+        )
+        await self.wait_subscribed(args.subscribers)
+        self.result.connect_seconds = round(time.monotonic() - started, 2)
+        if pid:
+            rss1 = rss_kib(pid)
+            self.result.rss_per_connection_kib = round((rss1 - rss0) / args.subscribers, 2)
+
+    async def wait_subscribed(self, count: int) -> None:
+        """The handshake's answer may come before the subscription is in place."""
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            found = await subscriber_count(self.target)
+            if found >= count:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {found} of {count} subscribers registered in time")
+            self.target.check_alive()
+            await asyncio.sleep(0.1)
+
+    async def phase(self, count: int, rate: float | None) -> Phase:
+        args, target, totals = self.args, self.target, self.totals
+        live = [s for s in self.subs if not s.error]
+        expected = len(live) * count
+        done = totals.expect(expected * self.frame)
+        start_bytes = totals.bytes
+        host, path, size = target.host, target.pub_path, args.size
+        headers = target.pub_headers
+
+        def request(i: int) -> bytes:
+            return post_request(host, path, make_message(i, size), headers)
+
+        driver = PublishDriver(
+            self.publishers, request, count, rate=rate, depth=1 if rate else args.depth
+        )
+        pid = target.pid
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        server0 = cpu_seconds(pid) if pid else 0.0
+        driver.start()
+        last_bytes, last_progress = totals.bytes, time.monotonic()
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), 0.25)
+            except TimeoutError:
+                pass
+            target.check_alive()
+            now = time.monotonic()
+            if totals.bytes != last_bytes:
+                last_bytes, last_progress = totals.bytes, now
+            elif driver.finished.done() and now - last_progress > STALL:
+                break  # every answer is in and nothing arrives any more: frames were lost
+            if now - wall0 > args.timeout:
+                break
+        cpu1, wall1 = time.process_time(), time.perf_counter()
+        server1 = cpu_seconds(pid) if pid else 0.0
+        driver.stop()
+        deliveries = (totals.bytes - start_bytes) // self.frame
+        seconds = max(1e-9, (totals.last - driver.started) / 1e9)
+        errors = [e for p in self.publishers for e in p.errors]
+        for pub in self.publishers:
+            pub.errors.clear()
+        sizes = {n for s in self.subs if isinstance(s, SampledSubscriber) for n in s.sizes}
+        if sizes - {self.frame}:
+            raise BenchError(
+                f"{target.name} sent frames of {sorted(sizes)} bytes, expected {self.frame}"
+            )
+        wall = wall1 - wall0
+        return Phase(
+            messages=count,
+            rate=round(rate, 1) if rate else None,
+            expected=expected,
+            deliveries=deliveries,
+            seconds=round(seconds, 3),
+            per_second=round(deliveries / seconds),
+            latency_ms=_percentiles(totals.latencies),
+            loadgen_cpu=round((cpu1 - cpu0) / wall, 3),
+            server_cpu=round((server1 - server0) / wall, 3) if pid else None,
+            server_us_per_delivery=(
+                round((server1 - server0) / max(1, deliveries) * 1e6, 3) if pid else None
+            ),
+            publish_errors=errors[:5],
+        )
+
+
+def _start(name: str, args: argparse.Namespace, cpu: int | None) -> Target:
+    if name == "websockets":
+        return start_websockets_peer(args.channel, cpu)
+    if name == "nchan":
+        return start_nchan(args.channel, args.subscribers, cpu)
+    if args.url:
+        key = args.api_key or os.environ.get("TIDINGS_API_KEY", "")
+        return remote_target(args.url, args.channel, key, args.server_pid)
+    return start_tidings(args.channel, secrets.token_urlsafe(12), args.subscribers, cpu)
+
+
+async def _bench_all(args: argparse.Namespace, messages: int, cpu: int | None) -> list[Result]:
+    results = []
+    for name in ["tidings", *dict.fromkeys(args.peer)]:
+        try:
+            target = _start(name, args, cpu)
+        except BenchError as exc:
+            results.append(Result(name, args.subscribers, frame_size(args.size), error=str(exc)))
+            continue
+        try:
+            results.append(await Bench(args, target, messages).run())
+        finally:
+            target.stop()
+    return results
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _format_phase(phase: Phase, label: str) -> list[str]:
+    lat = phase.latency_ms
+    latency = f"p50 {lat['p50']} ms, p99 {lat['p99']} ms" if lat else "no samples"
+    lost = phase.expected - phase.deliveries
+    lines = [
+        f"  {label}: {phase.deliveries:,} deliveries in {phase.seconds:.2f} s = "
+        f"{phase.per_second:,.0f}/s; latency {latency}"
+        + (f"; {lost:,} NOT DELIVERED" if lost else "")
+    ]
+    cpu = f"load generator CPU {phase.loadgen_cpu:.0%}"
+    if phase.server_cpu is not None:
+        cpu = (
+            f"server CPU {phase.server_cpu:.0%} ({phase.server_us_per_delivery} µs/delivery), "
+            + cpu
+        )
+    lines.append(f"    {cpu}")
+    if phase.publish_errors:
+        lines.append(f"    publish errors: {phase.publish_errors}")
+    return lines
+
+
+def report(results: list[Result], args: argparse.Namespace, messages: int, pinned: bool) -> str:
+    m = _machine()
+    lines = [
+        f"tidings bench fanout: {args.subscribers:,} subscribers, {messages:,} messages of "
+        f"{args.size} bytes ({frame_size(args.size)}-byte frames), "
+        f"{args.publishers} publishers x {args.depth} in flight",
+        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, "
+        f"Python {m['python']}; "
+        + (
+            f"server on CPU {args.server_cpu}, load generator on CPU {args.client_cpu}"
+            if pinned
+            else "not pinned"
+        ),
+    ]
+    for r in results:
+        lines.append(f"{r.server}:")
+        if r.rss_per_connection_kib is not None:
+            lines.append(
+                f"  idle RSS per connection {r.rss_per_connection_kib:.2f} KiB "
+                f"({r.subscribers:,} connected in {r.connect_seconds:.1f} s)"
+            )
+        if r.throughput:
+            lines += _format_phase(r.throughput, "saturated")
+        if r.paced:
+            lines += _format_phase(r.paced, f"paced at {r.paced.rate} msg/s")
+        if r.closed_by_server:
+            lines.append(f"  {r.closed_by_server} subscribers closed by the server")
+        if r.error:
+            lines.append("  FAILED: " + r.error.replace("\n", "\n    "))
+    base = results[0] if results else None
+    if base is not None and base.throughput:
+        for peer in results[1:]:
+            if not peer.throughput or not peer.throughput.per_second:
+                continue
+            ratio = base.throughput.per_second / peer.throughput.per_second
+            text = f"tidings / {peer.server}: deliveries/s x{ratio:.2f}"
+            if base.rss_per_connection_kib and peer.rss_per_connection_kib:
+                rss = base.rss_per_connection_kib / peer.rss_per_connection_kib
+                text += f", idle RSS per connection x{rss:.2f}"
+            lines.append(text)
+    return "\n".join(lines)
+
+
+def _check(args: argparse.Namespace) -> str:
+    if args.subscribers < 1:
+        return "--subscribers must be at least 1"
+    if args.messages is not None and args.messages < 1:
+        return "--messages must be at least 1"
+    if args.publishers < 1 or args.depth < 1:
+        return "--publishers and --depth must be at least 1"
+    if args.size < 64 or args.size > 65535:
+        return "--size must be 64..65535"
+    if args.rate is not None and args.rate <= 0:
+        return "--rate must be positive"
+    if args.url and args.peer:
+        return "--peer starts its own servers; it can't be combined with --url"
+    return ""
+
+
 def run_fanout(args: argparse.Namespace) -> int:
-    return 1
+    """Run the bench; print the figures; 0 when every server delivered everything."""
+    problem = _check(args)
+    if problem:
+        print(f"tidings bench: {problem}", file=sys.stderr)
+        return 2
+    messages = args.messages or max(50, min(5000, 2_000_000 // args.subscribers))
+    try:
+        _raise_open_files(args.subscribers + args.publishers + 64)
+    except BenchError as exc:
+        print(f"tidings bench: {exc}", file=sys.stderr)
+        return 2
+    cpus = None if args.no_pin else _pin((args.server_cpu, args.client_cpu))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it installs
+        results = asyncio.run(_bench_all(args, messages, cpus[0] if cpus else None))
+    else:
+        results = uvloop.run(_bench_all(args, messages, cpus[0] if cpus else None))
+    print(report(results, args, messages, cpus is not None), flush=True)
+    if args.json_path:
+        data = {
+            "command": sys.argv,
+            "machine": _machine(),
+            "messages": messages,
+            "results": [asdict(r) for r in results],
+        }
+        with open(args.json_path, "w") as fh:
+            json.dump(data, fh, indent=2)
+    ok = all(
+        not r.error and r.throughput and r.throughput.deliveries == r.throughput.expected
+        for r in results
+    )
+    return 0 if ok else 1

@@ -1,5 +1,5 @@
 """Broker implementations: ``MemoryBroker`` (embedded default)."""
 
-from .memory import MemoryBroker
+from .memory import MemoryBroker, MemoryPresenceManager
 
-__all__ = ["MemoryBroker"]
+__all__ = ["MemoryBroker", "MemoryPresenceManager"]

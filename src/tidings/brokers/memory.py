@@ -12,11 +12,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tidings.core.broker import Broker, StreamInfo
+from tidings.core.broker import Broker, PresenceManager, StreamInfo
 from tidings.core.channels import ChannelOptions
-from tidings.core.publication import HistoryResult, Publication, StreamPosition
+from tidings.core.publication import ClientInfo, HistoryResult, Publication, StreamPosition
 
-__all__ = ["MemoryBroker"]
+__all__ = ["MemoryBroker", "MemoryPresenceManager"]
 
 
 class _Stream:
@@ -53,6 +53,8 @@ class MemoryBroker(Broker):
         options: ChannelOptions,
         is_json: bool = True,
         event: str | None = None,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
     ) -> Publication:
         now = self._clock()
         stream = self._streams.get(channel)
@@ -60,7 +62,9 @@ class MemoryBroker(Broker):
             stream = self._streams[channel] = _Stream(now)
         stream.offset += 1
         stream.touched = now
-        pub = Publication(channel, stream.offset, self.epoch, data, is_json, event)
+        pub = Publication(
+            channel, stream.offset, self.epoch, data, is_json, event, info=info, tags=tags
+        )
         if options.history_size > 0 and options.history_ttl > 0:
             history = stream.history
             history.append((now, pub))
@@ -112,6 +116,14 @@ class MemoryBroker(Broker):
         if self.handler is not None:
             self.handler.on_channel_deleted(channel)
 
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        if self.handler is not None:
+            self.handler.on_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        if self.handler is not None:
+            self.handler.on_leave(channel, info)
+
     async def subscribe(self, channel: str) -> None:
         """Nothing to do: every publication is local."""
 
@@ -141,3 +153,27 @@ class MemoryBroker(Broker):
             self._expire(stream, now)
             if not stream.history and now - stream.touched > self.stream_ttl:
                 del self._streams[name]
+
+
+class MemoryPresenceManager(PresenceManager):
+    """Presence in this process's memory."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[str, ClientInfo]] = {}
+
+    async def add(self, channel: str, info: ClientInfo) -> None:
+        self._channels.setdefault(channel, {})[info.client] = info
+
+    async def remove(self, channel: str, client: str) -> None:
+        clients = self._channels.get(channel)
+        if clients is not None:
+            clients.pop(client, None)
+            if not clients:
+                del self._channels[channel]
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        return dict(self._channels.get(channel, {}))
+
+    async def stats(self, channel: str) -> tuple[int, int]:
+        clients = self._channels.get(channel, {})
+        return len(clients), len({info.user for info in clients.values()})

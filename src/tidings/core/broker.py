@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .channels import ChannelOptions
-from .publication import HistoryResult, Publication, StreamPosition
+from .publication import ClientInfo, HistoryResult, Publication, StreamPosition
 
-__all__ = ["Broker", "BrokerEventHandler", "StreamInfo"]
+__all__ = ["Broker", "BrokerEventHandler", "PresenceManager", "StreamInfo"]
 
 
 class BrokerEventHandler(Protocol):
@@ -25,6 +25,12 @@ class BrokerEventHandler(Protocol):
 
     def on_channel_deleted(self, channel: str) -> None:
         """A channel was deleted (from any node): its subscribers must be told."""
+
+    def on_join(self, channel: str, info: ClientInfo) -> None:
+        """A client joined the channel (on any node)."""
+
+    def on_leave(self, channel: str, info: ClientInfo) -> None:
+        """A client left the channel (on any node)."""
 
 
 @dataclass(slots=True)
@@ -61,6 +67,8 @@ class Broker(abc.ABC):
         options: ChannelOptions,
         is_json: bool = True,
         event: str | None = None,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
     ) -> Publication:
         """Append to the channel's stream (offset + 1), keep it in history within the
         namespace's size and TTL, and deliver it to every subscribed node."""
@@ -87,6 +95,14 @@ class Broker(abc.ABC):
         """Drop the history and tell every node (``on_channel_deleted``)."""
 
     @abc.abstractmethod
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        """Tell every node subscribed to ``channel`` that ``info`` joined it."""
+
+    @abc.abstractmethod
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        """Tell every node subscribed to ``channel`` that ``info`` left it."""
+
+    @abc.abstractmethod
     async def subscribe(self, channel: str) -> None:
         """Start receiving the channel's publications on this node."""
 
@@ -101,3 +117,29 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def channels(self, prefix: str = "", limit: int = 10000) -> list[str]:
         """Channels with a stream, names starting with ``prefix``, at most ``limit``."""
+
+
+class PresenceManager(abc.ABC):
+    """Who is subscribed to a channel, across nodes, keyed by client id."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect or allocate what the manager needs."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release everything."""
+
+    @abc.abstractmethod
+    async def add(self, channel: str, info: ClientInfo) -> None:
+        """Record (or refresh) ``info.client`` as present in ``channel``."""
+
+    @abc.abstractmethod
+    async def remove(self, channel: str, client: str) -> None:
+        """Forget ``client`` in ``channel``."""
+
+    @abc.abstractmethod
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        """Client id → info of every client present in ``channel``."""
+
+    @abc.abstractmethod
+    async def stats(self, channel: str) -> tuple[int, int]:
+        """(number of clients, number of distinct users) in ``channel``."""

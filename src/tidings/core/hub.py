@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from .publication import Publication
+from .publication import ClientInfo, Publication
 
 __all__ = ["Formatter", "Hub", "Subscriber"]
 
@@ -47,6 +47,9 @@ class Subscriber(Protocol):
 
     def channel_deleted(self, channel: str) -> None:
         """The channel is gone: the hub has already dropped this subscriber from it."""
+
+    def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
+        """``info`` joined (``kind`` "join") or left ("leave") the channel."""
 
 
 class Hub:
@@ -89,10 +92,9 @@ class Hub:
 
     def pop(self, channel: str) -> list[Subscriber]:
         """Remove and return every subscriber of ``channel``."""
-        groups = self._channels.pop(channel, None)
-        if groups is None:
-            return []
-        return [sub for group in groups.values() for sub in group]
+        subs = self.subscribers(channel)
+        self._channels.pop(channel, None)
+        return subs
 
     def broadcast(self, pub: Publication) -> int:
         """Deliver ``pub`` to every local subscriber of its channel; return how many."""
@@ -109,6 +111,12 @@ class Hub:
                     log.exception("delivery to a subscriber of %s failed", pub.channel)
             count += len(group)
         return count
+
+    def subscribers(self, channel: str) -> list[Subscriber]:
+        groups = self._channels.get(channel)
+        if groups is None:
+            return []
+        return [sub for group in groups.values() for sub in group]
 
     def count(self, channel: str) -> int:
         groups = self._channels.get(channel)

@@ -17,7 +17,7 @@ from typing import Any
 from .broker import Broker, StreamInfo
 from .channels import Namespaces, validate_channel
 from .hub import Formatter, Hub, Subscriber
-from .publication import Publication
+from .publication import ClientInfo, Publication
 
 __all__ = ["Node", "Resume"]
 
@@ -54,6 +54,9 @@ class _Catchup:
     def channel_deleted(self, channel: str) -> None:
         self.closed = True
 
+    def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
+        pass
+
 
 class Node:
     """Publish, subscribe with resume, history, delete, stats."""
@@ -82,6 +85,14 @@ class Node:
     def on_channel_deleted(self, channel: str) -> None:
         for sub in self.hub.pop(channel):
             sub.channel_deleted(channel)
+
+    def on_join(self, channel: str, info: ClientInfo) -> None:
+        for sub in self.hub.subscribers(channel):
+            sub.presence_event("join", channel, info)
+
+    def on_leave(self, channel: str, info: ClientInfo) -> None:
+        for sub in self.hub.subscribers(channel):
+            sub.presence_event("leave", channel, info)
 
     # publishing
     async def publish(

@@ -5,7 +5,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["HistoryResult", "Publication", "StreamPosition"]
+__all__ = ["ClientInfo", "HistoryResult", "Publication", "StreamPosition"]
+
+
+@dataclass(slots=True, frozen=True)
+class ClientInfo:
+    """Who a connection is: user id, client id, and optional raw JSON infos (from the
+    connection token and the subscription token)."""
+
+    user: str
+    client: str
+    conn_info: bytes | None = None
+    chan_info: bytes | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -34,6 +45,8 @@ class Publication:
     is_json: bool = True
     event: str | None = None
     time: float = field(default_factory=time.time)
+    info: ClientInfo | None = None
+    tags: dict[str, str] | None = None
     encoded: dict[object, bytes] = field(default_factory=dict)
 
     @property

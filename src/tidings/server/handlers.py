@@ -158,5 +158,7 @@ def health(server: Server, request: Request) -> Response:
 def demo_page(server: Server, request: Request) -> Response:
     page = resources.files("tidings.server").joinpath("static/demo.html").read_bytes()
     # The demo publishes from the page, so it carries the key: the demo is for development.
-    page = page.replace(b"{{API_KEY}}", orjson.dumps(server.config.api_key))
+    # "<" escaped so that no key can close the <script> element it is written into.
+    key = orjson.dumps(server.config.api_key).replace(b"<", b"\\u003c")
+    page = page.replace(b"{{API_KEY}}", key)
     return 200, page, [("Content-Type", "text/html; charset=utf-8")]

@@ -294,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
         transport.set_protocol(session)
         self.server.replace(self, session)
         leftover = self.parser.upgrade_data
-        self.server.loop.create_task(session.start(resume))
+        self.server.spawn(session.start(resume))
         if leftover and isinstance(session, WsSession):
             session.data_received(leftover)
 

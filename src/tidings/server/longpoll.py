@@ -16,7 +16,7 @@ import orjson
 
 from tidings.core.hub import Formatter
 from tidings.core.node import Node, Resume
-from tidings.core.publication import Publication
+from tidings.core.publication import ClientInfo, Publication
 from tidings.protocol.envelope import payload_json
 from tidings.protocol.positions import format_positions
 
@@ -94,6 +94,9 @@ class LongPoll:
     def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
         self.notices.append({"notice": kind, "channel": channel, **fields})
         self._schedule()
+
+    def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
+        """Simple endpoints don't carry join/leave."""
 
     def channel_deleted(self, channel: str) -> None:
         self.channels = [c for c in self.channels if c != channel]

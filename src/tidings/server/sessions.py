@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tidings.core.hub import Formatter
 from tidings.core.node import Resume
-from tidings.core.publication import Publication
+from tidings.core.publication import ClientInfo, Publication
 from tidings.protocol.envelope import encode_notice
 from tidings.protocol.http import chunk
 from tidings.protocol.positions import format_positions
@@ -66,6 +66,9 @@ class Session(Outbox):
 
     def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
         raise NotImplementedError
+
+    def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
+        """Simple endpoints don't carry join/leave."""
 
     def channel_deleted(self, channel: str) -> None:
         if channel in self.channels:

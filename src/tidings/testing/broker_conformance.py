@@ -17,7 +17,7 @@ import pytest
 
 from tidings.core.broker import Broker
 from tidings.core.channels import ChannelOptions
-from tidings.core.publication import Publication
+from tidings.core.publication import ClientInfo, Publication
 from tidings.testing import TIMEOUT
 
 __all__ = ["BrokerConformance", "RecordingHandler"]
@@ -31,6 +31,8 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.publications: list[Publication] = []
         self.deleted: list[str] = []
+        self.joins: list[tuple[str, ClientInfo]] = []
+        self.leaves: list[tuple[str, ClientInfo]] = []
         self._changed = asyncio.Event()
 
     def on_publication(self, pub: Publication) -> None:
@@ -39,6 +41,14 @@ class RecordingHandler:
 
     def on_channel_deleted(self, channel: str) -> None:
         self.deleted.append(channel)
+        self._changed.set()
+
+    def on_join(self, channel: str, info: ClientInfo) -> None:
+        self.joins.append((channel, info))
+        self._changed.set()
+
+    def on_leave(self, channel: str, info: ClientInfo) -> None:
+        self.leaves.append((channel, info))
         self._changed.set()
 
     async def wait_for(self, count: int) -> list[Publication]:
@@ -146,6 +156,24 @@ class BrokerConformance:
         await broker.delete_channel("gone")
         await self.handler(broker).wait_deleted("gone")
         assert (await broker.history("gone")).publications == []
+
+    async def test_join_and_leave_reach_subscribed_nodes(self, broker: Broker) -> None:
+        await broker.subscribe("room")
+        info = ClientInfo("42", "client-1", b'{"name":"Ann"}')
+        await broker.publish_join("room", info)
+        await broker.publish_leave("room", info)
+        handler = self.handler(broker)
+        async with asyncio.timeout(TIMEOUT):
+            while len(handler.leaves) < 1:
+                handler._changed.clear()
+                await handler._changed.wait()
+        assert handler.joins == [("room", info)] and handler.leaves == [("room", info)]
+
+    async def test_publication_carries_publisher_info_and_tags(self, broker: Broker) -> None:
+        info = ClientInfo("7", "c7")
+        await broker.publish("tagged", b"1", options=KEEP, info=info, tags={"k": "v"})
+        (pub,) = (await broker.history("tagged")).publications
+        assert pub.info == info and pub.tags == {"k": "v"}
 
     async def test_stream_info_and_channels(self, broker: Broker) -> None:
         await broker.publish("room:1", b"1", options=KEEP)

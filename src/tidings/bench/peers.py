@@ -1,0 +1,382 @@
+"""Servers under test for ``tidings bench fanout``: tidings itself, peers, or a running URL.
+
+Each is started as its own process pinned to one CPU, listening on a free loopback port, and
+described by a ``Target``: where subscribers connect, where to publish, where to read the
+subscriber count, and which process to measure (RSS and CPU time from ``/proc``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = [
+    "BenchError",
+    "Target",
+    "cpu_busy",
+    "cpu_seconds",
+    "free_port",
+    "remote_target",
+    "rss_kib",
+    "start_nchan",
+    "start_tidings",
+    "start_websockets_peer",
+    "subscriber_count",
+]
+
+NCHAN_MODULES = ("/usr/lib/nginx/modules/ngx_nchan_module.so",)
+
+
+class BenchError(Exception):
+    """The bench can't go on; the message says why."""
+
+
+@dataclass
+class Target:
+    """One server under test."""
+
+    name: str
+    host: str
+    port: int
+    sub_path: str
+    pub_port: int
+    pub_path: str
+    pub_headers: dict[str, str] = field(default_factory=dict)
+    info_headers: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    pid: int | None = None  # the process to measure (nginx: its worker)
+    workdir: Path | None = None
+    log: Path | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise BenchError(
+                f"{self.name} exited with status {self.process.returncode}\n{self.log_tail()}"
+            )
+
+    def stop(self) -> None:
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (``VmRSS`` of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_busy() -> dict[int, tuple[int, int]]:
+    """Per CPU: (busy, total) jiffies from /proc/stat, counting interrupt and softirq
+    time, which the kernel spends on loopback TCP but charges to no process."""
+    result = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name, _, rest = line.partition(" ")
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            values = [int(v) for v in rest.split()]
+            idle = values[3] + values[4]
+            result[int(name[3:])] = (sum(values[:8]) - idle, sum(values[:8]))
+    return result
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+def _pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    taskset = shutil.which("taskset")
+    if cpu is None or taskset is None:
+        return cmd
+    return [taskset, "-c", str(cpu), *cmd]
+
+
+def _spawn(
+    name: str,
+    cmd: list[str],
+    cpu: int | None,
+    env: dict[str, str] | None = None,
+    tmp: tempfile.TemporaryDirectory[str] | None = None,
+) -> tuple[subprocess.Popen[bytes], tempfile.TemporaryDirectory[str], Path]:
+    if tmp is None:
+        tmp = tempfile.TemporaryDirectory(prefix=f"tidings-bench-{name}-")
+    log = Path(tmp.name) / "output.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            _pinned(cmd, cpu),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=tmp.name,
+        )
+    if cpu is not None and shutil.which("taskset") is None:
+        os.sched_setaffinity(proc.pid, {cpu})
+    return proc, tmp, log
+
+
+async def wait_listening(target: Target, ports: list[int], timeout: float = 30.0) -> None:
+    """Wait until every port accepts a connection (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            target.check_alive()
+            try:
+                _, writer = await asyncio.open_connection(target.host, port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"{target.name} not listening on {port} after {timeout:.0f} s\n"
+                        f"{target.log_tail()}"
+                    ) from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break
+
+
+def start_tidings(channel: str, api_key: str, subscribers: int, cpu: int | None) -> Target:
+    """``tidings serve`` on a free port with a known API key."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "tidings.cli", "serve", "--port", str(port)]
+    cmd += ["--host", "127.0.0.1", "--api-key", api_key, "--log-level", "warning"]
+    env = {
+        "TIDINGS_MAX_CONNECTIONS": str(subscribers + 256),
+        # No heartbeat pings during a run: the byte count assumes data frames only.
+        "TIDINGS_PING_INTERVAL": "3600",
+    }
+    proc, tmp, log = _spawn("tidings", cmd, cpu, env)
+    return Target(
+        name="tidings",
+        host="127.0.0.1",
+        port=port,
+        sub_path=f"/ws/{channel}?format=raw",
+        pub_port=port,
+        pub_path=f"/pub/{channel}",
+        pub_headers={"X-API-Key": api_key},
+        info_headers={"X-API-Key": api_key},
+        process=proc,
+        pid=proc.pid,
+        log=log,
+        _tmp=tmp,
+    )
+
+
+def start_websockets_peer(channel: str, cpu: int | None) -> Target:
+    """The ``websockets`` library's asyncio server with ``broadcast()`` (peer_websockets)."""
+    port, pub_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "tidings.bench.peer_websockets"]
+    cmd += ["--port", str(port), "--pub-port", str(pub_port)]
+    proc, tmp, log = _spawn("websockets", cmd, cpu)
+    return Target(
+        name="websockets",
+        host="127.0.0.1",
+        port=port,
+        sub_path=f"/ws/{channel}",
+        pub_port=pub_port,
+        pub_path=f"/pub/{channel}",
+        process=proc,
+        pid=proc.pid,
+        log=log,
+        _tmp=tmp,
+    )
+
+
+NCHAN_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile {nofile};
+load_module {module};
+events {{
+    worker_connections {connections};
+    multi_accept on;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location ~ ^/pub/(.+)$ {{
+            nchan_publisher;
+            nchan_channel_id $1;
+            nchan_message_buffer_length 100;
+            nchan_message_timeout 600s;
+        }}
+        location ~ ^/ws/(.+)$ {{
+            nchan_subscriber websocket;
+            nchan_channel_id $1;
+        }}
+    }}
+}}
+"""
+
+
+def nchan_available() -> str:
+    """Why nginx+Nchan can't run here, or "" when it can."""
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        return "nginx not installed (apt-get install nginx-light libnginx-mod-nchan)"
+    if not any(Path(m).exists() for m in NCHAN_MODULES):
+        return "the Nchan module is not installed (apt-get install libnginx-mod-nchan)"
+    return ""
+
+
+def start_nchan(channel: str, subscribers: int, cpu: int | None) -> Target:
+    """nginx with one worker and the Nchan module, configured in a temporary directory."""
+    missing = nchan_available()
+    if missing:
+        raise BenchError(missing)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    module = next(m for m in NCHAN_MODULES if Path(m).exists())
+    port = free_port()
+    tmp = tempfile.TemporaryDirectory(prefix="tidings-bench-nchan-")
+    conf = Path(tmp.name) / "nginx.conf"
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    conf.write_text(
+        NCHAN_CONF.format(
+            dir=tmp.name,
+            module=module,
+            port=port,
+            nofile=hard,
+            connections=subscribers + 256,
+        )
+    )
+    proc, tmp, _ = _spawn("nchan", [nginx, "-p", tmp.name, "-c", str(conf)], cpu, tmp=tmp)
+    return Target(
+        name="nchan",
+        host="127.0.0.1",
+        port=port,
+        sub_path=f"/ws/{channel}",
+        pub_port=port,
+        pub_path=f"/pub/{channel}",
+        info_headers={"Accept": "application/json"},
+        process=proc,
+        pid=None,  # the worker, found once it listens (see find_worker)
+        log=Path(tmp.name) / "error.log",
+        _tmp=tmp,
+    )
+
+
+def find_worker(target: Target) -> None:
+    """nginx serves from its worker process: measure that one."""
+    assert target.process is not None
+    workers = _children(target.process.pid)
+    if len(workers) != 1:
+        raise BenchError(f"expected one nginx worker, found {len(workers)}")
+    target.pid = workers[0]
+
+
+def remote_target(url: str, channel: str, api_key: str, pid: int | None) -> Target:
+    """A tidings server already running at ``url`` (measured only if ``pid`` is given)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "ws") or not parts.hostname:
+        raise BenchError(f"--url must be http://HOST:PORT, got {url!r}")
+    host = parts.hostname
+    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+        raise BenchError("the bench only targets loopback addresses (127.0.0.0/8, ::1)")
+    port = parts.port or 80
+    return Target(
+        name="tidings",
+        host=host,
+        port=port,
+        sub_path=f"/ws/{channel}?format=raw",
+        pub_port=port,
+        pub_path=f"/pub/{channel}",
+        pub_headers={"X-API-Key": api_key},
+        info_headers={"X-API-Key": api_key},
+        pid=pid,
+    )
+
+
+_SUBSCRIBERS = re.compile(rb"subscribers:\s*(\d+)")
+
+
+async def subscriber_count(target: Target) -> int:
+    """The server's own count of subscribers to the bench channel."""
+    reader, writer = await asyncio.open_connection(target.host, target.pub_port)
+    try:
+        headers = "".join(f"{k}: {v}\r\n" for k, v in target.info_headers.items())
+        writer.write(
+            f"GET {target.pub_path} HTTP/1.1\r\nHost: {target.host}\r\n{headers}"
+            "Connection: close\r\n\r\n".encode()
+        )
+        response = await asyncio.wait_for(reader.read(), 10.0)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = head[9:12]
+    if status == b"404":  # Nchan: no such channel yet
+        return 0
+    if status != b"200":
+        raise BenchError(f"{target.name}: GET {target.pub_path} -> {head[:80]!r}")
+    try:
+        count = json.loads(body)["subscribers"]
+    except (ValueError, KeyError, TypeError):
+        found = _SUBSCRIBERS.search(body)
+        if found is None:
+            raise BenchError(f"{target.name}: no subscriber count in {body[:200]!r}") from None
+        count = found.group(1)
+    return int(count)

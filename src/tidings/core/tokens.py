@@ -1,0 +1,199 @@
+"""JWT connection and subscription tokens (RFC 7519), verified with a pinned algorithm list.
+
+Only the algorithms of the configured keys are accepted: HS256/384/512 with the HMAC secret,
+RS256/384/512 with the RSA public key, ES256/384/512 with the ECDSA public key. ``alg: none``
+and any other algorithm are refused before a signature is even looked at. Expiry (``exp``)
+is always checked; ``aud`` and ``iss`` when configured.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import orjson
+
+from tidings.exceptions import TidingsError
+
+__all__ = [
+    "ConnectToken",
+    "InvalidToken",
+    "SubscribeToken",
+    "TokenExpired",
+    "TokenVerifier",
+    "mint_token",
+]
+
+HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
+RSA_ALGORITHMS = ["RS256", "RS384", "RS512"]
+EC_ALGORITHMS = ["ES256", "ES384", "ES512"]
+
+
+class InvalidToken(TidingsError):
+    """A token that can't be trusted: bad signature, algorithm, audience, issuer or shape."""
+
+
+class TokenExpired(TidingsError):
+    """A valid token whose ``exp`` has passed: the client should refresh it."""
+
+
+@dataclass(slots=True)
+class ConnectToken:
+    """Claims of a connection token."""
+
+    user: str
+    exp: int = 0
+    expire_at: int | None = None
+    info: bytes | None = None
+    channels: list[str] = field(default_factory=list)
+    subs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meta: Any = None
+
+
+@dataclass(slots=True)
+class SubscribeToken:
+    """Claims of a subscription token."""
+
+    user: str
+    channel: str
+    exp: int = 0
+    expire_at: int | None = None
+    info: bytes | None = None
+    override: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenVerifier:
+    """Verifies tokens against the configured keys; raises ``InvalidToken``/``TokenExpired``."""
+
+    def __init__(
+        self,
+        *,
+        hmac_secret: str = "",
+        rsa_public_key: str = "",
+        ecdsa_public_key: str = "",
+        audience: str = "",
+        issuer: str = "",
+        leeway: float = 0.0,
+    ) -> None:
+        self._keys: list[tuple[Any, list[str]]] = []
+        if hmac_secret:
+            self._keys.append((hmac_secret, HMAC_ALGORITHMS))
+        if rsa_public_key:
+            self._keys.append((rsa_public_key, RSA_ALGORITHMS))
+        if ecdsa_public_key:
+            self._keys.append((ecdsa_public_key, EC_ALGORITHMS))
+        self.audience = audience
+        self.issuer = issuer
+        self.leeway = leeway
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise InvalidToken("malformed token") from None
+        alg = str(header.get("alg"))
+        keys = [key for key, algorithms in self._keys if alg in algorithms]
+        if not keys:
+            raise InvalidToken("algorithm not allowed")
+        key = keys[0]
+        options = {"require": ["sub"], "verify_aud": bool(self.audience)}
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience or None,
+                issuer=self.issuer or None,
+                leeway=self.leeway,
+                options=options,  # type: ignore[arg-type]
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
+        if not isinstance(claims.get("sub"), str):
+            raise InvalidToken("sub must be a string")
+        return claims
+
+    def connect_token(self, token: str) -> ConnectToken:
+        claims = self._decode(token)
+        channels = claims.get("channels", [])
+        subs = claims.get("subs", {})
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise InvalidToken("channels must be a list of strings")
+        if not isinstance(subs, dict):
+            raise InvalidToken("subs must be an object")
+        return ConnectToken(
+            user=claims["sub"],
+            exp=int(claims.get("exp", 0)),
+            expire_at=_optional_int(claims, "expire_at"),
+            info=_info(claims),
+            channels=channels,
+            subs=subs,
+            meta=claims.get("meta"),
+        )
+
+    def subscribe_token(self, token: str) -> SubscribeToken:
+        claims = self._decode(token)
+        channel = claims.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise InvalidToken("channel claim missing")
+        override = claims.get("override", {})
+        if not isinstance(override, dict):
+            raise InvalidToken("override must be an object")
+        return SubscribeToken(
+            user=claims["sub"],
+            channel=channel,
+            exp=int(claims.get("exp", 0)),
+            expire_at=_optional_int(claims, "expire_at"),
+            info=_info(claims),
+            override=override,
+        )
+
+
+def _optional_int(claims: dict[str, Any], name: str) -> int | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int):
+        raise InvalidToken(f"{name} must be an integer")
+    return value
+
+
+def _info(claims: dict[str, Any]) -> bytes | None:
+    """``info`` (any JSON) or ``b64info`` (base64 bytes), as raw bytes."""
+    if "b64info" in claims:
+        try:
+            return base64.b64decode(claims["b64info"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise InvalidToken("b64info is not base64") from None
+    if "info" in claims:
+        return orjson.dumps(claims["info"])
+    return None
+
+
+def mint_token(
+    secret: str,
+    user: str,
+    *,
+    ttl: float | None = 3600,
+    channel: str | None = None,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    """A signed token for ``user``: a subscription token when ``channel`` is given."""
+    payload: dict[str, Any] = {"sub": user, "iat": int(time.time())}
+    if ttl is not None:
+        payload["exp"] = int(time.time() + ttl)
+    if channel is not None:
+        payload["channel"] = channel
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm=algorithm)

@@ -1,0 +1,1 @@
+"""Centrifugo-compatible client protocol (v0.19): encodings and codes, sans-I/O."""

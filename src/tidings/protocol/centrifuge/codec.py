@@ -1,0 +1,189 @@
+"""The two encodings of the client protocol: JSON and Protobuf, behind one interface.
+
+Commands decode to dicts keyed by field name, with every ``bytes`` field of the schema as
+``bytes`` (in JSON the raw JSON text of the value, since JSON mode embeds payloads as JSON).
+Replies are dicts of the same shape. JSON frames hold newline-separated objects; Protobuf
+frames hold varint-delimited messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tidings.protocol.envelope import payload_json
+
+from . import protobuf
+from .protobuf import MessageType, ProtobufError, schema
+
+__all__ = ["JSON", "PROTOBUF", "Codec", "DecodeError", "JsonCodec", "ProtobufCodec"]
+
+_SCHEMA = schema()
+
+
+class DecodeError(ValueError):
+    """A frame that can't be decoded into commands."""
+
+
+class Codec:
+    name = ""
+    binary = False
+
+    def decode_commands(self, data: bytes) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def encode_reply(self, reply: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def join(self, replies: list[bytes]) -> bytes:
+        raise NotImplementedError
+
+    def payload(self, data: bytes, is_json: bool) -> bytes:
+        """A publication payload as this encoding carries it in a ``bytes`` field."""
+        raise NotImplementedError
+
+    def decode_emulation(self, body: bytes) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _from_json(msg: MessageType, value: Any, depth: int = 0) -> dict[str, Any]:
+    """Check a parsed JSON object against the schema; ``bytes`` fields become raw JSON."""
+    if not isinstance(value, dict) or depth > protobuf.MAX_DEPTH:
+        raise DecodeError("expected an object")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        fld = msg.by_name.get(key)
+        if fld is None or item is None:
+            continue
+        if fld.map_value is not None:
+            if not isinstance(item, dict):
+                raise DecodeError(f"{key}: expected an object")
+            out[key] = {k: _json_value(fld.map_value, v, depth) for k, v in item.items()}
+        elif fld.repeated:
+            if not isinstance(item, list):
+                raise DecodeError(f"{key}: expected a list")
+            out[key] = [_json_value(fld.type, v, depth) for v in item]
+        else:
+            out[key] = _json_value(fld.type, item, depth)
+    return out
+
+
+def _json_value(type_: str, value: Any, depth: int) -> Any:
+    if type_ == "bytes":
+        return orjson.dumps(value)
+    if type_ == "string":
+        if not isinstance(value, str):
+            raise DecodeError("expected a string")
+        return value
+    if type_ == "bool":
+        if not isinstance(value, bool):
+            raise DecodeError("expected true or false")
+        return value
+    if type_ in ("uint32", "uint64", "int32", "int64", "sint64"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DecodeError("expected an integer")
+        if type_.startswith("uint") and value < 0:
+            raise DecodeError("expected a non-negative integer")
+        return value
+    return _from_json(_SCHEMA[type_], value, depth + 1)
+
+
+def _to_json(msg: MessageType, value: dict[str, Any]) -> dict[str, Any]:
+    """Prepare a reply for orjson: ``bytes`` fields are embedded as raw JSON."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if item is None:
+            continue
+        fld = msg.by_name[key]
+        if fld.map_value is not None:
+            out[key] = {k: _json_out(fld.map_value, v) for k, v in item.items()}
+        elif fld.repeated:
+            out[key] = [_json_out(fld.type, v) for v in item]
+        elif fld.type in protobuf._SCALARS and not item:
+            continue  # zero values are omitted, as in Centrifugo's JSON
+        else:
+            out[key] = _json_out(fld.type, item)
+    return out
+
+
+def _json_out(type_: str, value: Any) -> Any:
+    if type_ == "bytes":
+        return orjson.Fragment(value)
+    if type_ in protobuf._SCALARS:
+        return value
+    return _to_json(_SCHEMA[type_], value)
+
+
+class JsonCodec(Codec):
+    name = "json"
+    binary = False
+
+    def decode_commands(self, data: bytes) -> list[dict[str, Any]]:
+        commands = []
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                parsed = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise DecodeError("malformed JSON") from None
+            commands.append(_from_json(_SCHEMA["Command"], parsed))
+        return commands
+
+    def encode_reply(self, reply: dict[str, Any]) -> bytes:
+        return orjson.dumps(_to_json(_SCHEMA["Reply"], reply))
+
+    def encode_push(self, push: dict[str, Any]) -> bytes:
+        """A push without the Reply wrapper (unidirectional transports)."""
+        return orjson.dumps(_to_json(_SCHEMA["Push"], push))
+
+    def join(self, replies: list[bytes]) -> bytes:
+        return b"\n".join(replies)
+
+    def payload(self, data: bytes, is_json: bool) -> bytes:
+        return payload_json(data, is_json)
+
+    def decode_emulation(self, body: bytes) -> dict[str, Any]:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise DecodeError("malformed JSON") from None
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("data", ""), str):
+            raise DecodeError("bad emulation request")
+        req = _from_json(_SCHEMA["EmulationRequest"], {**parsed, "data": None})
+        req["data"] = parsed.get("data", "").encode()
+        return req
+
+
+class ProtobufCodec(Codec):
+    name = "protobuf"
+    binary = True
+
+    def decode_commands(self, data: bytes) -> list[dict[str, Any]]:
+        try:
+            return protobuf.decode_delimited("Command", data)
+        except ProtobufError as exc:
+            raise DecodeError(str(exc)) from None
+
+    def encode_reply(self, reply: dict[str, Any]) -> bytes:
+        return protobuf.encode_delimited("Reply", reply)
+
+    def encode_push(self, push: dict[str, Any]) -> bytes:
+        return protobuf.encode_delimited("Push", push)
+
+    def join(self, replies: list[bytes]) -> bytes:
+        return b"".join(replies)
+
+    def payload(self, data: bytes, is_json: bool) -> bytes:
+        return data
+
+    def decode_emulation(self, body: bytes) -> dict[str, Any]:
+        try:
+            return protobuf.decode("EmulationRequest", body)
+        except ProtobufError as exc:
+            raise DecodeError(str(exc)) from None
+
+
+JSON = JsonCodec()
+PROTOBUF = ProtobufCodec()
