@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tidings.core.channels import ChannelOptions, Namespaces
+from tidings.core.client import ClientOptions
+from tidings.core.tokens import TokenVerifier
 from tidings.exceptions import ConfigError
 from tidings.protocol.template import MessageTemplate
 
@@ -47,16 +49,50 @@ class Config:
     reuse_port: bool = False
     history_size: int = 100
     history_ttl: float = 600.0
+    # client protocol (Centrifugo-compatible)
+    token_hmac_secret_key: str = ""
+    token_rsa_public_key: str = ""
+    token_ecdsa_public_key: str = ""
+    token_audience: str = ""
+    token_issuer: str = ""
+    client_insecure: bool = False
+    allow_anonymous_connect_without_token: bool = False
+    client_max_channels: int = 128
+    default_namespace: dict[str, Any] = field(default_factory=dict)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def channel_namespaces(self) -> Namespaces:
+        """Options of channels without a namespace (``history_*`` and the
+        ``[default_namespace]`` table) and of each ``[namespaces.<name>]``."""
+        if not isinstance(self.default_namespace, dict):
+            raise ConfigError("default_namespace must be a table of channel options")
+        if "namespaces" in self.default_namespace:
+            raise ConfigError("default_namespace can't hold namespaces")
         return Namespaces.from_mapping(
             {
                 "history_size": self.history_size,
                 "history_ttl": self.history_ttl,
+                **self.default_namespace,
                 "namespaces": self.namespaces,
             }
+        )
+
+    def token_verifier(self) -> TokenVerifier:
+        return TokenVerifier(
+            hmac_secret=self.token_hmac_secret_key,
+            rsa_public_key=self.token_rsa_public_key,
+            ecdsa_public_key=self.token_ecdsa_public_key,
+            audience=self.token_audience,
+            issuer=self.token_issuer,
+        )
+
+    def client_options(self) -> ClientOptions:
+        return ClientOptions(
+            ping_interval=max(1, int(self.ping_interval)),
+            insecure=self.client_insecure,
+            allow_anonymous_connect_without_token=self.allow_anonymous_connect_without_token,
+            max_channels=self.client_max_channels,
         )
 
     def message_templates(self) -> dict[str, MessageTemplate]:
@@ -143,10 +179,11 @@ def load_config(
         for key, value in data.items():
             if key not in _FIELDS:
                 raise ConfigError(f"{path}: unknown setting {key!r}")
-            values[key] = value if key in ("namespaces", "templates") else _coerce(key, value)
+            tables = ("namespaces", "templates", "default_namespace")
+            values[key] = value if key in tables else _coerce(key, value)
     env = os.environ if environ is None else environ
     for key in _FIELDS:
-        if key in ("namespaces", "templates"):
+        if key in ("namespaces", "templates", "default_namespace"):
             continue
         text = env.get("TIDINGS_" + key.upper())
         if text is not None:

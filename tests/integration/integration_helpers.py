@@ -7,7 +7,9 @@ Readers run in background tasks that fill queues, so a test waits on the next ev
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
@@ -276,17 +278,51 @@ async def read_response(reader: asyncio.StreamReader) -> RawResponse:
     return RawResponse(status, headers, body)
 
 
-async def raw_request(server: Server, data: bytes) -> RawResponse:
-    """Send ``data`` on a fresh connection and read one response."""
+@asynccontextmanager
+async def raw_connection(
+    server: Server,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A plain TCP connection to ``server``, closed afterwards."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
-        writer.write(data)
-        await writer.drain()
-        return await read_response(reader)
+        yield reader, writer
     finally:
         writer.close()
         with suppress(OSError):
             await writer.wait_closed()
+
+
+def ws_handshake(path: str, *, omit: str = "", **replace: str) -> bytes:
+    """An opening handshake for ``path``; ``omit`` drops a header, ``replace`` sets some."""
+    headers = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    headers.update(replace)
+    headers.pop(omit, None)
+    lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@asynccontextmanager
+async def raw_ws(
+    server: Server, path: str
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A WebSocket opened by hand on a raw socket (to misbehave, or to never read)."""
+    async with raw_connection(server) as (reader, writer):
+        writer.write(ws_handshake(path))
+        assert (await read_response(reader)).status == 101
+        yield reader, writer
+
+
+async def raw_request(server: Server, data: bytes) -> RawResponse:
+    """Send ``data`` on a fresh connection and read one response."""
+    async with raw_connection(server) as (reader, writer):
+        writer.write(data)
+        return await read_response(reader)
 
 
 async def read_to_eof(reader: asyncio.StreamReader) -> bytes:

@@ -7,7 +7,6 @@ import base64
 import os
 import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 from integration_helpers import (
@@ -15,11 +14,14 @@ from integration_helpers import (
     assert_serving,
     http_client,
     publish,
+    raw_connection,
     raw_request,
+    raw_ws,
     read_response,
     read_to_eof,
     subscribed,
     ws_connect,
+    ws_handshake,
     ws_json,
 )
 from websockets.exceptions import InvalidStatus
@@ -55,11 +57,20 @@ def request(line: str, *headers: str, body: bytes = b"") -> bytes:
         b"GET / HTTP/9.9\r\n\r\n",
         b"GET /health HTTP/1.1\r\nBad Header Line\r\n\r\n",
         b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-        b"POST /pub/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /pub/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET /health HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
         b"GET /sse/%ff HTTP/1.1\r\nHost: x\r\n\r\n",
     ],
-    ids=["garbage", "version", "header-line", "content-length", "cl-and-te", "nul", "bad-utf8-path"],
+    ids=[
+        "garbage",
+        "version",
+        "header-line",
+        "content-length",
+        "cl-and-te",
+        "nul",
+        "bad-utf8-path",
+    ],
 )
 async def test_malformed_http_is_400(server: Server, bystander: None, data: bytes) -> None:
     resp = await raw_request(server, data)
@@ -68,13 +79,12 @@ async def test_malformed_http_is_400(server: Server, bystander: None, data: byte
 
 
 async def test_malformed_http_closes_the_connection(server: Server, bystander: None) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GARBAGE\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-    resp = await read_response(reader)
-    assert resp.status == 400
-    assert resp.headers["connection"] == "close"
-    assert await read_to_eof(reader) == b""
-    writer.close()
+    async with raw_connection(server) as (reader, writer):
+        writer.write(b"GARBAGE\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = await read_response(reader)
+        assert resp.status == 400
+        assert resp.headers["connection"] == "close"
+        assert await read_to_eof(reader) == b""
 
 
 async def test_oversized_headers_are_431(server: Server, bystander: None) -> None:
@@ -93,30 +103,36 @@ async def test_oversized_body_is_413(bystander: None, server: Server) -> None:
     limit = server.config.max_body_bytes
     # Declared too big: refused before the body is read.
     resp = await raw_request(
-        server, request("POST /pub/big HTTP/1.1", f"Content-Length: {limit + 1}", "X-API-Key: test-key")
+        server,
+        request("POST /pub/big HTTP/1.1", f"Content-Length: {limit + 1}", "X-API-Key: test-key"),
     )
     assert resp.status == 413
     # Chunked, growing past the limit.
-    body = b"".join(f"{1000:x}\r\n".encode() + b"a" * 1000 + b"\r\n" for _ in range(limit // 1000 + 2))
+    body = b"".join(
+        f"{1000:x}\r\n".encode() + b"a" * 1000 + b"\r\n" for _ in range(limit // 1000 + 2)
+    )
     resp = await raw_request(
         server,
-        request("POST /pub/big HTTP/1.1", "Transfer-Encoding: chunked", "X-API-Key: test-key", body=body),
+        request(
+            "POST /pub/big HTTP/1.1", "Transfer-Encoding: chunked", "X-API-Key: test-key", body=body
+        ),
     )
     assert resp.status == 413
     # At the limit it is fine.
     async with http_client(server) as c:
-        ok = await c.post("/pub/big", content=b"a" * limit, headers={**AUTH, "Content-Type": "text/plain"})
+        ok = await c.post(
+            "/pub/big", content=b"a" * limit, headers={**AUTH, "Content-Type": "text/plain"}
+        )
     assert ok.status_code == 200
     assert ok.json()["offset"] == 1
 
 
 async def test_half_sent_request_times_out_with_408(bystander: None) -> None:
     async with running_server(request_timeout=0.1) as srv:
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        resp = await read_response(reader)
-        assert resp.status == 408
-        writer.close()
+        async with raw_connection(srv) as (reader, writer):
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            resp = await read_response(reader)
+            assert resp.status == 408
         await assert_serving(srv)
 
 
@@ -230,7 +246,12 @@ async def test_bad_resume_header_is_400(server: Server, bystander: None, header:
 
 async def test_missing_or_wrong_api_key_is_401(server: Server, bystander: None) -> None:
     async with http_client(server) as c:
-        for headers in ({}, {"X-API-Key": "nope"}, {"X-API-Key": "test-keyy"}, {"X-API-Key": "TEST-KEY"}):
+        for headers in (
+            {},
+            {"X-API-Key": "nope"},
+            {"X-API-Key": "test-keyy"},
+            {"X-API-Key": "TEST-KEY"},
+        ):
             resp = await c.post("/pub/bystander", json="intruder", headers=headers)
             assert resp.status_code == 401
             resp = await c.get("/stats", headers=headers)
@@ -283,18 +304,6 @@ async def test_allowed_origins_config() -> None:
 # WebSocket handshake
 
 
-def ws_handshake(path: str = "/ws/hs", *, omit: str = "", **replace: str) -> bytes:
-    headers = {
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-        "Sec-WebSocket-Version": "13",
-    }
-    headers.update(replace)
-    headers.pop(omit, None)
-    return request(f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()))
-
-
 @pytest.mark.parametrize(
     ("omit", "replace"),
     [
@@ -309,30 +318,19 @@ def ws_handshake(path: str = "/ws/hs", *, omit: str = "", **replace: str) -> byt
 async def test_bad_ws_handshake_is_400(
     server: Server, bystander: None, omit: str, replace: dict[str, str]
 ) -> None:
-    resp = await raw_request(server, ws_handshake(omit=omit, **replace))
+    resp = await raw_request(server, ws_handshake("/ws/hs", omit=omit, **replace))
     assert resp.status == 400
     assert resp.json()["error"]
 
 
 @pytest.mark.parametrize("version", ["8", "", "14"])
 async def test_bad_ws_version_is_426(server: Server, bystander: None, version: str) -> None:
-    resp = await raw_request(server, ws_handshake(**{"Sec-WebSocket-Version": version}))
+    resp = await raw_request(server, ws_handshake("/ws/hs", **{"Sec-WebSocket-Version": version}))
     assert resp.status == 426
     assert resp.headers["sec-websocket-version"] == "13"
 
 
 # WebSocket frames
-
-
-@asynccontextmanager
-async def raw_ws(server: Server, path: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(ws_handshake(path))
-        assert (await read_response(reader)).status == 101
-        yield reader, writer
-    finally:
-        writer.close()
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:

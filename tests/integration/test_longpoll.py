@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
-from integration_helpers import http_client, publish, subscribed, until
+from integration_helpers import http_client, publish, raw_connection, subscribed, until
 
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
@@ -32,7 +32,9 @@ async def test_holds_until_a_message(server: Server, client: httpx.AsyncClient) 
     epoch = first["epoch"]
     assert resp.json() == {
         "id": f"wait:1:{epoch}",
-        "messages": [{"channel": "wait", "offset": 1, "epoch": epoch, "event": "ev", "data": {"n": 1}}],
+        "messages": [
+            {"channel": "wait", "offset": 1, "epoch": epoch, "event": "ev", "data": {"n": 1}}
+        ],
     }
     assert etag_id(resp) == first["id"]
     # Answered: the poll left the channel.
@@ -47,7 +49,9 @@ async def test_raw_mode(server: Server, client: httpx.AsyncClient) -> None:
     assert resp.json()["messages"] == ["text"]
 
 
-async def test_answers_at_once_with_history_after_position(server: Server, client: httpx.AsyncClient) -> None:
+async def test_answers_at_once_with_history_after_position(
+    server: Server, client: httpx.AsyncClient
+) -> None:
     for i in range(5):
         last = await publish(server, "hist", i)
     resp = await client.get("/lp/hist", params={"since": "2"})
@@ -71,7 +75,9 @@ async def test_times_out_with_empty_answer_keeping_position() -> None:
         assert empty.json() == {"id": "nothing:0:" + srv.node.broker.epoch, "messages": []}  # type: ignore[attr-defined]
 
 
-async def test_batches_publications_of_one_loop_iteration(server: Server, client: httpx.AsyncClient) -> None:
+async def test_batches_publications_of_one_loop_iteration(
+    server: Server, client: httpx.AsyncClient
+) -> None:
     poll = asyncio.create_task(client.get("/lp/batch"))
     await subscribed(server, "batch")
     # Publish three in one go through the node (same loop iteration): one response.
@@ -130,7 +136,9 @@ async def test_chained_polls_lose_nothing(server: Server) -> None:
     assert received == list(range(total))
 
 
-async def test_chain_with_query_id_and_last_event_id_header(server: Server, client: httpx.AsyncClient) -> None:
+async def test_chain_with_query_id_and_last_event_id_header(
+    server: Server, client: httpx.AsyncClient
+) -> None:
     first = await publish(server, "q", 1)
     await publish(server, "q", 2)
     resp = await client.get("/lp/q", params={"last_event_id": first["id"]})
@@ -142,11 +150,11 @@ async def test_chain_with_query_id_and_last_event_id_header(server: Server, clie
 
 
 async def test_client_going_away_while_waiting(server: Server) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /lp/away HTTP/1.1\r\nHost: x\r\n\r\n")
-    await subscribed(server, "away")
-    writer.transport.abort()
-    await until(lambda: server.node.hub.count("away") == 0, "long-poll left the channel")
+    async with raw_connection(server) as (_, writer):
+        writer.write(b"GET /lp/away HTTP/1.1\r\nHost: x\r\n\r\n")
+        await subscribed(server, "away")
+        writer.transport.abort()
+        await until(lambda: server.node.hub.count("away") == 0, "long-poll left the channel")
     assert (await publish(server, "away", 1))["subscribers"] == 0
 
 

@@ -56,7 +56,13 @@ async def test_publish_reaches_every_kind_of_subscriber(server: Server) -> None:
         result = await publish(server, "news", {"n": 1}, event="update")
         assert result["subscribers"] == 4
         epoch = result["epoch"]
-        envelope = {"channel": "news", "offset": 1, "epoch": epoch, "event": "update", "data": {"n": 1}}
+        envelope = {
+            "channel": "news",
+            "offset": 1,
+            "epoch": epoch,
+            "event": "update",
+            "data": {"n": 1},
+        }
         assert await ws_json(ws) == envelope
         event = await sse.next()
         assert event.event == "update"
@@ -76,12 +82,28 @@ async def test_text_and_json_payloads(server: Server, client: httpx.AsyncClient)
     ):
         await subscribed(server, "mix", 2)
         # JSON body kept as JSON.
-        await client.post("/pub/mix", content=b'{"a": [1, 2]}', headers={**AUTH, "Content-Type": "application/json"})
+        await client.post(
+            "/pub/mix",
+            content=b'{"a": [1, 2]}',
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
         # Text body sent as a JSON string in the envelope, as is in raw mode.
-        await client.post("/pub/mix", content="héllo\nworld".encode(), headers={**AUTH, "Content-Type": "text/plain"})
+        await client.post(
+            "/pub/mix",
+            content="héllo\nworld".encode(),
+            headers={**AUTH, "Content-Type": "text/plain"},
+        )
         # curl -d sends a form content type: JSON when it parses, else text.
-        await client.post("/pub/mix", content=b"42", headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
-        await client.post("/pub/mix", content=b"not json", headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+        await client.post(
+            "/pub/mix",
+            content=b"42",
+            headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        await client.post(
+            "/pub/mix",
+            content=b"not json",
+            headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert [(await ws_json(ws))["data"] for _ in range(4)] == [
             {"a": [1, 2]},
             "héllo\nworld",
@@ -104,10 +126,14 @@ async def test_event_name_from_query_or_header(server: Server, client: httpx.Asy
 
 
 async def test_publish_rejects_bad_bodies_and_events(client: httpx.AsyncClient) -> None:
-    resp = await client.post("/pub/x", content=b"{oops", headers={**AUTH, "Content-Type": "application/json"})
+    resp = await client.post(
+        "/pub/x", content=b"{oops", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert resp.status_code == 400
     assert "JSON" in resp.json()["error"]
-    resp = await client.post("/pub/x", content=b"\xff\xfe", headers={**AUTH, "Content-Type": "text/plain"})
+    resp = await client.post(
+        "/pub/x", content=b"\xff\xfe", headers={**AUTH, "Content-Type": "text/plain"}
+    )
     assert resp.status_code == 400
     resp = await client.post("/pub/x?event=bad%20name", json=1, headers=AUTH)
     assert resp.status_code == 400
@@ -169,7 +195,10 @@ async def test_delete_closes_subscribers_and_drops_history(
         assert await ws_json(ws_multi) == {"notice": "deleted", "channel": "gone"}
         event = await sse.next()
         assert event.event == "tidings.deleted"
-        assert httpx.Response(200, content=event.data).json() == {"notice": "deleted", "channel": "gone"}
+        assert httpx.Response(200, content=event.data).json() == {
+            "notice": "deleted",
+            "channel": "gone",
+        }
         assert await sse.wait_end() == []
         assert httpx.Response(200, content=await stream.next()).json() == {
             "notice": "deleted",

@@ -25,7 +25,10 @@ async def test_headers_retry_and_first_comment(server: Server) -> None:
 
 
 async def test_envelope_event_and_id(server: Server) -> None:
-    async with sse_connect(server, "/sse/news") as sse, sse_connect(server, "/sse/news?format=raw") as raw:
+    async with (
+        sse_connect(server, "/sse/news") as sse,
+        sse_connect(server, "/sse/news?format=raw") as raw,
+    ):
         await subscribed(server, "news", 2)
         first = await publish(server, "news", {"a": 1})
         second = await publish(server, "news", {"b": 2}, event="update")
@@ -33,7 +36,12 @@ async def test_envelope_event_and_id(server: Server) -> None:
         one, two = await sse.take(2)
         assert one.event == "message"
         assert one.id == first["id"] == f"news:1:{epoch}"
-        assert json.loads(one.data) == {"channel": "news", "offset": 1, "epoch": epoch, "data": {"a": 1}}
+        assert json.loads(one.data) == {
+            "channel": "news",
+            "offset": 1,
+            "epoch": epoch,
+            "data": {"a": 1},
+        }
         assert two.event == "update"
         assert two.id == second["id"]
         assert json.loads(two.data)["event"] == "update"
@@ -53,7 +61,10 @@ async def test_multiline_text_arrives_intact(server: Server) -> None:
         "data: looks like a field\nid: not an id\nevent: not an event",
         "ünïcødé ✓",
     ]
-    async with sse_connect(server, "/sse/text?format=raw") as raw, sse_connect(server, "/sse/text") as env:
+    async with (
+        sse_connect(server, "/sse/text?format=raw") as raw,
+        sse_connect(server, "/sse/text") as env,
+    ):
         await subscribed(server, "text", 2)
         for text in payloads:
             await publish(server, "text", text, text=True)
@@ -72,7 +83,9 @@ async def test_multiline_json_payload(server: Server) -> None:
         async with http_client(server) as c:
             body = b'{\n  "a": [\n    1,\n    2\n  ]\n}'
             resp = await c.post(
-                "/pub/pretty", content=body, headers={"X-API-Key": "test-key", "Content-Type": "application/json"}
+                "/pub/pretty",
+                content=body,
+                headers={"X-API-Key": "test-key", "Content-Type": "application/json"},
             )
             assert resp.status_code == 200
         event = await raw.next()

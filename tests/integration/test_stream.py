@@ -9,6 +9,7 @@ from integration_helpers import (
     chunks_connect,
     http_client,
     publish,
+    raw_connection,
     stream_connect,
     subscribed,
 )
@@ -28,7 +29,12 @@ async def test_envelope_lines(server: Server) -> None:
         await publish(server, "news", "two\nlines", text=True, event="e")
         epoch = first["epoch"]
         one, two = await stream.take(2)
-        assert json.loads(one) == {"channel": "news", "offset": 1, "epoch": epoch, "data": {"text": "hello"}}
+        assert json.loads(one) == {
+            "channel": "news",
+            "offset": 1,
+            "epoch": epoch,
+            "data": {"text": "hello"},
+        }
         assert json.loads(two) == {
             "channel": "news",
             "offset": 2,
@@ -49,17 +55,20 @@ async def test_raw_lines(server: Server) -> None:
 
 async def test_each_message_is_its_own_chunk(server: Server) -> None:
     """Raw HTTP: the body is chunked and every message is a complete chunk."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /stream/chunks?format=raw HTTP/1.1\r\nHost: x\r\n\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    assert head.startswith(b"HTTP/1.1 200 ")
-    assert b"Transfer-Encoding: chunked" in head
-    await subscribed(server, "chunks")
-    await publish(server, "chunks", "abc", text=True)
-    size = await asyncio.wait_for(reader.readuntil(b"\r\n"), TIMEOUT)
-    assert size == b"4\r\n"
-    assert await asyncio.wait_for(reader.readexactly(6), TIMEOUT) == b"abc\n\r\n"
-    writer.close()
+    async with raw_connection(server) as (reader, writer):
+        writer.write(b"GET /stream/chunks?format=raw HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"Transfer-Encoding: chunked" in head
+        await subscribed(server, "chunks")
+        await publish(server, "chunks", "abc", text=True)
+        size = await asyncio.wait_for(reader.readuntil(b"\r\n"), TIMEOUT)
+        assert size == b"4\r\n"
+        assert await asyncio.wait_for(reader.readexactly(6), TIMEOUT) == b"abc\n\r\n"
+        await server.aclose()
+        # The last chunk ends the body after the shutdown notice.
+        rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+        assert rest.endswith(b"\r\n0\r\n\r\n")
 
 
 async def test_several_channels(server: Server) -> None:
@@ -74,7 +83,9 @@ async def test_several_channels(server: Server) -> None:
 
 TEMPLATES = {
     "js": {
-        "template": "<script>p(~text~, '~channel~', '~id~', '~event~', ~offset~, '~epoch~');</script>\n",
+        "template": (
+            "<script>p(~text~, '~channel~', '~id~', '~event~', ~offset~, '~epoch~');</script>\n"
+        ),
         "content_type": "text/html; charset=utf-8",
         "header": "<html><body>\n",
         "footer": "</body></html>\n",
@@ -84,21 +95,30 @@ TEMPLATES = {
 
 
 async def test_template() -> None:
-    async with running_server(templates=TEMPLATES) as srv, chunks_connect(srv, "/stream/tpl?template=js") as stream:
+    async with (
+        running_server(templates=TEMPLATES) as srv,
+        chunks_connect(srv, "/stream/tpl?template=js") as stream,
+    ):
         assert stream.response.headers["content-type"] == "text/html; charset=utf-8"
         assert await stream.next() == b"<html><body>\n"
         await subscribed(srv, "tpl")
         first = await publish(srv, "tpl", {"x": 1}, event="ev")
         epoch = first["epoch"]
         assert await stream.next() == (
-            f"<script>p({{\"x\": 1}}, 'tpl', 'tpl:1:{epoch}', 'ev', 1, '{epoch}');</script>\n".encode()
+            f"<script>p({{\"x\": 1}}, 'tpl', 'tpl:1:{epoch}', 'ev', 1, '{epoch}');"
+            "</script>\n".encode()
         )
         await publish(srv, "tpl", "plain", text=True)
-        assert await stream.next() == (f"<script>p(plain, 'tpl', 'tpl:2:{epoch}', '', 2, '{epoch}');</script>\n".encode())
+        assert await stream.next() == (
+            f"<script>p(plain, 'tpl', 'tpl:2:{epoch}', '', 2, '{epoch}');</script>\n".encode()
+        )
 
 
 async def test_template_footer_on_shutdown() -> None:
-    async with running_server(templates=TEMPLATES) as srv, chunks_connect(srv, "/stream/foot?template=plain") as stream:
+    async with (
+        running_server(templates=TEMPLATES) as srv,
+        chunks_connect(srv, "/stream/foot?template=plain") as stream,
+    ):
         await subscribed(srv, "foot")
         await publish(srv, "foot", "hi", text=True)
         assert await stream.next() == b"[foot] hi\n"
@@ -110,11 +130,16 @@ async def test_template_footer_on_shutdown() -> None:
 
 
 async def test_template_with_header_and_footer_on_delete() -> None:
-    async with running_server(templates=TEMPLATES) as srv, chunks_connect(srv, "/stream/del?template=js") as stream:
+    async with (
+        running_server(templates=TEMPLATES) as srv,
+        chunks_connect(srv, "/stream/del?template=js") as stream,
+    ):
         assert await stream.next() == b"<html><body>\n"
         await subscribed(srv, "del")
         async with http_client(srv) as c:
-            assert (await c.delete("/pub/del", headers={"X-API-Key": "test-key"})).status_code == 200
+            assert (
+                await c.delete("/pub/del", headers={"X-API-Key": "test-key"})
+            ).status_code == 200
         rest = b"".join(await stream.wait_end())
         assert rest.endswith(b"</body></html>\n")
         assert b'"notice":"deleted"' in rest
@@ -131,12 +156,34 @@ async def test_unknown_template_is_refused(server: Server) -> None:
 async def test_http10_client_gets_a_plain_body(server: Server) -> None:
     """HTTP/1.0 has no chunked coding (RFC 9112 §7.1): such a client gets a close-delimited
     body with the same lines."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /stream/old?format=raw HTTP/1.0\r\nHost: x\r\n\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    assert b" 200 " in head
-    assert b"chunked" not in head.lower()
-    await subscribed(server, "old")
-    await publish(server, "old", "one", text=True)
-    assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"one\n"
-    writer.close()
+    async with raw_connection(server) as (reader, writer):
+        writer.write(b"GET /stream/old?format=raw HTTP/1.0\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert b" 200 " in head
+        assert b"chunked" not in head.lower()
+        assert b"Connection: close" in head
+        await subscribed(server, "old")
+        await publish(server, "old", "one", text=True)
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"one\n"
+        await server.aclose()
+        rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+        assert json.loads(rest) == {"notice": "shutdown", "channel": ""}
+
+
+async def test_http10_template_stream() -> None:
+    async with (
+        running_server(templates=TEMPLATES) as srv,
+        raw_connection(srv) as (reader, writer),
+    ):
+        writer.write(b"GET /stream/old?template=js HTTP/1.0\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert b"chunked" not in head.lower()
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"<html><body>\n"
+        await subscribed(srv, "old")
+        await publish(srv, "old", "x", text=True)
+        assert (await asyncio.wait_for(reader.readline(), TIMEOUT)).startswith(
+            b"<script>p(x, 'old'"
+        )
+        await srv.aclose()
+        rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+        assert rest.endswith(b"</body></html>\n")

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 
 from integration_helpers import (
     AUTH,
     http_client,
     publish,
+    raw_connection,
+    raw_ws,
     read_response,
     subscribed,
     until,
     ws_close_code,
     ws_connect,
+    ws_handshake,
     ws_json,
 )
 from websockets.frames import Frame, Opcode
@@ -32,7 +33,12 @@ async def test_envelope_and_raw(server: Server) -> None:
         first = await publish(server, "room", {"x": 1})
         await publish(server, "room", "plain text", text=True, event="note")
         epoch = first["epoch"]
-        assert await ws_json(env) == {"channel": "room", "offset": 1, "epoch": epoch, "data": {"x": 1}}
+        assert await ws_json(env) == {
+            "channel": "room",
+            "offset": 1,
+            "epoch": epoch,
+            "data": {"x": 1},
+        }
         assert await ws_json(env) == {
             "channel": "room",
             "offset": 2,
@@ -108,66 +114,43 @@ async def test_client_close_handshake(server: Server) -> None:
 
 
 async def test_abrupt_disconnect_unsubscribes(server: Server) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            "GET /ws/abrupt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    assert (await read_response(reader)).status == 101
-    await subscribed(server, "abrupt")
-    writer.transport.abort()
-    await until(lambda: server.node.hub.count("abrupt") == 0, "unsubscribe after abort")
+    async with raw_ws(server, "/ws/abrupt") as (_, writer):
+        await subscribed(server, "abrupt")
+        writer.transport.abort()
+        await until(lambda: server.node.hub.count("abrupt") == 0, "unsubscribe after abort")
+    await until(lambda: server.connection_counts()["ws"] == 0, "connection forgotten")
     # Publishing to the channel now reaches no one and does not fail.
     assert (await publish(server, "abrupt", 1))["subscribers"] == 0
 
 
 async def test_handshake_with_leftover_frame_bytes(server: Server) -> None:
     """Frame bytes sent right behind the handshake (same packet) are not lost."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    ping = Frame(Opcode.PING, b"early").serialize(mask=True)
-    writer.write(
-        (
-            "GET /ws/early HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        + ping
-    )
-    assert (await read_response(reader)).status == 101
-    head = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
-    assert head[0] == 0x8A  # FIN + pong
-    payload = await asyncio.wait_for(reader.readexactly(head[1] & 0x7F), TIMEOUT)
-    assert payload == b"early"
-    writer.close()
+    async with raw_connection(server) as (reader, writer):
+        ping = Frame(Opcode.PING, b"early").serialize(mask=True)
+        writer.write(ws_handshake("/ws/early") + ping)
+        assert (await read_response(reader)).status == 101
+        head = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        assert head[0] == 0x8A  # FIN + pong
+        payload = await asyncio.wait_for(reader.readexactly(head[1] & 0x7F), TIMEOUT)
+        assert payload == b"early"
 
 
 async def test_server_pings_and_cuts_off_silent_clients() -> None:
-    async with running_server(ping_interval=0.05) as srv:
+    async with (
+        running_server(ping_interval=0.05) as srv,
         # A well-behaved client answers pings and stays connected.
-        async with ws_connect(srv, "/ws/hb?format=raw", ping_interval=None) as ws:
-            await subscribed(srv, "hb")
-            # A raw client that never answers.
-            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-            key = base64.b64encode(os.urandom(16)).decode()
-            writer.write(
-                (
-                    "GET /ws/hb HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n"
-                ).encode()
-            )
-            assert (await read_response(reader)).status == 101
+        ws_connect(srv, "/ws/hb?format=raw", ping_interval=None) as ws,
+    ):
+        await subscribed(srv, "hb")
+        # A raw client that never answers.
+        async with raw_ws(srv, "/ws/hb") as (reader, _):
             await subscribed(srv, "hb", 2)
             # The silent one receives pings, then is aborted: read to EOF.
             data = await asyncio.wait_for(reader.read(), TIMEOUT)
             assert data.startswith(b"\x89\x00")
-            writer.close()
-            await until(lambda: srv.node.hub.count("hb") == 1, "silent client dropped")
-            await publish(srv, "hb", "alive", text=True)
-            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "alive"
+        await until(lambda: srv.node.hub.count("hb") == 1, "silent client dropped")
+        await publish(srv, "hb", "alive", text=True)
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "alive"
 
 
 async def test_close_frame_reason_is_sent_on_delete(server: Server) -> None:
@@ -181,4 +164,3 @@ async def test_close_frame_reason_is_sent_on_delete(server: Server) -> None:
         assert await ws_close_code(ws) == 4404
         assert ws.protocol.close_rcvd is not None
         assert ws.protocol.close_rcvd.reason == "channel deleted"
-

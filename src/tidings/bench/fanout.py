@@ -38,6 +38,7 @@ from .loadgen import (
 from .peers import (
     BenchError,
     Target,
+    cpu_busy,
     cpu_seconds,
     find_worker,
     remote_target,
@@ -97,6 +98,7 @@ class Phase:
     loadgen_cpu: float  # fraction of one CPU
     server_cpu: float | None
     server_us_per_delivery: float | None
+    core_busy: dict[str, float] = field(default_factory=dict)  # server/client CPU, all causes
     publish_errors: list[str] = field(default_factory=list)
 
 
@@ -151,8 +153,15 @@ def _pin(cpus: tuple[int, int] | None) -> tuple[int, int] | None:
 class Bench:
     """Runs the phases against one target."""
 
-    def __init__(self, args: argparse.Namespace, target: Target, messages: int) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        target: Target,
+        messages: int,
+        cpus: tuple[int, int] | None,
+    ) -> None:
         self.args = args
+        self.cpus = cpus
         self.target = target
         self.messages = messages
         self.frame = frame_size(args.size)
@@ -244,6 +253,7 @@ class Bench:
         pid = target.pid
         cpu0, wall0 = time.process_time(), time.perf_counter()
         server0 = cpu_seconds(pid) if pid else 0.0
+        busy0 = cpu_busy()
         driver.start()
         last_bytes, last_progress = totals.bytes, time.monotonic()
         while not done.is_set():
@@ -261,7 +271,13 @@ class Bench:
                 break
         cpu1, wall1 = time.process_time(), time.perf_counter()
         server1 = cpu_seconds(pid) if pid else 0.0
+        busy1 = cpu_busy()
         driver.stop()
+        core_busy = {}
+        if self.cpus is not None:
+            for role, cpu in zip(("server", "client"), self.cpus, strict=True):
+                (b0, t0), (b1, t1) = busy0[cpu], busy1[cpu]
+                core_busy[role] = round((b1 - b0) / max(1, t1 - t0), 3)
         deliveries = (totals.bytes - start_bytes) // self.frame
         seconds = max(1e-9, (totals.last - driver.started) / 1e9)
         errors = [e for p in self.publishers for e in p.errors]
@@ -286,6 +302,7 @@ class Bench:
             server_us_per_delivery=(
                 round((server1 - server0) / max(1, deliveries) * 1e6, 3) if pid else None
             ),
+            core_busy=core_busy,
             publish_errors=errors[:5],
         )
 
@@ -301,16 +318,18 @@ def _start(name: str, args: argparse.Namespace, cpu: int | None) -> Target:
     return start_tidings(args.channel, secrets.token_urlsafe(12), args.subscribers, cpu)
 
 
-async def _bench_all(args: argparse.Namespace, messages: int, cpu: int | None) -> list[Result]:
+async def _bench_all(
+    args: argparse.Namespace, messages: int, cpus: tuple[int, int] | None
+) -> list[Result]:
     results = []
     for name in ["tidings", *dict.fromkeys(args.peer)]:
         try:
-            target = _start(name, args, cpu)
+            target = _start(name, args, cpus[0] if cpus else None)
         except BenchError as exc:
             results.append(Result(name, args.subscribers, frame_size(args.size), error=str(exc)))
             continue
         try:
-            results.append(await Bench(args, target, messages).run())
+            results.append(await Bench(args, target, messages, cpus).run())
         finally:
             target.stop()
     return results
@@ -349,6 +368,10 @@ def _format_phase(phase: Phase, label: str) -> list[str]:
         cpu = (
             f"server CPU {phase.server_cpu:.0%} ({phase.server_us_per_delivery} µs/delivery), "
             + cpu
+        )
+    if phase.core_busy:
+        cpu += ", cores busy {:.0%} (server) / {:.0%} (client)".format(
+            phase.core_busy["server"], phase.core_busy["client"]
         )
     lines.append(f"    {cpu}")
     if phase.publish_errors:
@@ -431,9 +454,9 @@ def run_fanout(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it installs
-        results = asyncio.run(_bench_all(args, messages, cpus[0] if cpus else None))
+        results = asyncio.run(_bench_all(args, messages, cpus))
     else:
-        results = uvloop.run(_bench_all(args, messages, cpus[0] if cpus else None))
+        results = uvloop.run(_bench_all(args, messages, cpus))
     print(report(results, args, messages, cpus is not None), flush=True)
     if args.json_path:
         data = {

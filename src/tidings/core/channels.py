@@ -40,11 +40,36 @@ def namespace_of(channel: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChannelOptions:
-    """What a namespace allows and keeps. ``history_ttl`` is in seconds."""
+    """What a namespace allows and keeps. ``history_ttl`` is in seconds.
+
+    The ``allow_*`` options concern the client protocol (Centrifugo-compatible): which
+    connections may subscribe, publish, read history and presence without a server's say.
+    "client" means any connection with a user id, "anonymous" one without, "subscriber" a
+    connection subscribed to the channel.
+    """
 
     history_size: int = 100
     history_ttl: float = 600.0
-    allow_subscribe: bool = True
+    force_recovery: bool = False
+    allow_recovery: bool = False
+    force_positioning: bool = False
+    allow_positioning: bool = False
+    presence: bool = False
+    join_leave: bool = False
+    force_push_join_leave: bool = False
+    allow_subscribe_for_client: bool = False
+    allow_subscribe_for_anonymous: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_client: bool = False
+    allow_publish_for_anonymous: bool = False
+    allow_history_for_subscriber: bool = False
+    allow_history_for_client: bool = False
+    allow_history_for_anonymous: bool = False
+    allow_presence_for_subscriber: bool = False
+    allow_presence_for_client: bool = False
+    allow_presence_for_anonymous: bool = False
+    allow_user_limited_channels: bool = False
+    allowed_delta_types: tuple[str, ...] = ()
 
 
 class Namespaces:
@@ -74,6 +99,13 @@ class Namespaces:
     def options(self, channel: str) -> ChannelOptions:
         return self.named.get(namespace_of(channel), self.default)
 
+    def find(self, channel: str) -> ChannelOptions | None:
+        """Options of the channel's namespace; None when that namespace isn't configured."""
+        ns = namespace_of(channel)
+        if not ns:
+            return self.default
+        return self.named.get(ns)
+
 
 def _options(base: ChannelOptions, values: dict[str, Any]) -> ChannelOptions:
     checked: dict[str, Any] = {}
@@ -84,6 +116,10 @@ def _options(base: ChannelOptions, values: dict[str, Any]) -> ChannelOptions:
         elif key == "history_ttl":
             if not isinstance(value, int | float) or value < 0:
                 raise ConfigError("history_ttl must be a non-negative number of seconds")
+        elif key == "allowed_delta_types":
+            if not isinstance(value, list | tuple) or not set(value) <= {"fossil"}:
+                raise ConfigError('allowed_delta_types: a list holding at most "fossil"')
+            value = tuple(value)
         elif not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false")
         checked[key] = value

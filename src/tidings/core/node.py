@@ -11,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .broker import Broker, StreamInfo
+from .broker import Broker, PresenceManager, StreamInfo
 from .channels import Namespaces, validate_channel
 from .hub import Formatter, Hub, Subscriber
 from .publication import ClientInfo, Publication
 
-__all__ = ["Node", "Resume"]
+if TYPE_CHECKING:
+    from .client import Client
+    from .tokens import TokenVerifier
+
+__all__ = ["Catchup", "MessageHandler", "Node", "Resume", "RpcHandler"]
+
+RpcHandler = Callable[[ClientInfo, bytes], Awaitable[bytes | None]]
+MessageHandler = Callable[[ClientInfo, bytes], Awaitable[None]]
 
 log = logging.getLogger("tidings.node")
 
@@ -34,7 +43,7 @@ class Resume:
     last: int | None = None
 
 
-class _Catchup:
+class Catchup:
     """Stands in the hub for a subscriber while its history is read, so that publications
     arriving meanwhile are kept, not lost; they are replayed after history, without repeats."""
 
@@ -61,22 +70,64 @@ class _Catchup:
 class Node:
     """Publish, subscribe with resume, history, delete, stats."""
 
-    def __init__(self, broker: Broker, namespaces: Namespaces | None = None) -> None:
+    version = "tidings-0.1.0"
+
+    def __init__(
+        self,
+        broker: Broker,
+        namespaces: Namespaces | None = None,
+        *,
+        presence_manager: PresenceManager | None = None,
+        token_verifier: TokenVerifier | None = None,
+    ) -> None:
+        from tidings.brokers.memory import MemoryPresenceManager
+
+        self.id = str(uuid.uuid4())
         self.broker = broker
+        self.presence_manager = presence_manager or MemoryPresenceManager()
+        self.token_verifier = token_verifier
         self.namespaces = namespaces or Namespaces()
         self.hub = Hub()
         self.started = time.time()
         self.published = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.clients: dict[str, Client] = {}
+        self.users: dict[str, set[Client]] = {}
+        self.rpc_handlers: dict[str, RpcHandler] = {}
+        self.message_handler: MessageHandler | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         broker.set_handler(self)
 
     async def start(self) -> None:
         await self.broker.start()
+        await self.presence_manager.start()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await self.broker.aclose()
+        await self.presence_manager.aclose()
+
+    # application hooks
+    def on_rpc(self, method: str, handler: RpcHandler) -> None:
+        """Answer client RPCs named ``method`` with ``await handler(caller, data)``."""
+        self.rpc_handlers[method] = handler
+
+    def on_message(self, handler: MessageHandler) -> None:
+        """Receive the clients' asynchronous ``send`` messages."""
+        self.message_handler = handler
+
+    # client registry
+    def register_client(self, client: Client) -> None:
+        self.clients[client.id] = client
+        self.users.setdefault(client.user, set()).add(client)
+
+    def unregister_client(self, client: Client) -> None:
+        self.clients.pop(client.id, None)
+        users = self.users.get(client.user)
+        if users is not None:
+            users.discard(client)
+            if not users:
+                del self.users[client.user]
 
     # broker events
     def on_publication(self, pub: Publication) -> None:
@@ -96,12 +147,25 @@ class Node:
 
     # publishing
     async def publish(
-        self, channel: str, data: bytes, *, is_json: bool = True, event: str | None = None
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        is_json: bool = True,
+        event: str | None = None,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
     ) -> tuple[Publication, int]:
         """Publish; return the publication and how many local subscribers it reached."""
         validate_channel(channel)
         pub = await self.broker.publish(
-            channel, data, options=self.namespaces.options(channel), is_json=is_json, event=event
+            channel,
+            data,
+            options=self.namespaces.options(channel),
+            is_json=is_json,
+            event=event,
+            info=info,
+            tags=tags,
         )
         self.published += 1
         return pub, self.hub.count(channel)
@@ -122,21 +186,32 @@ class Node:
     ) -> tuple[int, str] | None:
         """Add ``sub`` to ``channel``; with ``resume``, first deliver what it missed and
         return the position of the last publication delivered (or the stream's top)."""
-        hub = self.hub
         if resume is None:
-            if hub.add(channel, sub):
+            if self.hub.add(channel, sub):
                 await self.broker.subscribe(channel)
             return None
-        catchup = _Catchup(sub.formatter)
-        if hub.add(channel, catchup):
-            await self.broker.subscribe(channel)
+        catchup = await self.begin_catchup(sub, channel)
         try:
             last = await self._replay(sub, channel, resume)
         except BaseException:
-            self._drop(channel, catchup)
+            self.abort_catchup(channel, catchup)
             raise
+        return self.end_catchup(channel, catchup, sub, last)
+
+    async def begin_catchup(self, sub: Subscriber, channel: str) -> Catchup:
+        """Hold ``channel``'s live publications for ``sub`` while its history is read."""
+        catchup = Catchup(sub.formatter)
+        if self.hub.add(channel, catchup):
+            await self.broker.subscribe(channel)
+        return catchup
+
+    def end_catchup(
+        self, channel: str, catchup: Catchup, sub: Subscriber, last: tuple[int, str]
+    ) -> tuple[int, str]:
+        """Deliver what arrived after ``last`` (the position the client has now) and put
+        ``sub`` in the stand-in's place. Returns the client's new position."""
         if catchup.closed or sub.closed:
-            self._drop(channel, catchup)
+            self.abort_catchup(channel, catchup)
             if catchup.closed and not sub.closed:
                 sub.channel_deleted(channel)
             return last
@@ -145,8 +220,11 @@ class Node:
             if pub.epoch != last[1] or pub.offset > last[0]:
                 sub.deliver(pub, fmt.encode(pub))
                 last = (pub.offset, pub.epoch)
-        hub.replace(channel, catchup, sub)
+        self.hub.replace(channel, catchup, sub)
         return last
+
+    def abort_catchup(self, channel: str, catchup: Catchup) -> None:
+        self._drop(channel, catchup)
 
     async def _replay(self, sub: Subscriber, channel: str, resume: Resume) -> tuple[int, str]:
         """Deliver history per ``resume``; return the last position delivered (or the top)."""
@@ -198,6 +276,17 @@ class Node:
             await self.broker.unsubscribe(channel)
 
     def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+        self.spawn(coro)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the node holds on to (the loop keeps only weak ones);
+        its failure is logged, not lost."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())

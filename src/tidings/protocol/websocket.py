@@ -176,3 +176,8 @@ class WebSocketReader:
     @property
     def state(self) -> State:
         return self._proto.state
+
+    @property
+    def peer_closed(self) -> bool:
+        """True once the client's close frame has arrived (it started or answered a close)."""
+        return self._proto.close_rcvd is not None

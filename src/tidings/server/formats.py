@@ -81,27 +81,35 @@ class SseFormat(Formatter):
 
 
 class StreamFormat(Formatter):
-    """One line per message, each its own chunk."""
+    """One line per message, each its own chunk (``chunked=False``: for HTTP/1.0 clients,
+    whose close-delimited bodies have no chunks, RFC 9112 §7.1)."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("chunked", "raw")
 
-    def __init__(self, raw: bool) -> None:
+    def __init__(self, raw: bool, chunked: bool = True) -> None:
         self.raw = raw
+        self.chunked = chunked
 
     def build(self, pub: Publication) -> bytes:
-        return chunk(body_of(pub, self.raw) + b"\n")
+        line = body_of(pub, self.raw) + b"\n"
+        return chunk(line) if self.chunked else line
 
 
 class TemplateFormat(Formatter):
-    """Messages rendered through a configured template, each its own chunk."""
+    """Messages rendered through a configured template, each its own chunk (unless not
+    ``chunked``, as for ``StreamFormat``)."""
 
-    __slots__ = ("template",)
+    __slots__ = ("chunked", "template")
 
-    def __init__(self, template: MessageTemplate) -> None:
+    def __init__(self, template: MessageTemplate, chunked: bool = True) -> None:
         self.template = template
+        self.chunked = chunked
+
+    def frame(self, data: bytes) -> bytes:
+        return chunk(data) if self.chunked else data
 
     def build(self, pub: Publication) -> bytes:
-        return chunk(
+        return self.frame(
             self.template.render(
                 text=pub.data,
                 channel=pub.channel,
@@ -113,7 +121,7 @@ class TemplateFormat(Formatter):
         )
 
     def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
-        return chunk(
+        return self.frame(
             self.template.render(
                 text=encode_notice(kind, channel, **fields),
                 channel=channel,
@@ -129,4 +137,6 @@ WS_FORMATS = {False: WsFormat(False), True: WsFormat(True)}
 SSE_FORMATS = {
     (raw, with_id): SseFormat(raw, with_id) for raw in (False, True) for with_id in (False, True)
 }
-STREAM_FORMATS = {False: StreamFormat(False), True: StreamFormat(True)}
+STREAM_FORMATS = {
+    (raw, chunked): StreamFormat(raw, chunked) for raw in (False, True) for chunked in (False, True)
+}

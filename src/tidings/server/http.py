@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
@@ -21,6 +21,7 @@ from tidings.protocol.sse import sse_comment, sse_retry
 from tidings.protocol.websocket import accept_response, check_handshake
 
 from . import handlers
+from .centrifuge import accept_client_websocket
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .longpoll import LongPoll
 from .request import cors_headers, origin_allowed, parse_subscribe
@@ -40,6 +41,39 @@ NO_BUFFERING = [
 ]
 
 
+T = TypeVar("T")
+
+
+async def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
+    """Drive ``coro``, started outside a task and suspended on ``waiting`` (a future, or
+    None for a bare yield), to its end, as the task running it would have."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                await waiting
+        except asyncio.CancelledError as exc:
+            if not (isinstance(waiting, asyncio.Future) and waiting.cancelled()):
+                # This task was cancelled, not the future: deliver that to ``coro``.
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as stop:
+                    return cast(T, stop.value)
+                continue
+        except Exception:  # noqa: S110 - ``coro`` takes the outcome from ``waiting`` itself
+            pass
+        try:
+            waiting = coro.send(None)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+
+
+async def _reraise(exc: Exception) -> handlers.Response:
+    """Hands an exception raised by a handler's first step to ``_run``'s handling."""
+    raise exc
+
+
 class HttpConnection(asyncio.Protocol):
     """Parses requests and answers them one at a time (pipelined ones wait their turn)."""
 
@@ -49,6 +83,7 @@ class HttpConnection(asyncio.Protocol):
         "draining",
         "lp",
         "parser",
+        "processing",
         "server",
         "task",
         "timer",
@@ -65,6 +100,7 @@ class HttpConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.busy = False
+        self.processing = False
         self.closed = False
         self.draining = False
         self.lp: LongPoll | None = None
@@ -106,9 +142,17 @@ class HttpConnection(asyncio.Protocol):
 
     # request dispatch
     def process(self) -> None:
-        queue = self.parser.requests
-        while queue and not self.busy and not self.closed:
-            self.handle(queue.popleft())
+        # Answering a request calls process() again; the loop already running takes the
+        # next one, so a burst of pipelined requests doesn't deepen the stack.
+        if self.processing:
+            return
+        self.processing = True
+        try:
+            queue = self.parser.requests
+            while queue and not self.busy and not self.closed:
+                self.handle(queue.popleft())
+        finally:
+            self.processing = False
 
     def handle(self, request: Request) -> None:
         if self.timer is not None:
@@ -123,6 +167,8 @@ class HttpConnection(asyncio.Protocol):
                 self.preflight(request)
             elif head in SUBSCRIBE and rest:
                 self.subscribe(head, rest, request)
+            elif path == "/connection/websocket":
+                self.client_websocket(request)
             elif head == "pub" and rest:
                 self.run(handlers.publish_endpoint(self.server, request, rest))
             elif path == "/stats":
@@ -137,11 +183,23 @@ class HttpConnection(asyncio.Protocol):
             log.info("%s %s -> %s %s", request.method, path, exc.status, exc.reason)
             self.send_error(exc.status, exc.reason, headers=exc.headers)
 
-    def run(self, handler: Awaitable[handlers.Response]) -> None:
+    def run(self, handler: Coroutine[Any, Any, handlers.Response]) -> None:
+        """Start ``handler`` at once, not in a new task: one that completes without
+        waiting (a publish to the memory broker) is answered within this call, so the
+        publishes of pipelined or concurrent requests are fanned out in the same loop
+        iteration and reach each subscriber in one coalesced write. A handler that
+        waits goes on in a task."""
         self.busy = True
-        self.task = self.server.loop.create_task(self._run(handler))
+        try:
+            waiting = handler.send(None)
+        except StopIteration as stop:
+            self.respond(*stop.value)
+        except Exception as exc:
+            self.task = self.server.loop.create_task(self._run(_reraise(exc)))
+        else:
+            self.task = self.server.loop.create_task(self._run(_resume(handler, waiting)))
 
-    async def _run(self, handler: Awaitable[handlers.Response]) -> None:
+    async def _run(self, handler: Coroutine[Any, Any, handlers.Response]) -> None:
         try:
             result = await handler
         except HttpError as exc:
@@ -263,25 +321,51 @@ class HttpConnection(asyncio.Protocol):
             session = self._stream_session(request, sub.raw, sub.channels, cors)
         self.hand_over(session, sub.resume)
 
+    def client_websocket(self, request: Request) -> None:
+        """``/connection/websocket``: the bidirectional client protocol."""
+        if request.method != "GET":
+            raise HttpError(405, "method not allowed", [("Allow", "GET")])
+        if not origin_allowed(request, self.server.config.allowed_origins):
+            raise HttpError(403, "origin not allowed")
+        transport = self.transport
+        assert transport is not None
+        conn = accept_client_websocket(self.server, request, transport)
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport.set_protocol(conn)
+        self.server.replace(self, conn)
+        if self.parser.upgrade_data:
+            conn.data_received(self.parser.upgrade_data)
+
     def _stream_session(
         self, request: Request, raw: bool, channels: list[str], cors: list[tuple[str, str]]
     ) -> StreamSession:
         transport = self.transport
         assert transport is not None
+        # HTTP/1.0 has no chunked coding (RFC 9112 §7.1): its body ends with the connection.
+        chunked = request.http_minor > 0
         name = request.query.get("template")
         if name is not None:
             template = self.server.templates.get(name)
             if template is None:
                 raise HttpError(400, "unknown template")
             fmt: TemplateFormat | None = self.server.template_formats[name]
+            if not chunked:
+                fmt = TemplateFormat(template, chunked=False)  # rare: not shared
             ctype, header = template.content_type, template.header
         else:
             fmt = None
             ctype = "text/plain; charset=utf-8" if raw else "application/x-ndjson"
             header = b""
-        head = [("Content-Type", ctype), ("Transfer-Encoding", "chunked"), *NO_BUFFERING]
-        transport.write(response_head(200, [*head, *cors]) + (chunk(header) if header else b""))
-        return StreamSession(self.server, transport, fmt or STREAM_FORMATS[raw], channels)
+        framing = ("Transfer-Encoding", "chunked") if chunked else ("Connection", "close")
+        head = [("Content-Type", ctype), framing, *NO_BUFFERING]
+        if header and chunked:
+            header = chunk(header)
+        transport.write(response_head(200, [*head, *cors]) + header)
+        formatter = fmt or STREAM_FORMATS[(raw, chunked)]
+        return StreamSession(self.server, transport, formatter, channels)
 
     def hand_over(self, session: Session, resume: dict[str, Resume]) -> None:
         """Give the transport to ``session``; this HTTP connection object is done."""

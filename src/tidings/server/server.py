@@ -13,6 +13,7 @@ from tidings.brokers.memory import MemoryBroker
 from tidings.config import Config
 from tidings.core.node import Node
 
+from .centrifuge import ClientWebSocket
 from .formats import TemplateFormat
 from .http import HttpConnection
 from .outbox import Flusher
@@ -33,7 +34,12 @@ class Server:
     def __init__(self, config: Config | None = None, node: Node | None = None) -> None:
         self.config = config or Config()
         self.config.validate()
-        self.node = node or Node(MemoryBroker(), self.config.channel_namespaces())
+        self.node = node or Node(
+            MemoryBroker(),
+            self.config.channel_namespaces(),
+            token_verifier=self.config.token_verifier(),
+        )
+        self.client_options = self.config.client_options()
         self.templates = self.config.message_templates()
         self.template_formats = {n: TemplateFormat(t) for n, t in self.templates.items()}
         self.connections: set[asyncio.BaseProtocol] = set()
@@ -119,13 +125,14 @@ class Server:
             if isinstance(conn, HttpConnection) and conn.lp is not None:
                 counts["http"] -= 1
                 counts["lp"] += 1
-        return {k: counts.get(k, 0) for k in ("ws", "sse", "stream", "lp", "http")}
+        kinds = ("ws", "sse", "stream", "lp", "client", "http")
+        return {k: counts.get(k, 0) for k in kinds}
 
     def _beat(self) -> None:
         """Ping WebSocket clients (and cut off those that didn't answer the last ping);
         send SSE comments so proxies and browsers see the stream alive."""
         for conn in list(self.connections):
-            if isinstance(conn, WsSession) and not conn.closed:
+            if isinstance(conn, WsSession | ClientWebSocket) and not conn.closed:
                 conn.ping()
             elif isinstance(conn, SseSession) and not conn.closed:
                 conn.heartbeat()

@@ -123,7 +123,9 @@ class WsSession(Session):
             return
         if self.closed:
             # We sent our close frame first; the client's answer completes the handshake.
-            self.transport.close()
+            # After failing the connection the reader discards input: wait for EOF instead.
+            if reader.peer_closed:
+                self.transport.close()
             return
         if reader.close_code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
             log.info("%s closed: %s %s", self.describe(), reader.close_code, reader.close_reason)
@@ -142,8 +144,18 @@ class WsSession(Session):
     def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
         # Having sent our close frame, wait for the client's (RFC 6455 §7.1.1); having
         # answered the client's, close at once.
-        answered = self.reader is not None and self.reader.closed
-        super().finish(last, wait_close=not answered)
+        reader = self.reader
+        if reader is None or not reader.closed or self.closed:
+            super().finish(last, wait_close=True)
+        elif reader.peer_closed:
+            super().finish(last)
+        else:
+            # We failed the connection (1002, 1007, 1009): the client may still be sending,
+            # and closing a socket with unread input resets it, which can destroy our close
+            # frame before the client reads it. Half-close and read on until its EOF.
+            super().finish(last, wait_close=True)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
 
     def ping(self) -> None:
         """Called by the server's heartbeat: a client silent for a whole round is dead."""
@@ -213,23 +225,28 @@ class SseSession(Session):
 
 
 class StreamSession(Session):
-    """``/stream/<channels>``: a chunked body, one line (or rendered template) per message."""
+    """``/stream/<channels>``: a chunked body, one line (or rendered template) per message;
+    for HTTP/1.0 clients a close-delimited body with the same lines."""
 
     __slots__ = ()
 
     kind: ClassVar[str] = "stream"
 
+    def _frame(self, data: bytes) -> bytes:
+        return chunk(data) if self.formatter.chunked else data  # type: ignore[attr-defined]
+
     def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
         fmt = self.formatter
         if isinstance(fmt, TemplateFormat):
             return fmt.notice(kind, channel, fields)
-        return chunk(encode_notice(kind, channel, **fields) + b"\n")
+        return self._frame(encode_notice(kind, channel, **fields) + b"\n")
 
     def goodbye(self, reason: str) -> bytes:
         fmt = self.formatter
         footer = fmt.template.footer if isinstance(fmt, TemplateFormat) else b""
         notice = b"" if reason == "deleted" else self.encode_notice(reason, "", {})
-        return notice + (chunk(footer) if footer else b"") + chunk(b"")
+        end = self._frame(b"")  # the last chunk; nothing when close-delimited
+        return notice + (self._frame(footer) if footer else b"") + end
 
     def data_received(self, data: bytes) -> None:
         pass

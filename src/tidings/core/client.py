@@ -1,0 +1,418 @@
+"""One connection of the client protocol (Centrifugo-compatible): its state machine.
+
+A ``Client`` takes decoded commands (dicts, the same for JSON and Protobuf), checks them
+against the connection's state, the namespace options and the tokens, and answers with
+reply dicts through its ``ClientTransport``. It is also the hub subscriber for every channel
+it is subscribed to. Commands of one connection run one after another, in arrival order;
+no task exists while the connection is idle.
+
+State: CONNECTING (only ``connect`` allowed) → CONNECTED → CLOSED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from tidings.protocol.centrifuge import codes
+from tidings.protocol.centrifuge.codec import Codec
+
+from .hub import Formatter
+from .publication import ClientInfo, Publication
+from .tokens import InvalidToken, TokenExpired
+
+if TYPE_CHECKING:
+    from .node import Catchup, Node
+
+__all__ = ["Client", "ClientOptions", "ClientTransport", "DisconnectError", "ReplyError"]
+
+log = logging.getLogger("tidings.client")
+
+METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+
+class ReplyError(Exception):
+    """Answer the command with this protocol error."""
+
+    def __init__(self, error: codes.Error) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class DisconnectError(Exception):
+    """Close the connection with this disconnect code."""
+
+    def __init__(self, disconnect: codes.Disconnect) -> None:
+        super().__init__(disconnect.reason)
+        self.disconnect = disconnect
+
+
+class ClientTransport(Protocol):
+    """What a client needs from its connection (implemented by the server layer)."""
+
+    name: str
+    codec: Codec
+    formatter: Formatter  # encodes publication pushes, shared by connections alike
+    emulated: bool  # a disconnect is a push, not a WebSocket close frame
+    unidirectional: bool
+    closed: bool
+
+    def send(self, data: bytes) -> None:
+        """Queue encoded replies (joined by the codec) as one message of the transport."""
+
+    def push(self, data: bytes) -> None:
+        """Queue bytes already framed for this transport (shared publication pushes)."""
+
+    def close(self, disconnect: codes.Disconnect) -> None:
+        """Tell the client why and close."""
+
+
+@dataclass(slots=True)
+class ClientOptions:
+    """Connection-level settings of the client protocol."""
+
+    ping_interval: int = 25
+    insecure: bool = False
+    allow_anonymous_connect_without_token: bool = False
+    max_channels: int = 128
+    private_prefix: str = "$"
+    user_boundary: str = "#"
+    user_separator: str = ","
+    expired_grace: float = 25.0
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One channel of one client."""
+
+    channel: str
+    join_leave: bool = False
+    chan_info: bytes | None = None
+    expires_at: float = 0.0
+    presence: bool = False
+
+
+def info_dict(info: ClientInfo) -> dict[str, Any]:
+    body: dict[str, Any] = {"user": info.user, "client": info.client}
+    if info.conn_info is not None:
+        body["conn_info"] = info.conn_info
+    if info.chan_info is not None:
+        body["chan_info"] = info.chan_info
+    return body
+
+
+def pub_dict(pub: Publication, codec: Codec) -> dict[str, Any]:
+    """A publication as the client protocol carries it."""
+    body: dict[str, Any] = {"data": codec.payload(pub.data, pub.is_json), "offset": pub.offset}
+    if pub.info is not None:
+        body["info"] = info_dict(pub.info)
+    if pub.tags:
+        body["tags"] = pub.tags
+    return body
+
+
+class Client:
+    """The protocol state of one connection."""
+
+    commands: ClassVar[dict[str, Handler]]
+
+    __slots__ = (
+        "_busy",
+        "_expire_timer",
+        "_inbox",
+        "awaiting_pong",
+        "catchups",
+        "closed",
+        "connected",
+        "exp",
+        "formatter",
+        "id",
+        "info",
+        "node",
+        "options",
+        "subs",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, node: Node, transport: ClientTransport, options: ClientOptions) -> None:
+        self.node = node
+        self.transport = transport
+        self.options = options
+        self.formatter = transport.formatter
+        self.id = str(uuid.uuid4())
+        self.user = ""
+        self.info: bytes | None = None
+        self.exp = 0.0
+        self.connected = False
+        self.closed = False
+        self.awaiting_pong = False
+        self.subs: dict[str, Subscription] = {}
+        self.catchups: dict[str, tuple[Catchup, tuple[int, str]]] = {}
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._busy = False
+        self._expire_timer: asyncio.TimerHandle | None = None
+
+    # input
+    def feed(self, commands: list[dict[str, Any]]) -> None:
+        """Queue decoded commands; they run in order."""
+        if self.closed:
+            return
+        self._inbox.extend(commands)
+        if not self._busy:
+            self._busy = True
+            self.node.spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._inbox and not self.closed:
+                await self.handle(self._inbox.popleft())
+        finally:
+            self._busy = False
+
+    def bad_frame(self) -> None:
+        """The transport could not decode a frame."""
+        log.info("client %s sent an undecodable frame", self.id)
+        self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+
+    async def handle(self, cmd: dict[str, Any]) -> None:
+        """Run one command and answer it."""
+        method = next((m for m in METHODS if m in cmd), None)
+        cmd_id = cmd.get("id", 0)
+        if method is None:
+            if not cmd_id:
+                self.awaiting_pong = False  # an empty command is the pong to our ping
+                return
+            log.info("client %s: command without a method", self.id)
+            self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            return
+        if not cmd_id and method != "send":
+            log.info("client %s: %s without id", self.id, method)
+            self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            return
+        if (method == "connect") == self.connected:
+            # connect must come first, and only once.
+            log.info("client %s: %s in the wrong state", self.id, method)
+            self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            return
+        params = cmd[method]
+        try:
+            result = await self.commands[method](self, params)
+        except ReplyError as exc:
+            self.reply({"id": cmd_id, "error": exc.error.reply()})
+        except DisconnectError as exc:
+            self.disconnect(exc.disconnect)
+        except Exception:
+            log.exception("client %s: %s failed", self.id, method)
+            self.reply({"id": cmd_id, "error": codes.INTERNAL.reply()})
+        else:
+            if result is not None and cmd_id:
+                self.reply({"id": cmd_id, method: result})
+                if self.catchups:
+                    subscribing.finish_all(self)
+
+    def reply(self, reply: dict[str, Any]) -> None:
+        if not self.closed:
+            codec = self.transport.codec
+            self.transport.send(codec.join([codec.encode_reply(reply)]))
+
+    def send_push(self, push: dict[str, Any]) -> None:
+        self.reply({"push": push})
+
+    # connection
+    async def cmd_connect(self, params: dict[str, Any]) -> dict[str, Any]:
+        node, options = self.node, self.options
+        token = params.get("token", "")
+        channels: list[str] = []
+        if token:
+            verifier = node.token_verifier
+            if verifier is None or not verifier.enabled:
+                raise DisconnectError(codes.INVALID_TOKEN)
+            try:
+                claims = verifier.connect_token(token)
+            except TokenExpired:
+                raise ReplyError(codes.TOKEN_EXPIRED) from None
+            except InvalidToken as exc:
+                log.info("client %s: %s", self.id, exc)
+                raise DisconnectError(codes.INVALID_TOKEN) from None
+            self.user = claims.user
+            self.info = claims.info
+            expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
+            self.exp = float(expire_at or 0)
+            channels = [*claims.channels, *claims.subs]
+        elif not (options.insecure or options.allow_anonymous_connect_without_token):
+            log.info("client %s: connect without token refused", self.id)
+            raise DisconnectError(codes.INVALID_TOKEN)
+        if self.exp and self.exp <= time.time():
+            raise ReplyError(codes.TOKEN_EXPIRED)
+        self.connected = True
+        node.register_client(self)
+        result: dict[str, Any] = {
+            "client": self.id,
+            "version": node.version,
+            "ping": options.ping_interval,
+            "pong": True,
+        }
+        if self.transport.emulated:
+            result["session"] = self.id
+            result["node"] = node.id
+        self._set_expiry(result)
+        if channels:
+            requested = params.get("subs", {})
+            subs_result: dict[str, Any] = {}
+            for channel in channels:
+                wanted = requested.get(channel, {})
+                sub_result = await subscribing.server_side_subscribe(self, channel, wanted)
+                if sub_result is not None:
+                    subs_result[channel] = sub_result
+            if subs_result:
+                result["subs"] = subs_result
+        return result
+
+    def _set_expiry(self, result: dict[str, Any]) -> None:
+        if self._expire_timer is not None:
+            self._expire_timer.cancel()
+            self._expire_timer = None
+        if not self.exp:
+            return
+        ttl = max(0, int(self.exp - time.time()))
+        result["expires"] = True
+        result["ttl"] = ttl
+        loop = asyncio.get_running_loop()
+        self._expire_timer = loop.call_later(ttl + self.options.expired_grace, self._expired)
+
+    def _expired(self) -> None:
+        if self.exp and self.exp <= time.time():
+            self.disconnect(codes.CONNECTION_EXPIRED)
+
+    async def cmd_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
+        verifier = self.node.token_verifier
+        token = params.get("token", "")
+        if not token or verifier is None or not verifier.enabled:
+            raise ReplyError(codes.BAD_REQUEST)
+        try:
+            claims = verifier.connect_token(token)
+        except TokenExpired:
+            raise ReplyError(codes.TOKEN_EXPIRED) from None
+        except InvalidToken:
+            raise DisconnectError(codes.INVALID_TOKEN) from None
+        if claims.user != self.user:
+            raise DisconnectError(codes.INVALID_TOKEN)
+        expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
+        self.exp = float(expire_at or 0)
+        if claims.info is not None:
+            self.info = claims.info
+        result: dict[str, Any] = {"client": self.id, "version": self.node.version}
+        self._set_expiry(result)
+        return result
+
+    async def cmd_ping(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def ping(self) -> None:
+        """Called by the server's heartbeat: a client that didn't answer the last ping
+        is gone; otherwise send a new one (an empty reply)."""
+        if not self.connected or self.closed:
+            return
+        if self.awaiting_pong:
+            self.disconnect(codes.NO_PONG)
+            return
+        self.awaiting_pong = not self.transport.unidirectional
+        self.reply({})
+
+    def disconnect(self, disconnect: codes.Disconnect) -> None:
+        """Leave every channel, unregister and close the transport with ``disconnect``."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._expire_timer is not None:
+            self._expire_timer.cancel()
+        self._leave_all()
+        if self.connected:
+            self.node.unregister_client(self)
+        if not self.transport.closed:
+            self.transport.close(disconnect)
+
+    def transport_closed(self) -> None:
+        """The connection went away under us."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._expire_timer is not None:
+            self._expire_timer.cancel()
+        self._leave_all()
+        if self.connected:
+            self.node.unregister_client(self)
+
+    def _leave_all(self) -> None:
+        for channel in list(self.subs):
+            subscribing.leave(self, channel)
+
+    # hub subscriber
+    def deliver(self, pub: Publication, data: bytes) -> None:
+        if pub.channel in self.subs:
+            self.transport.push(data)
+
+    def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
+        """Gaps are reported in subscribe replies (``recovered``), not as notices."""
+
+    def channel_deleted(self, channel: str) -> None:
+        if self.subs.pop(channel, None) is not None:
+            subscribing.presence_leave(self, channel)
+            unsub = codes.UNSUBSCRIBE_SERVER
+            self.send_push(
+                {"channel": channel, "unsubscribe": {"code": unsub.code, "reason": unsub.reason}}
+            )
+
+    def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
+        sub = self.subs.get(channel)
+        if sub is not None and sub.join_leave:
+            self.send_push({"channel": channel, kind: {"info": info_dict(info)}})
+
+    def client_info(self, channel: str | None = None) -> ClientInfo:
+        chan_info = None
+        if channel is not None:
+            sub = self.subs.get(channel)
+            chan_info = sub.chan_info if sub is not None else None
+        return ClientInfo(self.user, self.id, self.info, chan_info)
+
+
+# The command modules use the classes above, so they come last (no import cycle at load).
+from . import client_commands as commands  # noqa: E402
+from . import client_subscribe as subscribing  # noqa: E402
+
+Handler = Callable[[Client, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+Client.commands = {
+    "connect": Client.cmd_connect,
+    "refresh": Client.cmd_refresh,
+    "ping": Client.cmd_ping,
+    "subscribe": subscribing.subscribe,
+    "unsubscribe": subscribing.unsubscribe,
+    "sub_refresh": subscribing.sub_refresh,
+    "publish": commands.publish,
+    "presence": commands.presence,
+    "presence_stats": commands.presence_stats,
+    "history": commands.history,
+    "rpc": commands.rpc,
+    "send": commands.send,
+}

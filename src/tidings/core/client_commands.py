@@ -1,0 +1,178 @@
+"""The client protocol's commands besides connecting and subscribing.
+
+Publish, presence and history are checked against the namespace options as Centrifugo
+does: "subscriber" rights need a subscription to the channel, "client" rights a user id,
+"anonymous" rights nothing. RPC and send go to handlers the application registers on the
+node (``Node.on_rpc``, ``Node.on_message``): Python functions, no proxy needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tidings.protocol.centrifuge import codes
+
+from .client import ReplyError, info_dict, pub_dict
+from .client_subscribe import channel_options
+from .publication import ClientInfo
+
+if TYPE_CHECKING:
+    from .channels import ChannelOptions
+    from .client import Client
+
+__all__ = ["RpcError", "history", "presence", "presence_stats", "publish", "rpc", "send"]
+
+log = logging.getLogger("tidings.client")
+
+MAX_HISTORY_LIMIT = 10000
+
+
+class RpcError(Exception):
+    """Raised by an RPC handler to answer with an application error (code ≥ 400... any)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _allowed(client: Client, channel: str, subscriber: bool, for_client: bool, anon: bool) -> bool:
+    if client.options.insecure:
+        return True
+    if subscriber and channel in client.subs:
+        return True
+    if for_client and client.user != "":
+        return True
+    return anon
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+async def publish(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    channel = params.get("channel")
+    opts = channel_options(client, channel)
+    assert isinstance(channel, str)
+    subscriber = opts.allow_publish_for_subscriber and (
+        client.user != "" or opts.allow_publish_for_anonymous
+    )
+    for_client = opts.allow_publish_for_client and (
+        client.user != "" or opts.allow_publish_for_anonymous
+    )
+    if not _allowed(client, channel, subscriber, for_client, False):
+        raise ReplyError(codes.PERMISSION_DENIED)
+    data = params.get("data", b"")
+    if not isinstance(data, bytes):
+        raise ReplyError(codes.BAD_REQUEST)
+    is_json = client.transport.codec.name == "json" or _is_json(data)
+    await client.node.publish(channel, data, is_json=is_json, info=client.client_info(channel))
+    return {}
+
+
+def _presence_opts(client: Client, params: dict[str, Any]) -> tuple[str, ChannelOptions]:
+    channel = params.get("channel")
+    opts = channel_options(client, channel)
+    assert isinstance(channel, str)
+    if not opts.presence:
+        raise ReplyError(codes.NOT_AVAILABLE)
+    if not _allowed(
+        client,
+        channel,
+        opts.allow_presence_for_subscriber,
+        opts.allow_presence_for_client,
+        opts.allow_presence_for_anonymous,
+    ):
+        raise ReplyError(codes.PERMISSION_DENIED)
+    return channel, opts
+
+
+async def presence(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    channel, _ = _presence_opts(client, params)
+    clients = await client.node.presence_manager.presence(channel)
+    return {"presence": {cid: info_dict(info) for cid, info in clients.items()}}
+
+
+async def presence_stats(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    channel, _ = _presence_opts(client, params)
+    num_clients, num_users = await client.node.presence_manager.stats(channel)
+    return {"num_clients": num_clients, "num_users": num_users}
+
+
+async def history(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    channel = params.get("channel")
+    opts = channel_options(client, channel)
+    assert isinstance(channel, str)
+    if opts.history_size <= 0 or opts.history_ttl <= 0:
+        raise ReplyError(codes.NOT_AVAILABLE)
+    if not _allowed(
+        client,
+        channel,
+        opts.allow_history_for_subscriber,
+        opts.allow_history_for_client,
+        opts.allow_history_for_anonymous,
+    ):
+        raise ReplyError(codes.PERMISSION_DENIED)
+    limit = params.get("limit", 0)
+    since = params.get("since")
+    reverse = bool(params.get("reverse", False))
+    broker = client.node.broker
+    # limit: 0 = only the stream position, negative = everything held (capped).
+    max_limit = min(opts.history_size, MAX_HISTORY_LIMIT)
+    wanted = max_limit if limit < 0 else min(limit, max_limit)
+    since_offset = None
+    if since is not None:
+        top = (await broker.history(channel, limit=0)).position
+        epoch = since.get("epoch", "")
+        if epoch and epoch != top.epoch:
+            raise ReplyError(codes.UNRECOVERABLE_POSITION)
+        since_offset = since.get("offset", 0)
+        if reverse:
+            # Newest first, down to (not including) the given offset.
+            result = await broker.history(channel, since_offset=since_offset)
+            pubs = result.publications[::-1][:wanted]
+            return _history_result(client, pubs, result.position.offset, result.position.epoch)
+    result = await broker.history(channel, since_offset=since_offset, limit=wanted, reverse=reverse)
+    pos = result.position
+    return _history_result(client, result.publications, pos.offset, pos.epoch)
+
+
+def _history_result(client: Client, pubs: list[Any], offset: int, epoch: str) -> dict[str, Any]:
+    codec = client.transport.codec
+    return {"publications": [pub_dict(p, codec) for p in pubs], "epoch": epoch, "offset": offset}
+
+
+async def rpc(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    method = params.get("method", "")
+    handler = client.node.rpc_handlers.get(method)
+    if handler is None:
+        raise ReplyError(codes.METHOD_NOT_FOUND)
+    data = params.get("data", b"")
+    try:
+        result = await handler(_caller(client), data)
+    except RpcError as exc:
+        # An application error: the code and message are the handler's own, on purpose.
+        raise ReplyError(codes.Error(exc.code, exc.message)) from None
+    return {"data": result} if result else {}
+
+
+async def send(client: Client, params: dict[str, Any]) -> None:
+    handler = client.node.message_handler
+    if handler is None:
+        return None
+    try:
+        await handler(_caller(client), params.get("data", b""))
+    except Exception:
+        log.exception("message handler failed for client %s", client.id)
+    return None
+
+
+def _caller(client: Client) -> ClientInfo:
+    return client.client_info()

@@ -1,0 +1,285 @@
+"""Subscribing a client: permissions, tokens, recovery, presence, join/leave.
+
+Rules follow Centrifugo's: a channel's namespace must exist (102); ``$`` channels need a
+subscription token; ``#`` channels admit the users listed after ``#`` where the namespace
+allows user-limited channels; otherwise the namespace's ``allow_subscribe_for_*`` options
+decide (103). A resubscribing client that sends its position gets every publication it
+missed in the reply with ``recovered: true`` — or none and ``recovered: false``; never some.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from tidings.exceptions import InvalidChannel
+from tidings.protocol.centrifuge import codes
+
+from .channels import ChannelOptions, validate_channel
+from .client import DisconnectError, ReplyError, Subscription, pub_dict
+from .tokens import InvalidToken, TokenExpired
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = [
+    "finish_subscribe",
+    "leave",
+    "presence_leave",
+    "server_side_subscribe",
+    "server_unsubscribe",
+    "sub_refresh",
+    "subscribe",
+    "unsubscribe",
+]
+
+log = logging.getLogger("tidings.client")
+
+
+def channel_options(client: Client, channel: Any) -> ChannelOptions:
+    """The namespace options of a valid channel name, or the protocol's error."""
+    if not isinstance(channel, str) or not channel:
+        raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+    try:
+        validate_channel(channel)
+    except InvalidChannel:
+        raise ReplyError(codes.BAD_REQUEST) from None
+    opts = client.node.namespaces.find(channel)
+    if opts is None:
+        raise ReplyError(codes.UNKNOWN_CHANNEL)
+    return opts
+
+
+def user_allowed(client: Client, channel: str) -> bool:
+    """``#`` channels: the users after the boundary, separated by commas."""
+    options = client.options
+    _, sep, users = channel.rpartition(options.user_boundary)
+    return bool(sep) and client.user in users.split(options.user_separator)
+
+
+def has_history_access(client: Client, opts: ChannelOptions) -> bool:
+    return (
+        opts.allow_history_for_subscriber
+        or (opts.allow_history_for_client and client.user != "")
+        or opts.allow_history_for_anonymous
+    )
+
+
+def _check_subscribe_token(client: Client, channel: str, token: str) -> tuple[bytes | None, float]:
+    """Verify a subscription token; return its channel info and expiry time."""
+    verifier = client.node.token_verifier
+    if verifier is None or not verifier.enabled:
+        raise ReplyError(codes.PERMISSION_DENIED)
+    try:
+        claims = verifier.subscribe_token(token)
+    except TokenExpired:
+        raise ReplyError(codes.TOKEN_EXPIRED) from None
+    except InvalidToken as exc:
+        log.info("client %s: subscription token for %s: %s", client.id, channel, exc)
+        raise ReplyError(codes.PERMISSION_DENIED) from None
+    if claims.channel != channel or claims.user != client.user:
+        log.info("client %s: subscription token for another channel or user", client.id)
+        raise DisconnectError(codes.INVALID_TOKEN)
+    expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
+    return claims.info, float(expire_at or 0)
+
+
+async def subscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    channel = params.get("channel")
+    opts = channel_options(client, channel)
+    assert isinstance(channel, str)
+    if channel in client.subs or channel in client.catchups:
+        raise ReplyError(codes.ALREADY_SUBSCRIBED)
+    if len(client.subs) + len(client.catchups) >= client.options.max_channels:
+        raise ReplyError(codes.LIMIT_EXCEEDED)
+    token = params.get("token", "")
+    chan_info: bytes | None = None
+    expires_at = 0.0
+    private = channel.startswith(client.options.private_prefix)
+    user_limited = opts.allow_user_limited_channels and client.options.user_boundary in channel
+    if private and not token:
+        raise ReplyError(codes.PERMISSION_DENIED)
+    if token:
+        chan_info, expires_at = _check_subscribe_token(client, channel, token)
+        if expires_at and expires_at <= time.time():
+            raise ReplyError(codes.TOKEN_EXPIRED)
+    elif user_limited:
+        if not user_allowed(client, channel):
+            raise ReplyError(codes.PERMISSION_DENIED)
+    elif not (
+        (
+            opts.allow_subscribe_for_client
+            and not user_limited
+            and (client.user != "" or opts.allow_subscribe_for_anonymous)
+        )
+        or client.options.insecure
+    ):
+        raise ReplyError(codes.PERMISSION_DENIED)
+    return await _subscribe(client, channel, opts, params, chan_info, expires_at)
+
+
+async def _subscribe(
+    client: Client,
+    channel: str,
+    opts: ChannelOptions,
+    params: dict[str, Any],
+    chan_info: bytes | None,
+    expires_at: float,
+) -> dict[str, Any]:
+    """Subscribe once allowed; the reply goes out before any live publication."""
+    history_access = has_history_access(client, opts) or client.options.insecure
+    recoverable = opts.force_recovery or (
+        bool(params.get("recoverable")) and (opts.allow_recovery or history_access)
+    )
+    positioned = (
+        recoverable
+        or opts.force_positioning
+        or (bool(params.get("positioned")) and (opts.allow_positioning or history_access))
+    )
+    join_leave = opts.force_push_join_leave or (bool(params.get("join_leave")) and opts.join_leave)
+    node = client.node
+    catchup = await node.begin_catchup(client, channel)
+    try:
+        result: dict[str, Any] = {}
+        top = (await node.broker.history(channel, limit=0)).position
+        last = (top.offset, top.epoch)
+        if positioned:
+            result.update(positioned=True, epoch=top.epoch, offset=top.offset)
+        if recoverable:
+            result["recoverable"] = True
+            if params.get("recover"):
+                result["was_recovering"] = True
+                pubs = await _recover(client, channel, params)
+                if pubs is not None:
+                    result["recovered"] = True
+                    codec = client.transport.codec
+                    result["publications"] = [pub_dict(p, codec) for p in pubs]
+                    result["offset"] = params.get("offset", 0)
+                    if pubs:
+                        last = (pubs[-1].offset, pubs[-1].epoch)
+        if expires_at:
+            result["expires"] = True
+            result["ttl"] = max(0, int(expires_at - time.time()))
+    except BaseException:
+        node.abort_catchup(channel, catchup)
+        raise
+    client.catchups[channel] = (catchup, last)
+    client.subs[channel] = Subscription(channel, join_leave, chan_info, expires_at, opts.presence)
+    if opts.presence:
+        info = client.client_info(channel)
+        await node.presence_manager.add(channel, info)
+        if opts.join_leave:
+            await node.broker.publish_join(channel, info)
+    return result
+
+
+async def _recover(client: Client, channel: str, params: dict[str, Any]) -> list[Any] | None:
+    """Every publication after the client's position, or None when any is gone."""
+    offset = params.get("offset", 0)
+    epoch = params.get("epoch", "")
+    history = await client.node.broker.history(channel, since_offset=offset)
+    top = history.position
+    pubs = history.publications
+    if epoch and epoch != top.epoch:
+        return None
+    if not pubs:
+        return [] if offset == top.offset else None
+    if pubs[0].offset != offset + 1 or pubs[-1].offset != top.offset:
+        return None
+    return pubs
+
+
+def finish_subscribe(client: Client, channel: str) -> None:
+    """After the subscribe reply: deliver what arrived meanwhile, then go live."""
+    entry = client.catchups.pop(channel, None)
+    if entry is None:
+        return
+    catchup, last = entry
+    client.node.end_catchup(channel, catchup, client, last)
+
+
+def finish_all(client: Client) -> None:
+    for channel in list(client.catchups):
+        finish_subscribe(client, channel)
+
+
+async def server_side_subscribe(
+    client: Client, channel: str, wanted: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Subscribe to a channel listed in the connection token (``channels``/``subs``)."""
+    try:
+        opts = channel_options(client, channel)
+    except (ReplyError, DisconnectError):
+        log.info("client %s: token channel %r skipped: unknown or invalid", client.id, channel)
+        return None
+    if channel in client.subs:
+        return None
+    params = {
+        "recover": wanted.get("recover", False),
+        "offset": wanted.get("offset", 0),
+        "epoch": wanted.get("epoch", ""),
+        "recoverable": True,
+        "positioned": True,
+    }
+    return await _subscribe(client, channel, opts, params, None, 0.0)
+
+
+async def unsubscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    channel = params.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+    leave(client, channel)
+    return {}
+
+
+def leave(client: Client, channel: str) -> None:
+    """Leave ``channel``: hub, presence, leave message."""
+    entry = client.catchups.pop(channel, None)
+    if entry is not None:
+        client.node.abort_catchup(channel, entry[0])
+    if client.subs.pop(channel, None) is None:
+        return
+    client.node.unsubscribe(client, channel)
+    presence_leave(client, channel)
+
+
+def presence_leave(client: Client, channel: str) -> None:
+    opts = client.node.namespaces.find(channel)
+    if opts is None or not opts.presence:
+        return
+    node = client.node
+    info = client.client_info(channel)
+    node.spawn(node.presence_manager.remove(channel, client.id))
+    if opts.join_leave:
+        node.spawn(node.broker.publish_leave(channel, info))
+
+
+def server_unsubscribe(client: Client, channel: str, unsub: codes.Unsubscribe) -> None:
+    """Unsubscribe on the server's initiative and tell the client."""
+    if channel not in client.subs:
+        return
+    leave(client, channel)
+    client.send_push(
+        {"channel": channel, "unsubscribe": {"code": unsub.code, "reason": unsub.reason}}
+    )
+
+
+async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    channel = params.get("channel")
+    token = params.get("token", "")
+    if not isinstance(channel, str) or not channel or not token:
+        raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+    sub = client.subs.get(channel)
+    if sub is None:
+        raise ReplyError(codes.PERMISSION_DENIED)
+    chan_info, expires_at = _check_subscribe_token(client, channel, token)
+    if expires_at and expires_at <= time.time():
+        raise ReplyError(codes.TOKEN_EXPIRED)
+    sub.expires_at = expires_at
+    if chan_info is not None:
+        sub.chan_info = chan_info
+    result: dict[str, Any] = {}
+    if expires_at:
+        result.update(expires=True, ttl=max(0, int(expires_at - time.time())))
+    return result

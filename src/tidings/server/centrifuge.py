@@ -1,0 +1,172 @@
+"""Transports of the client protocol (Centrifugo-compatible): ``/connection/websocket``.
+
+The connection object is the ``ClientTransport`` of a ``core.client.Client``: it decodes
+frames into commands for the client and frames the client's replies. Publication pushes are
+encoded once per codec and framing by ``PushFormat`` and shared by every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tidings.core.client import Client, pub_dict
+from tidings.core.hub import Formatter
+from tidings.core.publication import Publication
+from tidings.exceptions import HttpError, WebSocketError
+from tidings.protocol.centrifuge import codes
+from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
+from tidings.protocol.http import Request
+from tidings.protocol.websocket import (
+    CloseCode,
+    WebSocketReader,
+    accept_response,
+    binary_frame,
+    check_handshake,
+    close_frame,
+    text_frame,
+)
+
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["ClientWebSocket", "PushFormat", "accept_client_websocket"]
+
+log = logging.getLogger("tidings.server")
+
+PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
+
+
+class PushFormat(Formatter):
+    """A publication push for one codec, framed for one transport."""
+
+    __slots__ = ("codec", "frame", "wrap")
+
+    def __init__(self, codec: Codec, frame: Any, wrap: bool = True) -> None:
+        self.codec = codec
+        self.frame = frame
+        self.wrap = wrap  # unidirectional transports send pushes without the Reply wrapper
+
+    def build(self, pub: Publication) -> bytes:
+        codec = self.codec
+        push = {"channel": pub.channel, "pub": pub_dict(pub, codec)}
+        if self.wrap:
+            payload = codec.join([codec.encode_reply({"push": push})])
+        else:
+            payload = codec.encode_push(push)  # type: ignore[attr-defined]
+        result: bytes = self.frame(payload)
+        return result
+
+
+WS_PUSH = {
+    "json": PushFormat(JSON, text_frame),
+    "protobuf": PushFormat(PROTOBUF, binary_frame),
+}
+
+
+class ClientWebSocket(Outbox):
+    """A bidirectional WebSocket connection speaking the client protocol."""
+
+    __slots__ = ("client", "codec", "formatter", "reader")
+
+    kind: ClassVar[str] = "client"
+    name = "websocket"
+    emulated = False
+    unidirectional = False
+
+    def __init__(self, server: Server, transport: asyncio.Transport, codec: Codec) -> None:
+        super().__init__(server, transport)
+        self.codec = codec
+        self.formatter: Formatter = WS_PUSH[codec.name]
+        self.reader: WebSocketReader | None = None
+        self.client = Client(server.node, self, server.client_options)
+
+    # ClientTransport
+    def send(self, data: bytes) -> None:
+        self.push(binary_frame(data) if self.codec.binary else text_frame(data))
+
+    def close(self, disconnect: codes.Disconnect) -> None:
+        self.finish(close_frame(disconnect.code, disconnect.reason), wait_close=True)
+
+    # input
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is None:
+            reader = self.reader = WebSocketReader(self.server.config.max_message_bytes)
+        messages, out = reader.receive_data(data)
+        if reader.closed:
+            if self.closed:
+                self.transport.close()  # the client answered our close frame
+                return
+            code = reader.close_code
+            if code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
+                log.info("%s closed: %s %s", self.describe(), code, reader.close_reason)
+            self.finish(out)
+            return
+        if out:
+            self.flush()
+            self.transport.write(out)
+        for message in messages:
+            if message.text == self.codec.binary:
+                log.info(
+                    "%s: %s frame on a %s connection",
+                    self.describe(),
+                    "text" if message.text else "binary",
+                    self.codec.name,
+                )
+                self.client.bad_frame()
+                return
+            try:
+                commands = self.codec.decode_commands(message.data)
+            except DecodeError as exc:
+                log.info("%s: undecodable frame: %s", self.describe(), exc)
+                self.client.bad_frame()
+                return
+            self.client.feed(commands)
+
+    def eof_received(self) -> bool:
+        return False
+
+    # Outbox
+    def goodbye(self, reason: str) -> bytes:
+        disconnect = codes.SLOW if reason == "slow" else codes.SHUTDOWN
+        if reason == "error":
+            disconnect = codes.SERVER_ERROR
+        return close_frame(disconnect.code, disconnect.reason)
+
+    def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
+        answered = self.reader is not None and self.reader.closed
+        super().finish(last, wait_close=not answered)
+
+    def unsubscribe_all(self) -> None:
+        self.client.transport_closed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.transport_closed()
+        super().connection_lost(exc)
+
+    def ping(self) -> None:
+        self.client.ping()
+
+
+def accept_client_websocket(
+    server: Server, request: Request, transport: asyncio.Transport
+) -> ClientWebSocket:
+    """Complete the handshake of ``/connection/websocket``; raises ``HttpError``."""
+    try:
+        key = check_handshake(request)
+    except WebSocketError as exc:
+        raise HttpError(400, str(exc)) from None
+    offered = [p.strip() for p in request.header("sec-websocket-protocol").split(",")]
+    # An empty or unknown Sec-WebSocket-Protocol means JSON (older SDKs send an empty one).
+    if PROTOBUF_SUBPROTOCOL in offered:
+        codec: Codec = PROTOBUF
+        chosen: str | None = PROTOBUF_SUBPROTOCOL
+    else:
+        codec = JSON
+        chosen = "centrifuge-json" if "centrifuge-json" in offered else None
+    transport.write(accept_response(key, chosen))
+    return ClientWebSocket(server, transport, codec)
