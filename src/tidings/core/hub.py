@@ -103,7 +103,11 @@ class Hub:
             return 0
         count = 0
         for formatter, group in groups.items():
-            data = formatter.encode(pub)
+            try:
+                data = formatter.encode(pub)
+            except Exception:
+                log.exception("encoding a publication of %s failed", pub.channel)
+                continue
             for sub in group:
                 try:
                     sub.deliver(pub, data)

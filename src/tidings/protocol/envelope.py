@@ -8,6 +8,7 @@ say by itself: that history could not fill a gap, or that the channel was delete
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -16,10 +17,14 @@ __all__ = ["encode_envelope", "encode_notice", "payload_json"]
 
 
 def payload_json(data: bytes, is_json: bool) -> bytes:
-    """The payload as a JSON value: JSON as is, text as a JSON string."""
+    """The payload as a JSON value: JSON as is, text as a JSON string, and bytes that are
+    not UTF-8 (published over a binary protocol) as ``{"base64": "..."}``."""
     if is_json:
         return data
-    return orjson.dumps(data.decode("utf-8"))
+    try:
+        return orjson.dumps(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return orjson.dumps({"base64": base64.b64encode(data).decode()})
 
 
 def encode_envelope(
