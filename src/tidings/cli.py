@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -52,7 +53,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     generated = not config.api_key
     if generated:
         config.api_key = secrets.token_urlsafe(18)
+    _raise_open_files_limit()
     return int(_run(_serve(config, generated)) or 0)
+
+
+def _raise_open_files_limit() -> None:
+    """Every connection is a file descriptor: lift the soft limit (often 1,024) to the hard
+    one, which an unprivileged process may do."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        # Where this is refused, serve within the limit there is.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 async def _serve(config: Config, generated: bool) -> int:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -14,3 +15,16 @@ async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client for ``server`` (no proxies from the environment)."""
     async with http_client(server) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No test here should make the server log an error (a failed handler, a crash in
+    delivery): bad input is answered, not tripped over."""
+    yield
+    errors = [
+        r
+        for r in caplog.get_records("call")
+        if r.levelno >= logging.ERROR and r.name.startswith("tidings")
+    ]
+    assert not errors, [r.getMessage() for r in errors]

@@ -9,6 +9,8 @@ from integration_helpers import (
     AUTH,
     http_client,
     publish,
+    raw_connection,
+    read_response,
     sse_connect,
     stream_connect,
     subscribed,
@@ -312,3 +314,53 @@ async def test_ws_subscriber_counts_in_publish_result(server: Server) -> None:
     async with ws_connect(server, "/ws/count"), ws_connect(server, "/ws/count,x"):
         await subscribed(server, "count", 2)
         assert (await publish(server, "count", 1))["subscribers"] == 2
+
+
+async def test_head_and_wrong_method_on_health(server: Server) -> None:
+    async with raw_connection(server) as (reader, writer):
+        # HEAD: the GET's headers, no content, and the connection stays usable.
+        writer.write(
+            b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"Content-Length: " in head
+        get = await read_response(reader)
+        assert get.status == 200
+        assert get.json()["status"] == "ok"
+        # Even an error answer to HEAD has no content.
+        writer.write(
+            b"HEAD /stats HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 401 ")
+        assert (await read_response(reader)).status == 200
+    async with http_client(server) as c:
+        resp = await c.post("/health")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "GET, HEAD"
+
+
+async def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    body = b'{"n": %d}'
+    requests = b"".join(
+        b"POST /pub/pipe HTTP/1.1\r\nHost: x\r\nX-API-Key: test-key\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body % i), body % i)
+        for i in range(10)
+    )
+    async with raw_connection(server) as (reader, writer):
+        writer.write(requests + b"GET /pub/pipe HTTP/1.1\r\nHost: x\r\nX-API-Key: test-key\r\n\r\n")
+        offsets = [(await read_response(reader)).json()["offset"] for _ in range(10)]
+        assert offsets == list(range(1, 11))
+        info = await read_response(reader)
+        assert info.json()["stored"] == 10
+
+
+async def test_demo_page() -> None:
+    async with running_server(demo=True, api_key="demo-key") as srv, http_client(srv) as c:
+        resp = await c.get("/")
+        assert resp.status_code == 200
+        assert resp.headers["content-type"] == "text/html; charset=utf-8"
+        assert '"demo-key"' in resp.text
+        assert "{{API_KEY}}" not in resp.text

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
-import resource
 import secrets
 import sys
 import time
@@ -130,6 +130,8 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
 
 
 def _raise_open_files(needed: int) -> None:
+    import resource  # here: the bench needs Linux, but the CLI imports this module anywhere
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -257,10 +259,8 @@ class Bench:
         driver.start()
         last_bytes, last_progress = totals.bytes, time.monotonic()
         while not done.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.25)
-            except TimeoutError:
-                pass
             target.check_alive()
             now = time.monotonic()
             if totals.bytes != last_bytes:

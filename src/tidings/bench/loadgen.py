@@ -243,7 +243,7 @@ async def connect_subscribers(
     *,
     label: str = "connecting",
     concurrency: int = 256,
-    timeout: float = 30.0,
+    handshake_timeout: float = 30.0,
 ) -> list[Subscriber]:
     """Open ``count`` WebSocket subscribers, at most ``concurrency`` handshakes at a time;
     ``sampled`` of them, spread evenly, parse frames for latency."""
@@ -264,7 +264,7 @@ async def connect_subscribers(
             subs.append(sub)
             transport, _ = await loop.create_connection(lambda: sub, host, port)
             transport.write(_handshake_request(host, port, path))
-            await asyncio.wait_for(ready, timeout)
+            await asyncio.wait_for(ready, handshake_timeout)
         done += 1
         progress.update(done)
 

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -105,15 +104,12 @@ def rss_kib(pid: int) -> int:
     raise BenchError(f"no VmRSS for process {pid}")
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far."""
     with open(f"/proc/{pid}/stat") as fh:
         # Fields after the command name, which is in parentheses and may hold spaces.
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_busy() -> dict[int, tuple[int, int]]:
@@ -164,7 +160,7 @@ def _spawn(
         tmp = tempfile.TemporaryDirectory(prefix=f"tidings-bench-{name}-")
     log = Path(tmp.name) / "output.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: S603 - our own command line, not user input
             _pinned(cmd, cpu),
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -177,9 +173,9 @@ def _spawn(
     return proc, tmp, log
 
 
-async def wait_listening(target: Target, ports: list[int], timeout: float = 30.0) -> None:
+async def wait_listening(target: Target, ports: list[int], within: float = 30.0) -> None:
     """Wait until every port accepts a connection (or the process dies)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     for port in ports:
         while True:
             target.check_alive()
@@ -188,7 +184,7 @@ async def wait_listening(target: Target, ports: list[int], timeout: float = 30.0
             except OSError:
                 if time.monotonic() > deadline:
                     raise BenchError(
-                        f"{target.name} not listening on {port} after {timeout:.0f} s\n"
+                        f"{target.name} not listening on {port} after {within:.0f} s\n"
                         f"{target.log_tail()}"
                     ) from None
                 await asyncio.sleep(0.05)
@@ -294,6 +290,8 @@ def start_nchan(channel: str, subscribers: int, cpu: int | None) -> Target:
     port = free_port()
     tmp = tempfile.TemporaryDirectory(prefix="tidings-bench-nchan-")
     conf = Path(tmp.name) / "nginx.conf"
+    import resource  # here: the bench needs Linux, but the CLI imports this module anywhere
+
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     conf.write_text(
         NCHAN_CONF.format(
@@ -352,6 +350,7 @@ def remote_target(url: str, channel: str, api_key: str, pid: int | None) -> Targ
 
 
 _SUBSCRIBERS = re.compile(rb"subscribers:\s*(\d+)")
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
 async def subscriber_count(target: Target) -> int:
@@ -363,10 +362,14 @@ async def subscriber_count(target: Target) -> int:
             f"GET {target.pub_path} HTTP/1.1\r\nHost: {target.host}\r\n{headers}"
             "Connection: close\r\n\r\n".encode()
         )
-        response = await asyncio.wait_for(reader.read(), 10.0)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+        length = _LENGTH.search(head)
+        if length is not None:
+            body = await asyncio.wait_for(reader.readexactly(int(length.group(1))), 10.0)
+        else:
+            body = await asyncio.wait_for(reader.read(), 10.0)
     finally:
         writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
     status = head[9:12]
     if status == b"404":  # Nchan: no such channel yet
         return 0

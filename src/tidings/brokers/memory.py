@@ -72,8 +72,6 @@ class MemoryBroker(Broker):
                 history.popleft()
             stream.ttl = options.history_ttl
             self._expire(stream, now)
-        elif stream.history:
-            stream.history.clear()
         if now - self._last_sweep > 60.0:
             self._sweep(now)
         if self.handler is not None:

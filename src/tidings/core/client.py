@@ -275,7 +275,7 @@ class Client:
         if self.transport.emulated:
             result["session"] = self.id
             result["node"] = node.id
-        self._set_expiry(result)
+        self.set_expiry(result)
         if channels:
             requested = params.get("subs", {})
             subs_result: dict[str, Any] = {}
@@ -288,7 +288,7 @@ class Client:
                 result["subs"] = subs_result
         return result
 
-    def _set_expiry(self, result: dict[str, Any]) -> None:
+    def set_expiry(self, result: dict[str, Any]) -> None:
         if self._expire_timer is not None:
             self._expire_timer.cancel()
             self._expire_timer = None
@@ -322,7 +322,7 @@ class Client:
         if claims.info is not None:
             self.info = claims.info
         result: dict[str, Any] = {"client": self.id, "version": self.node.version}
-        self._set_expiry(result)
+        self.set_expiry(result)
         return result
 
     async def cmd_ping(self, params: dict[str, Any]) -> dict[str, Any]:

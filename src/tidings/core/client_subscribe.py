@@ -283,3 +283,34 @@ async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     if expires_at:
         result.update(expires=True, ttl=max(0, int(expires_at - time.time())))
     return result
+
+
+async def server_subscribe(
+    client: Client,
+    channel: str,
+    *,
+    chan_info: bytes | None = None,
+    data: bytes | None = None,
+    since: tuple[int, str] | None = None,
+) -> bool:
+    """Subscribe on the server's initiative (server API) and tell the client with a
+    ``subscribe`` push; False when the channel is unknown or already subscribed."""
+    opts = client.node.namespaces.find(channel)
+    if opts is None or channel in client.subs or client.closed or not client.connected:
+        return False
+    params: dict[str, Any] = {"recoverable": True, "positioned": True}
+    if since is not None:
+        params.update(recover=True, offset=since[0], epoch=since[1])
+    result = await _subscribe(client, channel, opts, params, chan_info, 0.0)
+    push: dict[str, Any] = {
+        key: result[key]
+        for key in ("recoverable", "epoch", "offset", "positioned")
+        if key in result
+    }
+    if data is not None:
+        push["data"] = data
+    client.send_push({"channel": channel, "subscribe": push})
+    for pub in result.get("publications", []):
+        client.send_push({"channel": channel, "pub": pub})
+    finish_subscribe(client, channel)
+    return True

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .broker import Broker, PresenceManager, StreamInfo
@@ -155,13 +155,17 @@ class Node:
         event: str | None = None,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
+        skip_history: bool = False,
     ) -> tuple[Publication, int]:
         """Publish; return the publication and how many local subscribers it reached."""
         validate_channel(channel)
+        options = self.namespaces.options(channel)
+        if skip_history:
+            options = replace(options, history_size=0)
         pub = await self.broker.publish(
             channel,
             data,
-            options=self.namespaces.options(channel),
+            options=options,
             is_json=is_json,
             event=event,
             info=info,

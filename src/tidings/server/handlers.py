@@ -19,7 +19,15 @@ from tidings.protocol.positions import format_position
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["Response", "check_api_key", "demo_page", "health", "publish_endpoint", "stats"]
+__all__ = [
+    "Response",
+    "check_api_key",
+    "demo_page",
+    "health",
+    "publish_endpoint",
+    "server_api",
+    "stats",
+]
 
 Response = tuple[int, bytes, list[tuple[str, str]]]
 
@@ -152,6 +160,9 @@ async def stats(server: Server, request: Request) -> Response:
 
 
 def health(server: Server, request: Request) -> Response:
+    # HEAD too: load balancers' health checks often use it.
+    if request.method not in ("GET", "HEAD"):
+        raise HttpError(405, "method not allowed", [("Allow", "GET, HEAD")])
     return json_response(200, {"status": "ok", "uptime": round(time.time() - server.node.started)})
 
 
@@ -162,3 +173,15 @@ def demo_page(server: Server, request: Request) -> Response:
     key = orjson.dumps(server.config.api_key).replace(b"<", b"\\u003c")
     page = page.replace(b"{{API_KEY}}", key)
     return 200, page, [("Content-Type", "text/html; charset=utf-8")]
+
+
+async def server_api(server: Server, request: Request, method: str) -> Response:
+    """``POST /api/<method>``: the server API (Centrifugo-compatible request/response)."""
+    check_api_key(server, request)
+    if request.method != "POST":
+        raise HttpError(405, "method not allowed", [("Allow", "POST")])
+    try:
+        params = orjson.loads(request.body) if request.body.strip() else {}
+    except orjson.JSONDecodeError:
+        raise HttpError(400, "body is not valid JSON") from None
+    return json_response(200, await server.api.call(method, params))

@@ -81,6 +81,7 @@ class HttpConnection(asyncio.Protocol):
         "busy",
         "closed",
         "draining",
+        "head",
         "lp",
         "parser",
         "processing",
@@ -103,6 +104,7 @@ class HttpConnection(asyncio.Protocol):
         self.processing = False
         self.closed = False
         self.draining = False
+        self.head = False  # answering a HEAD request: headers only (RFC 9110 §9.3.2)
         self.lp: LongPoll | None = None
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -160,6 +162,7 @@ class HttpConnection(asyncio.Protocol):
             self.timer = None
         if not request.keep_alive:
             self.draining = True
+        self.head = request.method == "HEAD"
         path = request.path
         head, _, rest = path[1:].partition("/")
         try:
@@ -167,6 +170,8 @@ class HttpConnection(asyncio.Protocol):
                 self.preflight(request)
             elif head in SUBSCRIBE and rest:
                 self.subscribe(head, rest, request)
+            elif head == "api" and rest:
+                self.run(handlers.server_api(self.server, request, rest))
             elif path == "/connection/websocket":
                 self.client_websocket(request)
             elif head == "pub" and rest:
@@ -225,9 +230,10 @@ class HttpConnection(asyncio.Protocol):
             else:
                 extra.append((name, value))
         keep = not self.draining
-        self.transport.write(
-            simple_response(status, body, content_type=ctype, headers=extra, keep_alive=keep)
-        )
+        response = simple_response(status, body, content_type=ctype, headers=extra, keep_alive=keep)
+        if self.head and body:
+            response = response[: -len(body)]  # same Content-Length, no content
+        self.transport.write(response)
         self.busy = False
         if not keep:
             self.close()

@@ -50,7 +50,7 @@ class Outbox(asyncio.Protocol):
     Subclasses say how to part with a client (``goodbye``) and what to do on input.
     """
 
-    __slots__ = ("_buffered", "_pending", "_pending_size", "closed", "server", "transport")
+    __slots__ = ("_pending", "_room", "closed", "server", "transport")
 
     kind: ClassVar[str] = "stream"
 
@@ -58,8 +58,9 @@ class Outbox(asyncio.Protocol):
         self.server = server
         self.transport = transport
         self._pending: list[bytes] | None = None
-        self._pending_size = 0
-        self._buffered = 0
+        # Bytes that may still be queued before the client counts as slow: the bound less
+        # what is queued here and what the transport held at the last write.
+        self._room = server.config.max_outgoing_bytes
         self.closed = False
 
     def push(self, data: bytes) -> None:
@@ -72,9 +73,9 @@ class Outbox(asyncio.Protocol):
             self.server.flusher.mark(self)
         else:
             pending.append(data)
-        size = self._pending_size + len(data)
-        self._pending_size = size
-        if size + self._buffered > self.server.config.max_outgoing_bytes:
+        room = self._room - len(data)
+        self._room = room
+        if room < 0:
             self.slow()
 
     def flush(self) -> None:
@@ -82,10 +83,9 @@ class Outbox(asyncio.Protocol):
         if pending is None or self.closed:
             return
         self._pending = None
-        self._pending_size = 0
         transport = self.transport
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        self._buffered = transport.get_write_buffer_size()
+        self._room = self.server.config.max_outgoing_bytes - transport.get_write_buffer_size()
 
     def slow(self) -> None:
         """Cut off a client that can't keep up; it resumes from history on return."""
@@ -101,7 +101,6 @@ class Outbox(asyncio.Protocol):
             return
         self.closed = True
         self._pending = None
-        self._pending_size = 0
         # The hub may be iterating this connection's group right now (a slow consumer is
         # found inside fan-out), so leave the channels on the next loop iteration.
         loop = self.server.loop

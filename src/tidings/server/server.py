@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
+from tidings.api.server_api import ServerApi
 from tidings.brokers.memory import MemoryBroker
 from tidings.config import Config
 from tidings.core.node import Node
@@ -40,6 +41,7 @@ class Server:
             token_verifier=self.config.token_verifier(),
         )
         self.client_options = self.config.client_options()
+        self.api = ServerApi(self.node)
         self.templates = self.config.message_templates()
         self.template_formats = {n: TemplateFormat(t) for n, t in self.templates.items()}
         self.connections: set[asyncio.BaseProtocol] = set()
