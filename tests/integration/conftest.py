@@ -24,7 +24,8 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     errors = [
         r
-        for r in caplog.get_records("call")
+        for when in ("setup", "call", "teardown")
+        for r in caplog.get_records(when)  # type: ignore[arg-type]
         if r.levelno >= logging.ERROR and r.name.startswith("tidings")
     ]
     assert not errors, [r.getMessage() for r in errors]

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -280,6 +281,20 @@ async def connect_subscribers(
         raise
     progress.update(done, final=True)
     return subs
+
+
+def set_read_batch(subs: list[Subscriber], nbytes: int) -> None:
+    """Have the kernel wake the counting subscribers only once ``nbytes`` are waiting
+    (``SO_RCVLOWAT``, honoured by TCP's poll since Linux 4.19), so a server that writes
+    each frame separately doesn't cost the load generator one read per frame. Sampled
+    subscribers keep reading at once: their timestamps stay exact. Set it back to 1 to
+    collect what is left."""
+    for sub in subs:
+        if sub.transport is None or isinstance(sub, SampledSubscriber):
+            continue
+        sock = sub.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(1, nbytes))
 
 
 def close_all(subs: list[Subscriber]) -> None:

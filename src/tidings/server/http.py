@@ -20,7 +20,7 @@ from tidings.protocol.http import Request, RequestParser, chunk, response_head, 
 from tidings.protocol.sse import sse_comment, sse_retry
 from tidings.protocol.websocket import accept_response, check_handshake
 
-from . import handlers
+from . import centrifuge_http, handlers
 from .centrifuge import accept_client_websocket
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .longpoll import LongPoll
@@ -174,6 +174,13 @@ class HttpConnection(asyncio.Protocol):
                 self.run(handlers.server_api(self.server, request, rest))
             elif path == "/connection/websocket":
                 self.client_websocket(request)
+            elif path in ("/connection/http_stream", "/connection/sse"):
+                self.client_stream(path.rpartition("/")[2], request)
+            elif path == "/emulation":
+                self.check_origin(request)
+                cors = cors_headers(request, self.server.config.allowed_origins)
+                status, body, headers = centrifuge_http.emulation(self.server, request)
+                self.respond(status, body, [*headers, *cors])
             elif head == "pub" and rest:
                 self.run(handlers.publish_endpoint(self.server, request, rest))
             elif path == "/stats":
@@ -344,6 +351,25 @@ class HttpConnection(asyncio.Protocol):
         self.server.replace(self, conn)
         if self.parser.upgrade_data:
             conn.data_received(self.parser.upgrade_data)
+
+    def check_origin(self, request: Request) -> None:
+        if not origin_allowed(request, self.server.config.allowed_origins):
+            raise HttpError(403, "origin not allowed")
+
+    def client_stream(self, name: str, request: Request) -> None:
+        """``/connection/http_stream`` and ``/connection/sse``: emulated client protocol."""
+        self.check_origin(request)
+        transport = self.transport
+        assert transport is not None
+        cors = cors_headers(request, self.server.config.allowed_origins)
+        opener = centrifuge_http.open_sse if name == "sse" else centrifuge_http.open_http_stream
+        conn = opener(self.server, request, transport, cors)
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport.set_protocol(conn)
+        self.server.replace(self, conn)
 
     def _stream_session(
         self, request: Request, raw: bool, channels: list[str], cors: list[tuple[str, str]]

@@ -1,0 +1,180 @@
+"""HTTP transports of the client protocol: ``/connection/http_stream``, ``/connection/sse``
+and ``/emulation``.
+
+Both streams carry server-to-client frames in one long response; the client sends its
+other commands with ``POST /emulation`` (``{"node", "session", "data"}``), which this node
+routes to the connection whose session id matches (the session is the client id). Being
+emulated, a disconnect travels as a ``disconnect`` push before the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from tidings.core.client import Client
+from tidings.core.hub import Formatter
+from tidings.exceptions import HttpError
+from tidings.protocol.centrifuge import codes
+from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
+from tidings.protocol.http import Request, chunk, response_head
+
+from .centrifuge import PushFormat
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["ClientHttpStream", "emulation", "open_http_stream", "open_sse"]
+
+log = logging.getLogger("tidings.server")
+
+NO_CACHE = [
+    ("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0"),
+    ("Pragma", "no-cache"),
+    ("X-Accel-Buffering", "no"),
+]
+
+
+def _json_line(payload: bytes) -> bytes:
+    return chunk(payload + b"\n")
+
+
+def _sse_event(payload: bytes) -> bytes:
+    # One reply per event: ``data`` lines can't hold a raw newline (WHATWG SSE §9.2.6).
+    return chunk(b"data: " + payload + b"\n\n")
+
+
+FRAMES: dict[str, tuple[Codec, Callable[[bytes], bytes]]] = {
+    "http_stream/json": (JSON, _json_line),
+    "http_stream/protobuf": (PROTOBUF, chunk),
+    "sse/json": (JSON, _sse_event),
+}
+PUSH_FORMATS: dict[str, Formatter] = {
+    key: PushFormat(codec, frame) for key, (codec, frame) in FRAMES.items()
+}
+
+
+class ClientHttpStream(Outbox):
+    """One emulated connection: replies and pushes flow down a chunked response."""
+
+    __slots__ = ("client", "codec", "formatter", "frame", "name")
+
+    kind: ClassVar[str] = "client"
+    emulated = True
+    unidirectional = False
+
+    def __init__(self, server: Server, transport: asyncio.Transport, key: str) -> None:
+        super().__init__(server, transport)
+        self.name = key.partition("/")[0]
+        self.codec, self.frame = FRAMES[key]
+        self.formatter = PUSH_FORMATS[key]
+        self.client = Client(server.node, self, server.client_options)
+
+    def send(self, data: bytes) -> None:
+        self.push(self.frame(data))
+
+    def close(self, disconnect: codes.Disconnect) -> None:
+        self.finish(self._disconnect_push(disconnect) + chunk(b""))
+
+    def _disconnect_push(self, disconnect: codes.Disconnect) -> bytes:
+        push = {
+            "disconnect": {
+                "code": disconnect.code,
+                "reason": disconnect.reason,
+                "reconnect": disconnect.reconnect,
+            }
+        }
+        codec = self.codec
+        return self.frame(codec.join([codec.encode_reply({"push": push})]))
+
+    def goodbye(self, reason: str) -> bytes:
+        disconnect = codes.SLOW if reason == "slow" else codes.SHUTDOWN
+        return self._disconnect_push(disconnect) + chunk(b"")
+
+    def data_received(self, data: bytes) -> None:
+        """Nothing is read from a streaming request after its body."""
+
+    def eof_received(self) -> bool:
+        return False
+
+    def unsubscribe_all(self) -> None:
+        self.client.transport_closed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.transport_closed()
+        super().connection_lost(exc)
+
+    def ping(self) -> None:
+        self.client.ping()
+
+
+def _start(
+    server: Server,
+    request: Request,
+    transport: asyncio.Transport,
+    key: str,
+    frame_data: bytes,
+    headers: list[tuple[str, str]],
+) -> ClientHttpStream:
+    codec = FRAMES[key][0]
+    try:
+        commands = codec.decode_commands(frame_data)
+    except DecodeError:
+        raise HttpError(400, "bad connect command") from None
+    if not commands or "connect" not in commands[0]:
+        raise HttpError(400, "the first command must be connect")
+    transport.write(response_head(200, [*headers, ("Transfer-Encoding", "chunked"), *NO_CACHE]))
+    conn = ClientHttpStream(server, transport, key)
+    conn.client.feed(commands)
+    return conn
+
+
+def open_http_stream(
+    server: Server, request: Request, transport: asyncio.Transport, cors: list[tuple[str, str]]
+) -> ClientHttpStream:
+    """``POST /connection/http_stream``: the body holds the connect command."""
+    if request.method != "POST":
+        raise HttpError(405, "method not allowed", [("Allow", "POST, OPTIONS")])
+    binary = request.header("content-type").split(";")[0].strip() == "application/octet-stream"
+    key = "http_stream/protobuf" if binary else "http_stream/json"
+    ctype = "application/octet-stream" if binary else "application/json"
+    return _start(server, request, transport, key, request.body, [("Content-Type", ctype), *cors])
+
+
+def open_sse(
+    server: Server, request: Request, transport: asyncio.Transport, cors: list[tuple[str, str]]
+) -> ClientHttpStream:
+    """``GET /connection/sse?cf_connect=<connect command JSON>`` (or POST with it as body)."""
+    if request.method == "GET":
+        data = request.query.get("cf_connect", "").encode()
+        if not data:
+            raise HttpError(400, "cf_connect is required")
+    elif request.method == "POST":
+        data = request.body
+    else:
+        raise HttpError(405, "method not allowed", [("Allow", "GET, POST, OPTIONS")])
+    headers = [("Content-Type", "text/event-stream; charset=utf-8"), *cors]
+    return _start(server, request, transport, "sse/json", data, headers)
+
+
+def emulation(server: Server, request: Request) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """``POST /emulation``: commands for an emulated connection; 204 when delivered."""
+    if request.method != "POST":
+        raise HttpError(405, "method not allowed", [("Allow", "POST, OPTIONS")])
+    binary = request.header("content-type").split(";")[0].strip() == "application/octet-stream"
+    codec = PROTOBUF if binary else JSON
+    try:
+        req = codec.decode_emulation(request.body)
+        commands = codec.decode_commands(req.get("data", b""))
+    except DecodeError:
+        raise HttpError(400, "bad emulation request") from None
+    if req.get("node") and req["node"] != server.node.id:
+        raise HttpError(404, "unknown node")
+    client = server.node.clients.get(req.get("session", ""))
+    if client is None or not client.transport.emulated:
+        raise HttpError(404, "unknown session")
+    client.feed(commands)
+    return 204, b"", []
