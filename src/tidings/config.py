@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tidings.core.channels import ChannelOptions, Namespaces
-from tidings.core.client import ClientOptions
+from tidings.core.client_types import ClientOptions
 from tidings.core.tokens import TokenVerifier
 from tidings.exceptions import ConfigError
 from tidings.protocol.template import MessageTemplate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import struct
 from collections.abc import AsyncIterator
@@ -451,3 +452,16 @@ async def test_ws_subscribers_on_other_channels_unaffected_by_bad_peer(server: S
             assert await read_close(reader) == 1007
         await publish(server, "good", "fine", text=True)
         assert (await ws_json(good))["data"] == "fine"
+
+
+async def test_bad_input_is_logged(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="tidings"):
+        assert (await raw_request(server, b"GARBAGE\r\n\r\n")).status == 400
+        assert (await raw_request(server, request("GET /nope HTTP/1.1"))).status == 404
+        async with raw_ws(server, "/ws/logged") as (reader, writer):
+            writer.write(frame(Opcode.TEXT, b"\xff"))
+            assert await read_close(reader) == 1007
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("tidings")]
+    assert any("400" in line for line in lines), lines
+    assert any("/nope" in line and "404" in line for line in lines), lines
+    assert any("1007" in line for line in lines), lines

@@ -23,7 +23,7 @@ import orjson
 
 from tidings.core import client_subscribe
 from tidings.core.channels import ChannelOptions, validate_channel
-from tidings.core.client import info_dict
+from tidings.core.client_types import info_dict
 from tidings.core.node import Node
 from tidings.core.publication import Publication
 from tidings.exceptions import InvalidChannel
@@ -324,8 +324,9 @@ class ServerApi:
                 raise ApiError(codes.UNRECOVERABLE_POSITION)
             since_offset = int(since.get("offset", 0))
         if since_offset is not None and reverse:
-            result = await broker.history(channel, since_offset=since_offset)
-            pubs = result.publications[::-1][:wanted]
+            result = await broker.history(channel)
+            older = [p for p in result.publications if p.offset < since_offset]
+            pubs = older[::-1][:wanted]
         else:
             result = await broker.history(
                 channel, since_offset=since_offset, limit=wanted, reverse=reverse

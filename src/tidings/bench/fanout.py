@@ -34,6 +34,7 @@ from .loadgen import (
     frame_size,
     make_message,
     post_request,
+    set_read_batch,
 )
 from .peers import (
     BenchError,
@@ -72,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="paced latency phase at this fraction of the measured rate (0.5; 0: skip)",
     )
     add("--latency-seconds", type=float, default=3.0, help="length of that phase (3)")
+    add(
+        "--read-batch",
+        type=int,
+        default=0,
+        help="frames a counting subscriber lets queue before it reads (SO_RCVLOWAT; 0: off)",
+    )
     add("--sample", type=int, default=20, help="subscribers that parse frames for latency (20)")
     add("--peer", action="append", choices=["websockets", "nchan"], default=[], help="compare")
     add("--url", help="bench a running tidings server (loopback only) instead of starting one")
@@ -256,6 +263,9 @@ class Bench:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         server0 = cpu_seconds(pid) if pid else 0.0
         busy0 = cpu_busy()
+        if args.read_batch > 0:
+            set_read_batch(live, args.read_batch * self.frame)
+            driver.finished.add_done_callback(lambda _: set_read_batch(live, 1))
         driver.start()
         last_bytes, last_progress = totals.bytes, time.monotonic()
         while not done.is_set():

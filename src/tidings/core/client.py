@@ -17,13 +17,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tidings.protocol.centrifuge import codes
-from tidings.protocol.centrifuge.codec import Codec
 
-from .hub import Formatter
+from . import client_commands as commands
+from . import client_subscribe as subscribing
+from .client_types import ClientOptions, ClientTransport, Subscription, info_dict
+from .errors import DisconnectError, ReplyError
 from .publication import ClientInfo, Publication
 from .tokens import InvalidToken, TokenExpired
 
@@ -42,92 +43,11 @@ METHODS = (
     "presence",
     "presence_stats",
     "history",
-    "ping",
     "send",
     "rpc",
     "refresh",
     "sub_refresh",
 )
-
-
-class ReplyError(Exception):
-    """Answer the command with this protocol error."""
-
-    def __init__(self, error: codes.Error) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class DisconnectError(Exception):
-    """Close the connection with this disconnect code."""
-
-    def __init__(self, disconnect: codes.Disconnect) -> None:
-        super().__init__(disconnect.reason)
-        self.disconnect = disconnect
-
-
-class ClientTransport(Protocol):
-    """What a client needs from its connection (implemented by the server layer)."""
-
-    name: str
-    codec: Codec
-    formatter: Formatter  # encodes publication pushes, shared by connections alike
-    emulated: bool  # a disconnect is a push, not a WebSocket close frame
-    unidirectional: bool
-    closed: bool
-
-    def send(self, data: bytes) -> None:
-        """Queue encoded replies (joined by the codec) as one message of the transport."""
-
-    def push(self, data: bytes) -> None:
-        """Queue bytes already framed for this transport (shared publication pushes)."""
-
-    def close(self, disconnect: codes.Disconnect) -> None:
-        """Tell the client why and close."""
-
-
-@dataclass(slots=True)
-class ClientOptions:
-    """Connection-level settings of the client protocol."""
-
-    ping_interval: int = 25
-    insecure: bool = False
-    allow_anonymous_connect_without_token: bool = False
-    max_channels: int = 128
-    private_prefix: str = "$"
-    user_boundary: str = "#"
-    user_separator: str = ","
-    expired_grace: float = 25.0
-
-
-@dataclass(slots=True)
-class Subscription:
-    """One channel of one client."""
-
-    channel: str
-    join_leave: bool = False
-    chan_info: bytes | None = None
-    expires_at: float = 0.0
-    presence: bool = False
-
-
-def info_dict(info: ClientInfo) -> dict[str, Any]:
-    body: dict[str, Any] = {"user": info.user, "client": info.client}
-    if info.conn_info is not None:
-        body["conn_info"] = info.conn_info
-    if info.chan_info is not None:
-        body["chan_info"] = info.chan_info
-    return body
-
-
-def pub_dict(pub: Publication, codec: Codec) -> dict[str, Any]:
-    """A publication as the client protocol carries it."""
-    body: dict[str, Any] = {"data": codec.payload(pub.data, pub.is_json), "offset": pub.offset}
-    if pub.info is not None:
-        body["info"] = info_dict(pub.info)
-    if pub.tags:
-        body["tags"] = pub.tags
-    return body
 
 
 class Client:
@@ -142,6 +62,7 @@ class Client:
         "awaiting_pong",
         "catchups",
         "closed",
+        "connect_failed",
         "connected",
         "exp",
         "formatter",
@@ -164,6 +85,7 @@ class Client:
         self.info: bytes | None = None
         self.exp = 0.0
         self.connected = False
+        self.connect_failed = False
         self.closed = False
         self.awaiting_pong = False
         self.subs: dict[str, Subscription] = {}
@@ -198,26 +120,25 @@ class Client:
         """Run one command and answer it."""
         method = next((m for m in METHODS if m in cmd), None)
         cmd_id = cmd.get("id", 0)
-        if method is None:
-            if not cmd_id:
-                self.awaiting_pong = False  # an empty command is the pong to our ping
-                return
-            log.info("client %s: command without a method", self.id)
+        if (method == "connect") == self.connected or self.connect_failed:
+            # connect must come first, only once, and a failed one ends the conversation.
+            log.info("client %s: %s in the wrong state", self.id, method or "command")
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)
             return
         if not cmd_id and method != "send":
-            log.info("client %s: %s without id", self.id, method)
-            self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            # A command without id (other than send) is the pong to our ping.
+            self.awaiting_pong = False
             return
-        if (method == "connect") == self.connected:
-            # connect must come first, and only once.
-            log.info("client %s: %s in the wrong state", self.id, method)
+        if method is None:
+            log.info("client %s: command without a known method", self.id)
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)
             return
         params = cmd[method]
         try:
             result = await self.commands[method](self, params)
         except ReplyError as exc:
+            if method == "connect":
+                self.connect_failed = True
             self.reply({"id": cmd_id, "error": exc.error.reply()})
         except DisconnectError as exc:
             self.disconnect(exc.disconnect)
@@ -260,8 +181,9 @@ class Client:
             self.exp = float(expire_at or 0)
             channels = [*claims.channels, *claims.subs]
         elif not (options.insecure or options.allow_anonymous_connect_without_token):
+            # No credentials at all (Centrifugo: "client credentials not found").
             log.info("client %s: connect without token refused", self.id)
-            raise DisconnectError(codes.INVALID_TOKEN)
+            raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
         if self.exp and self.exp <= time.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
         self.connected = True
@@ -308,11 +230,11 @@ class Client:
         verifier = self.node.token_verifier
         token = params.get("token", "")
         if not token or verifier is None or not verifier.enabled:
-            raise ReplyError(codes.BAD_REQUEST)
+            raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
         try:
             claims = verifier.connect_token(token)
         except TokenExpired:
-            raise ReplyError(codes.TOKEN_EXPIRED) from None
+            raise DisconnectError(codes.CONNECTION_EXPIRED) from None
         except InvalidToken:
             raise DisconnectError(codes.INVALID_TOKEN) from None
         if claims.user != self.user:
@@ -324,9 +246,6 @@ class Client:
         result: dict[str, Any] = {"client": self.id, "version": self.node.version}
         self.set_expiry(result)
         return result
-
-    async def cmd_ping(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
 
     def ping(self) -> None:
         """Called by the server's heartbeat: a client that didn't answer the last ping
@@ -396,16 +315,11 @@ class Client:
         return ClientInfo(self.user, self.id, self.info, chan_info)
 
 
-# The command modules use the classes above, so they come last (no import cycle at load).
-from . import client_commands as commands  # noqa: E402
-from . import client_subscribe as subscribing  # noqa: E402
-
 Handler = Callable[[Client, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 Client.commands = {
     "connect": Client.cmd_connect,
     "refresh": Client.cmd_refresh,
-    "ping": Client.cmd_ping,
     "subscribe": subscribing.subscribe,
     "unsubscribe": subscribing.unsubscribe,
     "sub_refresh": subscribing.sub_refresh,

@@ -15,8 +15,9 @@ import orjson
 
 from tidings.protocol.centrifuge import codes
 
-from .client import ReplyError, info_dict, pub_dict
-from .client_subscribe import channel_options
+from .client_types import info_dict, pub_dict
+from .errors import DisconnectError, ReplyError
+from .permissions import channel_options
 from .publication import ClientInfo
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ __all__ = ["RpcError", "history", "presence", "presence_stats", "publish", "rpc"
 
 log = logging.getLogger("tidings.client")
 
-MAX_HISTORY_LIMIT = 10000
+MAX_HISTORY_LIMIT = 300  # Centrifugo's history_max_publication_limit
 
 
 class RpcError(Exception):
@@ -125,8 +126,7 @@ async def history(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     reverse = bool(params.get("reverse", False))
     broker = client.node.broker
     # limit: 0 = only the stream position, negative = everything held (capped).
-    max_limit = min(opts.history_size, MAX_HISTORY_LIMIT)
-    wanted = max_limit if limit < 0 else min(limit, max_limit)
+    wanted = MAX_HISTORY_LIMIT if limit < 0 else min(limit, MAX_HISTORY_LIMIT)
     since_offset = None
     if since is not None:
         top = (await broker.history(channel, limit=0)).position
@@ -135,9 +135,10 @@ async def history(client: Client, params: dict[str, Any]) -> dict[str, Any]:
             raise ReplyError(codes.UNRECOVERABLE_POSITION)
         since_offset = since.get("offset", 0)
         if reverse:
-            # Newest first, down to (not including) the given offset.
-            result = await broker.history(channel, since_offset=since_offset)
-            pubs = result.publications[::-1][:wanted]
+            # Newest first, among the offsets before the given one.
+            result = await broker.history(channel)
+            older = [p for p in result.publications if p.offset < since_offset]
+            pubs = older[::-1][:wanted]
             return _history_result(client, pubs, result.position.offset, result.position.epoch)
     result = await broker.history(channel, since_offset=since_offset, limit=wanted, reverse=reverse)
     pos = result.position
@@ -166,7 +167,7 @@ async def rpc(client: Client, params: dict[str, Any]) -> dict[str, Any]:
 async def send(client: Client, params: dict[str, Any]) -> None:
     handler = client.node.message_handler
     if handler is None:
-        return None
+        raise DisconnectError(codes.NOT_AVAILABLE_DISCONNECT)
     try:
         await handler(_caller(client), params.get("data", b""))
     except Exception:

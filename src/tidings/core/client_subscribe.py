@@ -13,11 +13,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from tidings.exceptions import InvalidChannel
 from tidings.protocol.centrifuge import codes
 
-from .channels import ChannelOptions, validate_channel
-from .client import DisconnectError, ReplyError, Subscription, pub_dict
+from .channels import ChannelOptions
+from .client_types import Subscription, pub_dict
+from .errors import DisconnectError, ReplyError
+from .permissions import channel_options, has_history_access, user_allowed
 from .tokens import InvalidToken, TokenExpired
 
 if TYPE_CHECKING:
@@ -36,38 +37,16 @@ __all__ = [
 
 log = logging.getLogger("tidings.client")
 
-
-def channel_options(client: Client, channel: Any) -> ChannelOptions:
-    """The namespace options of a valid channel name, or the protocol's error."""
-    if not isinstance(channel, str) or not channel:
-        raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
-    try:
-        validate_channel(channel)
-    except InvalidChannel:
-        raise ReplyError(codes.BAD_REQUEST) from None
-    opts = client.node.namespaces.find(channel)
-    if opts is None:
-        raise ReplyError(codes.UNKNOWN_CHANNEL)
-    return opts
+FLAG_REJECT_UNRECOVERED = 2  # SubscribeRequest.flag bit: answer 112 instead of recovered=false
+MAX_RECOVERED = 300  # more missed publications than this is not recovered (Centrifugo's limit)
 
 
-def user_allowed(client: Client, channel: str) -> bool:
-    """``#`` channels: the users after the boundary, separated by commas."""
-    options = client.options
-    _, sep, users = channel.rpartition(options.user_boundary)
-    return bool(sep) and client.user in users.split(options.user_separator)
+def _check_subscribe_token(
+    client: Client, channel: str, token: str, *, refreshing: bool = False
+) -> tuple[bytes | None, float]:
+    """Verify a subscription token; return its channel info and expiry time.
 
-
-def has_history_access(client: Client, opts: ChannelOptions) -> bool:
-    return (
-        opts.allow_history_for_subscriber
-        or (opts.allow_history_for_client and client.user != "")
-        or opts.allow_history_for_anonymous
-    )
-
-
-def _check_subscribe_token(client: Client, channel: str, token: str) -> tuple[bytes | None, float]:
-    """Verify a subscription token; return its channel info and expiry time."""
+    A bad token is error 103 when subscribing but a disconnect (3500) on sub_refresh."""
     verifier = client.node.token_verifier
     if verifier is None or not verifier.enabled:
         raise ReplyError(codes.PERMISSION_DENIED)
@@ -77,6 +56,8 @@ def _check_subscribe_token(client: Client, channel: str, token: str) -> tuple[by
         raise ReplyError(codes.TOKEN_EXPIRED) from None
     except InvalidToken as exc:
         log.info("client %s: subscription token for %s: %s", client.id, channel, exc)
+        if refreshing:
+            raise DisconnectError(codes.INVALID_TOKEN) from None
         raise ReplyError(codes.PERMISSION_DENIED) from None
     if claims.channel != channel or claims.user != client.user:
         log.info("client %s: subscription token for another channel or user", client.id)
@@ -87,12 +68,18 @@ def _check_subscribe_token(client: Client, channel: str, token: str) -> tuple[by
 
 async def subscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     channel = params.get("channel")
-    opts = channel_options(client, channel)
-    assert isinstance(channel, str)
+    if not isinstance(channel, str) or not channel:
+        raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+    delta = params.get("delta", "")
+    if delta and delta != "fossil":
+        raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
     if channel in client.subs or channel in client.catchups:
         raise ReplyError(codes.ALREADY_SUBSCRIBED)
     if len(client.subs) + len(client.catchups) >= client.options.max_channels:
         raise ReplyError(codes.LIMIT_EXCEEDED)
+    opts = channel_options(client, channel)
+    if params.get("tf"):
+        raise ReplyError(codes.BAD_REQUEST)  # tags filters are not offered
     token = params.get("token", "")
     chan_info: bytes | None = None
     expires_at = 0.0
@@ -151,6 +138,8 @@ async def _subscribe(
             if params.get("recover"):
                 result["was_recovering"] = True
                 pubs = await _recover(client, channel, params)
+                if pubs is None and int(params.get("flag", 0)) & FLAG_REJECT_UNRECOVERED:
+                    raise ReplyError(codes.UNRECOVERABLE_POSITION)
                 if pubs is not None:
                     result["recovered"] = True
                     codec = client.transport.codec
@@ -186,6 +175,8 @@ async def _recover(client: Client, channel: str, params: dict[str, Any]) -> list
     if not pubs:
         return [] if offset == top.offset else None
     if pubs[0].offset != offset + 1 or pubs[-1].offset != top.offset:
+        return None
+    if len(pubs) > MAX_RECOVERED:
         return None
     return pubs
 
@@ -268,12 +259,14 @@ def server_unsubscribe(client: Client, channel: str, unsub: codes.Unsubscribe) -
 async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     channel = params.get("channel")
     token = params.get("token", "")
-    if not isinstance(channel, str) or not channel or not token:
+    if not isinstance(channel, str) or not channel:
         raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
     sub = client.subs.get(channel)
     if sub is None:
         raise ReplyError(codes.PERMISSION_DENIED)
-    chan_info, expires_at = _check_subscribe_token(client, channel, token)
+    if not token:
+        raise ReplyError(codes.BAD_REQUEST)
+    chan_info, expires_at = _check_subscribe_token(client, channel, token, refreshing=True)
     if expires_at and expires_at <= time.time():
         raise ReplyError(codes.TOKEN_EXPIRED)
     sub.expires_at = expires_at

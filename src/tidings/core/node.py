@@ -159,6 +159,10 @@ class Node:
     ) -> tuple[Publication, int]:
         """Publish; return the publication and how many local subscribers it reached."""
         validate_channel(channel)
+        if is_json and (b"\n" in data or b"\r" in data):
+            # Raw CR/LF can only be whitespace in valid JSON; removing them keeps every
+            # newline-framed wire format (NDJSON streams, the client protocol) intact.
+            data = data.replace(b"\r", b"").replace(b"\n", b"")
         options = self.namespaces.options(channel)
         if skip_history:
             options = replace(options, history_size=0)

@@ -11,7 +11,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tidings.core.client import Client, pub_dict
+from tidings.core.client import Client
+from tidings.core.client_types import pub_dict
 from tidings.core.hub import Formatter
 from tidings.core.publication import Publication
 from tidings.exceptions import HttpError, WebSocketError

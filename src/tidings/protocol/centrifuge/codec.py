@@ -89,13 +89,41 @@ def _json_value(type_: str, value: Any, depth: int) -> Any:
     return _from_json(_SCHEMA[type_], value, depth + 1)
 
 
+# Fields written even when zero, as Centrifugo's JSON does (the SDKs index them directly).
+ALWAYS = {
+    ("ClientInfo", "user"),
+    ("ClientInfo", "client"),
+    ("PresenceStatsResult", "num_clients"),
+    ("PresenceStatsResult", "num_users"),
+    ("PresenceResult", "presence"),
+    ("HistoryResult", "publications"),
+    ("HistoryResult", "epoch"),
+    ("HistoryResult", "offset"),
+}
+
+
 def _to_json(msg: MessageType, value: dict[str, Any]) -> dict[str, Any]:
     """Prepare a reply for orjson: ``bytes`` fields are embedded as raw JSON."""
     out: dict[str, Any] = {}
+    for name in ("ClientInfo", "PresenceStatsResult", "PresenceResult", "HistoryResult"):
+        if msg.name == name:
+            for owner, field_name in ALWAYS:
+                if owner == name and field_name not in value:
+                    fld = msg.by_name[field_name]
+                    out[field_name] = (
+                        {}
+                        if fld.map_value
+                        else []
+                        if fld.repeated
+                        else ("" if fld.type == "string" else 0)
+                    )
     for key, item in value.items():
         if item is None:
             continue
         fld = msg.by_name[key]
+        if (msg.name, key) in ALWAYS and fld.type in protobuf._SCALARS and not fld.repeated:
+            out[key] = item
+            continue
         if fld.map_value is not None:
             out[key] = {k: _json_out(fld.map_value, v) for k, v in item.items()}
         elif fld.repeated:

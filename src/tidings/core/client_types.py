@@ -1,0 +1,85 @@
+"""What a client protocol connection is made of: its transport interface, its options, its
+subscriptions, and the wire shapes of client infos and publications."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tidings.protocol.centrifuge import codes
+from tidings.protocol.centrifuge.codec import Codec
+
+from .hub import Formatter
+from .publication import ClientInfo, Publication
+
+__all__ = [
+    "ClientOptions",
+    "ClientTransport",
+    "Subscription",
+    "info_dict",
+    "pub_dict",
+]
+
+
+class ClientTransport(Protocol):
+    """What a client needs from its connection (implemented by the server layer)."""
+
+    name: str
+    codec: Codec
+    formatter: Formatter  # encodes publication pushes, shared by connections alike
+    emulated: bool  # a disconnect is a push, not a WebSocket close frame
+    unidirectional: bool
+    closed: bool
+
+    def send(self, data: bytes) -> None:
+        """Queue encoded replies (joined by the codec) as one message of the transport."""
+
+    def push(self, data: bytes) -> None:
+        """Queue bytes already framed for this transport (shared publication pushes)."""
+
+    def close(self, disconnect: codes.Disconnect) -> None:
+        """Tell the client why and close."""
+
+
+@dataclass(slots=True)
+class ClientOptions:
+    """Connection-level settings of the client protocol."""
+
+    ping_interval: int = 25
+    insecure: bool = False
+    allow_anonymous_connect_without_token: bool = False
+    max_channels: int = 128
+    private_prefix: str = "$"
+    user_boundary: str = "#"
+    user_separator: str = ","
+    expired_grace: float = 25.0
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One channel of one client."""
+
+    channel: str
+    join_leave: bool = False
+    chan_info: bytes | None = None
+    expires_at: float = 0.0
+    presence: bool = False
+
+
+def info_dict(info: ClientInfo) -> dict[str, Any]:
+    body: dict[str, Any] = {"user": info.user, "client": info.client}
+    if info.conn_info is not None:
+        body["conn_info"] = info.conn_info
+    if info.chan_info is not None:
+        body["chan_info"] = info.chan_info
+    return body
+
+
+def pub_dict(pub: Publication, codec: Codec) -> dict[str, Any]:
+    """A publication as the client protocol carries it."""
+    body: dict[str, Any] = {"data": codec.payload(pub.data, pub.is_json), "offset": pub.offset}
+    if pub.info is not None:
+        body["info"] = info_dict(pub.info)
+    if pub.tags:
+        body["tags"] = pub.tags
+    return body

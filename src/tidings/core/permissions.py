@@ -1,0 +1,45 @@
+"""Channel checks shared by the client protocol's commands (Centrifugo's rules)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tidings.exceptions import InvalidChannel
+from tidings.protocol.centrifuge import codes
+
+from .channels import ChannelOptions, validate_channel
+from .errors import DisconnectError, ReplyError
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["channel_options", "has_history_access", "user_allowed"]
+
+
+def channel_options(client: Client, channel: Any) -> ChannelOptions:
+    """The namespace options of a valid channel name, or the protocol's error."""
+    if not isinstance(channel, str) or not channel:
+        raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+    try:
+        validate_channel(channel)
+    except InvalidChannel:
+        raise ReplyError(codes.BAD_REQUEST) from None
+    opts = client.node.namespaces.find(channel)
+    if opts is None:
+        raise ReplyError(codes.UNKNOWN_CHANNEL)
+    return opts
+
+
+def user_allowed(client: Client, channel: str) -> bool:
+    """``#`` channels: the users after the boundary, separated by commas."""
+    options = client.options
+    _, sep, users = channel.rpartition(options.user_boundary)
+    return bool(sep) and client.user in users.split(options.user_separator)
+
+
+def has_history_access(client: Client, opts: ChannelOptions) -> bool:
+    return (
+        opts.allow_history_for_subscriber
+        or (opts.allow_history_for_client and client.user != "")
+        or opts.allow_history_for_anonymous
+    )
