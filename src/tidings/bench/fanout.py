@@ -48,7 +48,7 @@ from .peers import (
     start_tidings,
     start_websockets_peer,
     subscriber_count,
-    wait_listening,
+    wait_ready,
 )
 
 __all__ = ["add_arguments", "run_fanout"]
@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--read-batch",
         type=int,
-        default=0,
-        help="frames a counting subscriber lets queue before it reads (SO_RCVLOWAT; 0: off)",
+        default=8,
+        help="frames a counting subscriber lets queue before it reads (SO_RCVLOWAT; 8; 0: off)",
     )
     add("--sample", type=int, default=20, help="subscribers that parse frames for latency (20)")
     add("--peer", action="append", choices=["websockets", "nchan"], default=[], help="compare")
@@ -204,9 +204,8 @@ class Bench:
 
     async def setup(self) -> None:
         args, target = self.args, self.target
-        ports = sorted({target.port, target.pub_port})
         if target.process is not None:
-            await wait_listening(target, ports)
+            await wait_ready(target)
         if target.name == "nchan":
             find_worker(target)
         loop = asyncio.get_running_loop()

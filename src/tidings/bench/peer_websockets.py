@@ -4,7 +4,8 @@ asyncio server, fanning out with its ``broadcast()``.
 Subscribers connect to ``ws://HOST:PORT/ws/<channel>``. Publishing is the same HTTP call as
 tidings' (``POST /pub/<channel>``, answered with ``{"subscribers": N}``; ``GET`` answers the
 count) on a second port, served by a minimal keep-alive HTTP protocol, so that both servers
-are fed the same way. Run as ``python -m tidings.bench.peer_websockets --port P --pub-port Q``.
+are fed the same way. Run as ``python -m tidings.bench.peer_websockets``; it prints
+``listening PORT PUB_PORT`` (ports chosen by the OS unless given).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ async def serve_peer(host: str, port: int, pub_port: int) -> None:
     loop = asyncio.get_running_loop()
     publish = await loop.create_server(lambda: PublishEndpoint(groups), host, pub_port)
     # Keepalive pings off, as tidings' are during the bench; no compression offered anyway.
-    async with serve(subscriber, host, port, ping_interval=None, backlog=4096):
-        print("ready", flush=True)
+    async with serve(subscriber, host, port, ping_interval=None, backlog=4096) as server:
+        bound = server.sockets[0].getsockname()[1]
+        print(f"listening {bound} {publish.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.Event().wait()
     publish.close()
 
@@ -93,8 +95,8 @@ async def serve_peer(host: str, port: int, pub_port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--pub-port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pub-port", type=int, default=0)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

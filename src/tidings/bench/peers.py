@@ -1,8 +1,9 @@
 """Servers under test for ``tidings bench fanout``: tidings itself, peers, or a running URL.
 
-Each is started as its own process pinned to one CPU, listening on a free loopback port, and
-described by a ``Target``: where subscribers connect, where to publish, where to read the
-subscriber count, and which process to measure (RSS and CPU time from ``/proc``).
+Each is started as its own process pinned to one CPU, listening on a free loopback port
+(chosen by the OS where the server can say which it got), and described by a ``Target``:
+where subscribers connect, where to publish, where to read the subscriber count, and which
+process to measure (RSS and CPU time from ``/proc``).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ class Target:
     info_headers: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None  # the process to measure (nginx: its worker)
-    workdir: Path | None = None
     log: Path | None = None
+    # What the process prints once it listens; groups: its port, then the publish port.
+    announce: re.Pattern[str] | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def log_tail(self, lines: int = 15) -> str:
@@ -173,10 +175,25 @@ def _spawn(
     return proc, tmp, log
 
 
-async def wait_listening(target: Target, ports: list[int], within: float = 30.0) -> None:
-    """Wait until every port accepts a connection (or the process dies)."""
+async def wait_ready(target: Target, within: float = 30.0) -> None:
+    """Wait until the target listens; learn its ports from what it prints, if it does."""
     deadline = time.monotonic() + within
-    for port in ports:
+    pattern = target.announce
+    if pattern is not None and target.log is not None:
+        while True:
+            target.check_alive()
+            found = pattern.search(target.log.read_text(errors="replace"))
+            if found is not None:
+                target.port = int(found.group(1))
+                groups = found.groups()
+                target.pub_port = int(groups[1]) if len(groups) > 1 else target.port
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{target.name} didn't start in {within:.0f} s\n{target.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+    for port in sorted({target.port, target.pub_port}):
         while True:
             target.check_alive()
             try:
@@ -195,8 +212,7 @@ async def wait_listening(target: Target, ports: list[int], within: float = 30.0)
 
 def start_tidings(channel: str, api_key: str, subscribers: int, cpu: int | None) -> Target:
     """``tidings serve`` on a free port with a known API key."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "tidings.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "tidings.cli", "serve", "--port", "0"]
     cmd += ["--host", "127.0.0.1", "--api-key", api_key, "--log-level", "warning"]
     env = {
         "TIDINGS_MAX_CONNECTIONS": str(subscribers + 256),
@@ -207,35 +223,35 @@ def start_tidings(channel: str, api_key: str, subscribers: int, cpu: int | None)
     return Target(
         name="tidings",
         host="127.0.0.1",
-        port=port,
+        port=0,
         sub_path=f"/ws/{channel}?format=raw",
-        pub_port=port,
+        pub_port=0,
         pub_path=f"/pub/{channel}",
         pub_headers={"X-API-Key": api_key},
         info_headers={"X-API-Key": api_key},
         process=proc,
         pid=proc.pid,
         log=log,
+        announce=re.compile(r"serving on http://[^\s/]+:(\d+)"),
         _tmp=tmp,
     )
 
 
 def start_websockets_peer(channel: str, cpu: int | None) -> Target:
     """The ``websockets`` library's asyncio server with ``broadcast()`` (peer_websockets)."""
-    port, pub_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "tidings.bench.peer_websockets"]
-    cmd += ["--port", str(port), "--pub-port", str(pub_port)]
     proc, tmp, log = _spawn("websockets", cmd, cpu)
     return Target(
         name="websockets",
         host="127.0.0.1",
-        port=port,
+        port=0,
         sub_path=f"/ws/{channel}",
-        pub_port=pub_port,
+        pub_port=0,
         pub_path=f"/pub/{channel}",
         process=proc,
         pid=proc.pid,
         log=log,
+        announce=re.compile(r"listening (\d+) (\d+)"),
         _tmp=tmp,
     )
 

@@ -23,6 +23,7 @@ from tidings.protocol.centrifuge import codes
 
 from . import client_commands as commands
 from . import client_subscribe as subscribing
+from . import permissions
 from .client_types import ClientOptions, ClientTransport, Subscription, info_dict
 from .errors import DisconnectError, ReplyError
 from .publication import ClientInfo, Publication
@@ -48,6 +49,15 @@ METHODS = (
     "refresh",
     "sub_refresh",
 )
+
+
+# How a command error reaches a unidirectional client, which has no replies.
+UNI_ERRORS = {
+    codes.TOKEN_EXPIRED.code: codes.CONNECTION_EXPIRED,
+    codes.EXPIRED.code: codes.CONNECTION_EXPIRED,
+    codes.TOO_MANY_REQUESTS.code: codes.TOO_MANY_REQUESTS_DISCONNECT,
+    codes.PERMISSION_DENIED.code: codes.PERMISSION_DENIED_DISCONNECT,
+}
 
 
 class Client:
@@ -152,9 +162,30 @@ class Client:
                     subscribing.finish_all(self)
 
     def reply(self, reply: dict[str, Any]) -> None:
-        if not self.closed:
-            codec = self.transport.codec
-            self.transport.send(codec.join([codec.encode_reply(reply)]))
+        if self.closed:
+            return
+        codec = self.transport.codec
+        if self.transport.unidirectional:
+            self._uni_reply(reply)
+            return
+        self.transport.send(codec.join([codec.encode_reply(reply)]))
+
+    def _uni_reply(self, reply: dict[str, Any]) -> None:
+        """Unidirectional transports carry bare pushes: the connect result becomes a
+        ``connect`` push, pings an empty push, and a connect error a disconnect."""
+        codec = self.transport.codec
+        if "push" in reply:
+            push = reply["push"]
+        elif "connect" in reply:
+            push = {"connect": reply["connect"]}
+        elif "error" in reply:
+            self.disconnect(UNI_ERRORS.get(reply["error"]["code"], codes.SERVER_ERROR))
+            return
+        elif not reply:
+            push = {}
+        else:
+            return
+        self.transport.send(codec.encode_push(push))
 
     def send_push(self, push: dict[str, Any]) -> None:
         self.reply({"push": push})
@@ -192,14 +223,21 @@ class Client:
             "client": self.id,
             "version": node.version,
             "ping": options.ping_interval,
-            "pong": True,
+            "pong": not self.transport.unidirectional,
         }
-        if self.transport.emulated:
+        if self.transport.emulated or self.transport.unidirectional:
             result["session"] = self.id
             result["node"] = node.id
         self.set_expiry(result)
+        requested = params.get("subs", {})
+        # Channels the client asks back (server-side subscriptions it had) count when it
+        # could subscribe to them by itself anyway.
+        channels += [
+            ch
+            for ch in requested
+            if ch not in channels and permissions.may_subscribe_without_token(self, ch)
+        ]
         if channels:
-            requested = params.get("subs", {})
             subs_result: dict[str, Any] = {}
             for channel in channels:
                 wanted = requested.get(channel, {})

@@ -13,7 +13,12 @@ from .errors import DisconnectError, ReplyError
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["channel_options", "has_history_access", "user_allowed"]
+__all__ = [
+    "channel_options",
+    "has_history_access",
+    "may_subscribe_without_token",
+    "user_allowed",
+]
 
 
 def channel_options(client: Client, channel: Any) -> ChannelOptions:
@@ -42,4 +47,19 @@ def has_history_access(client: Client, opts: ChannelOptions) -> bool:
         opts.allow_history_for_subscriber
         or (opts.allow_history_for_client and client.user != "")
         or opts.allow_history_for_anonymous
+    )
+
+
+def may_subscribe_without_token(client: Client, channel: str) -> bool:
+    """Whether ``client`` could subscribe to ``channel`` by itself, without a token."""
+    options = client.options
+    opts = client.node.namespaces.find(channel)
+    if opts is None or channel.startswith(options.private_prefix):
+        return False
+    if options.insecure:
+        return True
+    if opts.allow_user_limited_channels and options.user_boundary in channel:
+        return user_allowed(client, channel)
+    return opts.allow_subscribe_for_client and (
+        client.user != "" or opts.allow_subscribe_for_anonymous
     )

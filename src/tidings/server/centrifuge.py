@@ -57,7 +57,7 @@ class PushFormat(Formatter):
         if self.wrap:
             payload = codec.join([codec.encode_reply({"push": push})])
         else:
-            payload = codec.encode_push(push)  # type: ignore[attr-defined]
+            payload = codec.encode_push(push)
         result: bytes = self.frame(payload)
         return result
 
@@ -78,10 +78,16 @@ class ClientWebSocket(Outbox):
     emulated = False
     unidirectional = False
 
-    def __init__(self, server: Server, transport: asyncio.Transport, codec: Codec) -> None:
+    def __init__(
+        self,
+        server: Server,
+        transport: asyncio.Transport,
+        codec: Codec,
+        formatter: Formatter | None = None,
+    ) -> None:
         super().__init__(server, transport)
         self.codec = codec
-        self.formatter: Formatter = WS_PUSH[codec.name]
+        self.formatter: Formatter = formatter or WS_PUSH[codec.name]
         self.reader: WebSocketReader | None = None
         self.client = Client(server.node, self, server.client_options)
 
@@ -111,22 +117,22 @@ class ClientWebSocket(Outbox):
             self.flush()
             self.transport.write(out)
         for message in messages:
-            if message.text == self.codec.binary:
-                log.info(
-                    "%s: %s frame on a %s connection",
-                    self.describe(),
-                    "text" if message.text else "binary",
-                    self.codec.name,
-                )
-                self.client.bad_frame()
-                return
-            try:
-                commands = self.codec.decode_commands(message.data)
-            except DecodeError as exc:
-                log.info("%s: undecodable frame: %s", self.describe(), exc)
-                self.client.bad_frame()
-                return
-            self.client.feed(commands)
+            self.on_message(message.data, message.text)
+
+    def on_message(self, data: bytes, text: bool) -> None:
+        """One complete message from the client: a frame of commands."""
+        if text == self.codec.binary:
+            kind = "text" if text else "binary"
+            log.info("%s: %s frame on a %s connection", self.describe(), kind, self.codec.name)
+            self.client.bad_frame()
+            return
+        try:
+            commands = self.codec.decode_commands(data)
+        except DecodeError as exc:
+            log.info("%s: undecodable frame: %s", self.describe(), exc)
+            self.client.bad_frame()
+            return
+        self.client.feed(commands)
 
     def eof_received(self) -> bool:
         return False

@@ -51,9 +51,12 @@ FRAMES: dict[str, tuple[Codec, Callable[[bytes], bytes]]] = {
     "http_stream/json": (JSON, _json_line),
     "http_stream/protobuf": (PROTOBUF, chunk),
     "sse/json": (JSON, _sse_event),
+    "uni_sse": (JSON, _sse_event),
+    "uni_http_stream": (JSON, _json_line),
 }
 PUSH_FORMATS: dict[str, Formatter] = {
-    key: PushFormat(codec, frame) for key, (codec, frame) in FRAMES.items()
+    key: PushFormat(codec, frame, wrap=not key.startswith("uni_"))
+    for key, (codec, frame) in FRAMES.items()
 }
 
 
@@ -88,6 +91,8 @@ class ClientHttpStream(Outbox):
             }
         }
         codec = self.codec
+        if self.unidirectional:
+            return self.frame(codec.encode_push(push))
         return self.frame(codec.join([codec.encode_reply({"push": push})]))
 
     def goodbye(self, reason: str) -> bytes:
@@ -118,6 +123,7 @@ def _start(
     key: str,
     frame_data: bytes,
     headers: list[tuple[str, str]],
+    preface: bytes = b"",
 ) -> ClientHttpStream:
     codec = FRAMES[key][0]
     try:
@@ -157,7 +163,7 @@ def open_sse(
     else:
         raise HttpError(405, "method not allowed", [("Allow", "GET, POST, OPTIONS")])
     headers = [("Content-Type", "text/event-stream; charset=utf-8"), *cors]
-    return _start(server, request, transport, "sse/json", data, headers)
+    return _start(server, request, transport, "sse/json", data, headers, preface=chunk(b"\r\n"))
 
 
 def emulation(server: Server, request: Request) -> tuple[int, bytes, list[tuple[str, str]]]:

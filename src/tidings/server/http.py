@@ -20,8 +20,8 @@ from tidings.protocol.http import Request, RequestParser, chunk, response_head, 
 from tidings.protocol.sse import sse_comment, sse_retry
 from tidings.protocol.websocket import accept_response, check_handshake
 
-from . import centrifuge_http, handlers
-from .centrifuge import accept_client_websocket
+from . import centrifuge_http, centrifuge_uni, handlers
+from .centrifuge import ClientWebSocket, accept_client_websocket
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .longpoll import LongPoll
 from .request import cors_headers, origin_allowed, parse_subscribe
@@ -35,6 +35,12 @@ __all__ = ["HttpConnection"]
 log = logging.getLogger("tidings.server")
 
 SUBSCRIBE = ("ws", "sse", "stream", "lp")
+CLIENT_STREAMS = {
+    "/connection/http_stream",
+    "/connection/sse",
+    "/connection/uni_sse",
+    "/connection/uni_http_stream",
+}
 NO_BUFFERING = [
     ("Cache-Control", "no-cache, no-store, no-transform"),
     ("X-Accel-Buffering", "no"),  # nginx: don't buffer this response
@@ -174,8 +180,10 @@ class HttpConnection(asyncio.Protocol):
                 self.run(handlers.server_api(self.server, request, rest))
             elif path == "/connection/websocket":
                 self.client_websocket(request)
-            elif path in ("/connection/http_stream", "/connection/sse"):
+            elif path in CLIENT_STREAMS:
                 self.client_stream(path.rpartition("/")[2], request)
+            elif path == "/connection/uni_websocket":
+                self.client_websocket(request, uni=True)
             elif path == "/emulation":
                 self.check_origin(request)
                 cors = cors_headers(request, self.server.config.allowed_origins)
@@ -334,15 +342,19 @@ class HttpConnection(asyncio.Protocol):
             session = self._stream_session(request, sub.raw, sub.channels, cors)
         self.hand_over(session, sub.resume)
 
-    def client_websocket(self, request: Request) -> None:
-        """``/connection/websocket``: the bidirectional client protocol."""
+    def client_websocket(self, request: Request, *, uni: bool = False) -> None:
+        """``/connection/websocket`` (bidirectional) or ``/connection/uni_websocket``."""
         if request.method != "GET":
             raise HttpError(405, "method not allowed", [("Allow", "GET")])
         if not origin_allowed(request, self.server.config.allowed_origins):
             raise HttpError(403, "origin not allowed")
         transport = self.transport
         assert transport is not None
-        conn = accept_client_websocket(self.server, request, transport)
+        conn: ClientWebSocket
+        if uni:
+            conn = centrifuge_uni.open_uni_websocket(self.server, request, transport)
+        else:
+            conn = accept_client_websocket(self.server, request, transport)
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
@@ -362,8 +374,13 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         cors = cors_headers(request, self.server.config.allowed_origins)
-        opener = centrifuge_http.open_sse if name == "sse" else centrifuge_http.open_http_stream
-        conn = opener(self.server, request, transport, cors)
+        conn: centrifuge_http.ClientHttpStream
+        if name.startswith("uni_"):
+            conn = centrifuge_uni.open_uni_stream(self.server, request, transport, name, cors)
+        elif name == "sse":
+            conn = centrifuge_http.open_sse(self.server, request, transport, cors)
+        else:
+            conn = centrifuge_http.open_http_stream(self.server, request, transport, cors)
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()

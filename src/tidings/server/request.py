@@ -24,13 +24,18 @@ class SubscribeRequest:
 
 
 def parse_channels(text: str, limit: int) -> list[str]:
-    """Channels from a path segment: ``news,chat:1``. Raises ``HttpError(400)``."""
+    """Channels from a path segment: ``news,chat:1``. Raises ``HttpError`` (400, or 403
+    for channels that need a token)."""
     names: list[str] = []
     for name in text.split(","):
         try:
             validate_channel(name)
         except InvalidChannel as exc:
             raise HttpError(400, f"bad channel name: {exc}") from None
+        if name.startswith("$") or "#" in name:
+            # Private ($) and user-limited (#) channels need the client protocol's
+            # authentication; the simple endpoints have none.
+            raise HttpError(403, "this channel needs a token: use /connection/websocket")
         if name not in names:
             names.append(name)
     if len(names) > limit:

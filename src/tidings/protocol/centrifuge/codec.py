@@ -36,6 +36,10 @@ class Codec:
     def encode_reply(self, reply: dict[str, Any]) -> bytes:
         raise NotImplementedError
 
+    def encode_push(self, push: dict[str, Any]) -> bytes:
+        """A push without the Reply wrapper (unidirectional transports)."""
+        raise NotImplementedError
+
     def join(self, replies: list[bytes]) -> bytes:
         raise NotImplementedError
 

@@ -1,0 +1,78 @@
+"""``tidings bench fanout`` run for real with tiny numbers: a check that it counts every
+delivery and reports its figures, not a measure of speed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tidings.bench.peers import nchan_available
+from tidings.testing import TIMEOUT
+
+CLI = [sys.executable, "-m", "tidings.cli", "bench", "fanout"]
+SUBSCRIBERS = 20
+MESSAGES = 50
+
+
+async def run_bench(tmp_path: Path, *extra: str) -> tuple[int, str, dict]:
+    out = tmp_path / "bench.json"
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "--subscribers",
+        str(SUBSCRIBERS),
+        "--messages",
+        str(MESSAGES),
+        "--sample",
+        "5",
+        "--latency-seconds",
+        "0.5",
+        "--timeout",
+        str(TIMEOUT),
+        "--json",
+        str(out),
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT)
+    assert proc.returncode == 0, (stdout.decode(), stderr.decode())
+    assert "connecting [" in stderr.decode()  # the progress bar
+    return proc.returncode, stdout.decode(), json.loads(out.read_text())
+
+
+def check_result(result: dict, server: str) -> None:
+    assert result["server"] == server
+    assert result["error"] == ""
+    assert result["closed_by_server"] == 0
+    assert result["frame_bytes"] == 102  # 100-byte messages in unmasked text frames
+    for phase in (result["throughput"], result["paced"]):
+        assert phase["expected"] == SUBSCRIBERS * phase["messages"]
+        assert phase["deliveries"] == phase["expected"]
+        assert phase["per_second"] > 0
+        assert phase["publish_errors"] == []
+        # 5 sampled subscribers parse every frame: one latency sample each per message.
+        assert phase["latency_ms"]["samples"] == 5 * phase["messages"]
+        assert 0 <= phase["latency_ms"]["p50"] <= phase["latency_ms"]["p99"]
+    assert result["throughput"]["messages"] == MESSAGES
+    assert result["rss_per_connection_kib"] is not None
+
+
+async def test_bench_counts_every_delivery(tmp_path: Path) -> None:
+    _, stdout, data = await run_bench(tmp_path, "--peer", "websockets")
+    tidings, peer = data["results"]
+    check_result(tidings, "tidings")
+    check_result(peer, "websockets")
+    assert data["messages"] == MESSAGES
+    assert f"{SUBSCRIBERS * MESSAGES:,} deliveries in" in stdout
+    assert "tidings / websockets: deliveries/s x" in stdout
+    assert "load generator CPU" in stdout
+
+
+@pytest.mark.skipif(bool(nchan_available()), reason="nginx with Nchan is not installed")
+async def test_bench_against_nchan(tmp_path: Path) -> None:
+    _, _, data = await run_bench(tmp_path, "--peer", "nchan", "--read-batch", "0")
+    check_result(data["results"][1], "nchan")
