@@ -122,6 +122,32 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from tidings.core.tokens import mint_token
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"tidings: configuration error: {exc}", file=sys.stderr)
+        return 2
+    secret = config.token_hmac_secret_key
+    if not secret:
+        print(
+            "tidings: no token_hmac_secret_key configured (tidings.toml or "
+            "TIDINGS_TOKEN_HMAC_SECRET_KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    claims = {}
+    if config.token_audience:
+        claims["aud"] = config.token_audience
+    if config.token_issuer:
+        claims["iss"] = config.token_issuer
+    ttl = args.ttl if args.ttl > 0 else None
+    print(mint_token(secret, args.user, ttl=ttl, channel=args.channel, **claims))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from tidings.bench.fanout import run_fanout
 
@@ -158,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--raw", action="store_true", help="print payloads only")
     subscribe.add_argument("--url", default=os.environ.get("TIDINGS_URL", DEFAULT_URL))
     subscribe.set_defaults(func=cmd_subscribe)
+
+    token = sub.add_parser("token", help="mint a connection or subscription token (JWT)")
+    token.add_argument("--user", required=True, help="user id (the sub claim)")
+    token.add_argument("--channel", help="make a subscription token for this channel")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 = never expires")
+    token.add_argument("--config", help="a tidings.toml file")
+    token.set_defaults(func=cmd_token)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -17,10 +17,11 @@ async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """No test here should make the server log an error (a failed handler, a crash in
-    delivery): bad input is answered, not tripped over."""
+    """Fail a test during which the server logged an error (a failed handler, a crash in
+    delivery): bad input must be answered, not tripped over. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("no_server_errors")``."""
     yield
     errors = [
         r

@@ -31,6 +31,8 @@ from websockets.frames import Close, Opcode
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
 
 @pytest.fixture
 async def bystander(server: Server) -> AsyncIterator[None]:

@@ -131,3 +131,25 @@ async def test_bad_configuration_exits_2(tmp_path):
     bad.write_text("port = 'x'\n")
     code, _, err = await run("serve", "--config", str(bad))
     assert code == 2 and "configuration error" in err
+
+
+async def test_token_mints_what_the_server_verifies(tmp_path):
+    from tidings.core.tokens import TokenVerifier
+
+    secret = "s" * 32
+    config = tmp_path / "tidings.toml"
+    config.write_text(f'token_hmac_secret_key = "{secret}"\ntoken_audience = "app"\n')
+    code, out, err = await run("token", "--user", "42", "--config", str(config))
+    assert code == 0, err
+    claims = TokenVerifier(hmac_secret=secret, audience="app").connect_token(out.strip())
+    assert claims.user == "42" and claims.exp > 0
+    code, out, _ = await run(
+        "token", "--user", "42", "--channel", "$room", "--ttl", "0", "--config", str(config)
+    )
+    sub = TokenVerifier(hmac_secret=secret, audience="app").subscribe_token(out.strip())
+    assert (code, sub.channel, sub.exp) == (0, "$room", 0)
+
+
+async def test_token_without_a_secret_says_so(tmp_path):
+    code, _, err = await run("token", "--user", "1", env={"PATH": os.environ["PATH"]})
+    assert code == 2 and "token_hmac_secret_key" in err

@@ -6,10 +6,13 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from integration_helpers import http_client, publish, raw_connection, subscribed, until
 
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
+
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 def etag_id(resp: httpx.Response) -> str:

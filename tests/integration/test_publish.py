@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 
 import httpx
+import pytest
 from integration_helpers import (
     AUTH,
     http_client,
@@ -21,6 +24,8 @@ from integration_helpers import (
 
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
+
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def test_post_returns_position(server: Server, client: httpx.AsyncClient) -> None:
@@ -364,3 +369,56 @@ async def test_demo_page() -> None:
         assert resp.headers["content-type"] == "text/html; charset=utf-8"
         assert '"demo-key"' in resp.text
         assert "{{API_KEY}}" not in resp.text
+
+
+async def test_expect_100_continue(server: Server) -> None:
+    async with raw_connection(server) as (reader, writer):
+        writer.write(
+            b"POST /pub/cont HTTP/1.1\r\nHost: x\r\nX-API-Key: test-key\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"42")
+        resp = await read_response(reader)
+        assert resp.status == 200
+        assert resp.json()["offset"] == 1
+
+
+CURL = shutil.which("curl")
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl")
+async def test_the_readme_story_with_curl(server: Server) -> None:
+    """``curl -N .../stream/news`` prints what ``curl -X POST .../pub/news`` publishes
+    (a body over 1 KiB, for which curl asks for 100 Continue and waits)."""
+    assert CURL is not None
+    reader = await asyncio.create_subprocess_exec(
+        CURL, "-sN", f"{server.url}/stream/news?format=raw", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        await subscribed(server, "news")
+        text = "x" * 2000
+        publisher = await asyncio.create_subprocess_exec(
+            CURL,
+            "-s",
+            "--expect100-timeout",
+            "60",
+            "-X",
+            "POST",
+            f"{server.url}/pub/news",
+            "-H",
+            "X-API-Key: test-key",
+            "-d",
+            json.dumps({"text": text}),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(publisher.communicate(), TIMEOUT)
+        assert publisher.returncode == 0
+        assert json.loads(out)["offset"] == 1
+        assert reader.stdout is not None
+        line = await asyncio.wait_for(reader.stdout.readline(), TIMEOUT)
+        assert json.loads(line) == {"text": text}
+    finally:
+        reader.kill()
+        await reader.wait()

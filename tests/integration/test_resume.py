@@ -25,6 +25,8 @@ from integration_helpers import (
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
 STREAMING = ["ws", "sse", "stream"]
 
 

@@ -22,6 +22,8 @@ from integration_helpers import (
 
 from tidings.testing import TIMEOUT, running_server
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
 # Long enough that an aclose() waiting it out would miss the test's TIMEOUT.
 PATIENT = {"shutdown_timeout": TIMEOUT * 3, "longpoll_timeout": TIMEOUT * 3}
 

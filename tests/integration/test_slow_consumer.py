@@ -27,6 +27,8 @@ from tidings.server import Server
 from tidings.server.sessions import Session
 from tidings.testing import TIMEOUT, running_server
 
+pytestmark = pytest.mark.usefixtures("no_server_errors")
+
 LIMIT = 64 * 1024
 MESSAGE = 16 * 1024
 # Enough to fill any loopback socket buffers (Linux autotunes them up to a few MiB) and the

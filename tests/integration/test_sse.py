@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from integration_helpers import chunks_connect, http_client, publish, sse_connect, subscribed
 
 from tidings.server import Server
 from tidings.testing import running_server
+
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def test_headers_retry_and_first_comment(server: Server) -> None:

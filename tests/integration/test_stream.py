@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from integration_helpers import (
     chunks_connect,
     http_client,
@@ -16,6 +17,8 @@ from integration_helpers import (
 
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
+
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def test_envelope_lines(server: Server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from integration_helpers import (
     AUTH,
     http_client,
@@ -22,6 +23,8 @@ from websockets.frames import Frame, Opcode
 
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
+
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def test_envelope_and_raw(server: Server) -> None:

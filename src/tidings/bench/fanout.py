@@ -196,10 +196,7 @@ class Bench:
             if tail and tail not in self.result.error:
                 self.result.error += "\n" + tail
         finally:
-            close_all(self.subs)
-            for pub in self.publishers:
-                if pub.transport is not None:
-                    pub.transport.abort()
+            await close_all([*self.subs, *self.publishers])
         return self.result
 
     async def setup(self) -> None:

@@ -14,9 +14,10 @@ import base64
 import os
 import re
 import socket
+import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 __all__ = [
@@ -78,7 +79,7 @@ class Totals:
 class Subscriber(asyncio.BufferedProtocol):
     """One WebSocket subscriber that only counts what it reads after the handshake."""
 
-    __slots__ = ("_head", "_shared", "error", "ready", "received", "totals", "transport")
+    __slots__ = ("_head", "_shared", "error", "gone", "ready", "received", "totals", "transport")
 
     def __init__(self, totals: Totals, shared: memoryview, ready: asyncio.Future[None]) -> None:
         self.totals = totals
@@ -88,6 +89,7 @@ class Subscriber(asyncio.BufferedProtocol):
         self.received = 0
         self.transport: asyncio.Transport | None = None
         self.error = ""
+        self.gone = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -142,6 +144,7 @@ class Subscriber(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(str(exc or "connection closed")))
         elif not self.error:
@@ -276,7 +279,7 @@ async def connect_subscribers(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        close_all(subs)
+        await close_all(subs)
         sys.stderr.write("\n")
         raise
     progress.update(done, final=True)
@@ -297,11 +300,23 @@ def set_read_batch(subs: list[Subscriber], nbytes: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(1, nbytes))
 
 
-def close_all(subs: list[Subscriber]) -> None:
-    """Abort (RST, no TIME_WAIT left behind) every subscriber."""
-    for sub in subs:
-        if sub.transport is not None:
-            sub.transport.abort()
+async def close_all(conns: Sequence[Subscriber | Publisher], within: float = 5.0) -> None:
+    """Reset every connection (RST: no TIME_WAIT left behind, and the server hears of it
+    at once) and wait until the loop has closed them all."""
+    linger = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+    for conn in conns:
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            continue
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        transport.abort()
+    deadline = time.monotonic() + within
+    while any(conn.transport is not None and not conn.gone for conn in conns):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
 
 
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
@@ -310,14 +325,14 @@ _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 class Publisher(asyncio.Protocol):
     """A keep-alive HTTP/1.1 connection that may carry several pipelined requests."""
 
-    __slots__ = ("_buffer", "closed", "errors", "on_response", "outstanding", "transport")
+    __slots__ = ("_buffer", "errors", "gone", "on_response", "outstanding", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self.outstanding = 0
         self.errors: list[str] = []
-        self.closed = False
+        self.gone = False
         self.on_response: Callable[[Publisher, int, bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -353,7 +368,7 @@ class Publisher(asyncio.Protocol):
                 self.on_response(self, status, body)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.gone = True
 
 
 def post_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -406,7 +421,7 @@ class PublishDriver:
             self._tick()
 
     def _send(self, pub: Publisher) -> None:
-        if self.sent < self.count and not pub.closed:
+        if self.sent < self.count and not pub.gone:
             pub.send(self.request(self.sent))
             self.sent += 1
 

@@ -254,15 +254,27 @@ class Client:
             self._expire_timer = None
         if not self.exp:
             return
-        ttl = max(0, int(self.exp - time.time()))
+        remaining = self.exp - time.time()
         result["expires"] = True
-        result["ttl"] = ttl
+        result["ttl"] = max(0, int(remaining))
+        self._arm_expiry(remaining)
+
+    def _arm_expiry(self, remaining: float) -> None:
+        # From the exact expiry, not the whole seconds told to the client: a timer that
+        # fired before ``exp`` would find the connection valid and never fire again.
         loop = asyncio.get_running_loop()
-        self._expire_timer = loop.call_later(ttl + self.options.expired_grace, self._expired)
+        delay = max(0.0, remaining) + self.options.expired_grace
+        self._expire_timer = loop.call_later(delay, self._expired)
 
     def _expired(self) -> None:
-        if self.exp and self.exp <= time.time():
+        self._expire_timer = None
+        if not self.exp or self.closed:
+            return
+        remaining = self.exp - time.time()
+        if remaining <= 0:
             self.disconnect(codes.CONNECTION_EXPIRED)
+        else:  # the wall clock lagged the loop's clock: check again at the expiry
+            self._arm_expiry(remaining)
 
     async def cmd_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
         verifier = self.node.token_verifier

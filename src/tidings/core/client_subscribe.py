@@ -9,6 +9,7 @@ missed in the reply with ``recovered: true`` — or none and ``recovered: false`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -154,7 +155,9 @@ async def _subscribe(
         node.abort_catchup(channel, catchup)
         raise
     client.catchups[channel] = (catchup, last)
-    client.subs[channel] = Subscription(channel, join_leave, chan_info, expires_at, opts.presence)
+    sub = Subscription(channel, join_leave, chan_info, expires_at, opts.presence)
+    client.subs[channel] = sub
+    schedule_expiry(client, sub)
     if opts.presence:
         info = client.client_info(channel)
         await node.presence_manager.add(channel, info)
@@ -224,13 +227,34 @@ async def unsubscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def schedule_expiry(client: Client, sub: Subscription) -> None:
+    """A subscription token's expiry: unless refreshed by then (plus the grace period),
+    the client is unsubscribed with 2501 and resubscribes with a fresh token."""
+    if sub.timer is not None:
+        sub.timer.cancel()
+        sub.timer = None
+    if not sub.expires_at:
+        return
+    delay = max(0.0, sub.expires_at - time.time()) + client.options.expired_grace
+    loop = asyncio.get_running_loop()
+    sub.timer = loop.call_later(delay, _sub_expired, client, sub)
+
+
+def _sub_expired(client: Client, sub: Subscription) -> None:
+    if client.subs.get(sub.channel) is sub and sub.expires_at <= time.time():
+        server_unsubscribe(client, sub.channel, codes.UNSUBSCRIBE_EXPIRED)
+
+
 def leave(client: Client, channel: str) -> None:
     """Leave ``channel``: hub, presence, leave message."""
     entry = client.catchups.pop(channel, None)
     if entry is not None:
         client.node.abort_catchup(channel, entry[0])
-    if client.subs.pop(channel, None) is None:
+    sub = client.subs.pop(channel, None)
+    if sub is None:
         return
+    if sub.timer is not None:
+        sub.timer.cancel()
     client.node.unsubscribe(client, channel)
     presence_leave(client, channel)
 
@@ -270,6 +294,7 @@ async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     if expires_at and expires_at <= time.time():
         raise ReplyError(codes.TOKEN_EXPIRED)
     sub.expires_at = expires_at
+    schedule_expiry(client, sub)
     if chan_info is not None:
         sub.chan_info = chan_info
     result: dict[str, Any] = {}

@@ -3,6 +3,7 @@ subscriptions, and the wire shapes of client infos and publications."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,6 +65,7 @@ class Subscription:
     chan_info: bytes | None = None
     expires_at: float = 0.0
     presence: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 def info_dict(info: ClientInfo) -> dict[str, Any]:

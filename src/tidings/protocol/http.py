@@ -48,6 +48,7 @@ class RequestParser:
         "_in_message",
         "_parser",
         "_url",
+        "expect_continue",
         "max_body",
         "max_header_bytes",
         "requests",
@@ -59,6 +60,9 @@ class RequestParser:
         self.max_body = max_body
         self.requests: deque[Request] = deque()
         self.upgrade_data: bytes | None = None
+        # Set when a request's headers ask for "100 Continue" and its body hasn't come yet;
+        # the caller answers (RFC 9110 §10.1.1) and clears it.
+        self.expect_continue = False
         self._parser = httptools.HttpRequestParser(self)
         self._reset()
 
@@ -111,6 +115,8 @@ class RequestParser:
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             raise HttpError(413, "Content Too Large")
+        if self._headers.get("expect", "").lower() == "100-continue":
+            self.expect_continue = self._parser.get_http_version() == "1.1"
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -120,6 +126,7 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self.expect_continue = False  # the body is here already
         parser = self._parser
         try:
             url = httptools.parse_url(self._url)

@@ -134,6 +134,12 @@ class HttpConnection(asyncio.Protocol):
             log.info("bad request from %s: %s %s", self.peer(), exc.status, exc.reason)
             self.send_error(exc.status, exc.reason, close=True)
             return
+        if self.parser.expect_continue:
+            self.parser.expect_continue = False
+            # The client waits for this before sending its body (curl does past 1 KiB);
+            # not while an earlier pipelined response is still to be written.
+            if not self.busy and not self.parser.requests and self.transport is not None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if not self.busy:
             self._arm(self.server.config.request_timeout)
         self.process()
