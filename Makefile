@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit system-deps clean
+.PHONY: serve test lint typecheck unit system-deps js-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ serve: $(STAMP)
 system-deps:
 	bash .ci/system-deps
 
+# The npm SDK for tests/integration/test_client_js.py; npm ci rewrites the stamp file.
+JS_STAMP := tests/js/node_modules/.package-lock.json
+$(JS_STAMP): tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $(JS_STAMP)
+
+js-deps: $(JS_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -29,7 +37,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: system-deps lint typecheck
+test: system-deps js-deps lint typecheck
 	$(BIN)/pytest -q
 
 clean:

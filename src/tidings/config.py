@@ -69,14 +69,13 @@ class Config:
             raise ConfigError("default_namespace must be a table of channel options")
         if "namespaces" in self.default_namespace:
             raise ConfigError("default_namespace can't hold namespaces")
-        return Namespaces.from_mapping(
-            {
-                "history_size": self.history_size,
-                "history_ttl": self.history_ttl,
-                **self.default_namespace,
-                "namespaces": self.namespaces,
-            }
-        )
+        history = {"history_size": self.history_size, "history_ttl": self.history_ttl}
+        default = Namespaces.from_mapping({**history, **self.default_namespace}).default
+        # A namespace has its own options only (as in Centrifugo, where the options of
+        # channels without a namespace are not inherited): what [default_namespace]
+        # allows must not open every namespace too.
+        named = Namespaces.from_mapping({**history, "namespaces": self.namespaces}).named
+        return Namespaces(default, named)
 
     def token_verifier(self) -> TokenVerifier:
         return TokenVerifier(

@@ -21,6 +21,7 @@ from integration_helpers import (
     read_response,
     read_to_eof,
     subscribed,
+    until,
     ws_connect,
     ws_handshake,
     ws_json,
@@ -32,6 +33,7 @@ from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
+BOTH_LOOPS = True  # see conftest.py
 
 
 @pytest.fixture
@@ -413,12 +415,7 @@ async def test_bad_frames_get_close_codes(
         assert await read_close(reader) == code
         # The server closes the TCP connection after the close frame.
         assert await read_to_eof(reader) == b""
-    await asyncio.wait_for(_gone(server, "frames"), TIMEOUT)
-
-
-async def _gone(server: Server, channel: str) -> None:
-    while server.node.hub.count(channel):
-        await asyncio.sleep(0.002)
+    await until(lambda: server.node.hub.count("frames") == 0, "the bad peer unsubscribed")
 
 
 async def test_oversized_message_with_websockets_client(server: Server, bystander: None) -> None:

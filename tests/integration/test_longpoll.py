@@ -13,6 +13,7 @@ from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
+BOTH_LOOPS = True  # see conftest.py
 
 
 def etag_id(resp: httpx.Response) -> str:

@@ -23,6 +23,7 @@ from integration_helpers import (
 from tidings.testing import TIMEOUT, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
+BOTH_LOOPS = True  # see conftest.py
 
 # Long enough that an aclose() waiting it out would miss the test's TIMEOUT.
 PATIENT = {"shutdown_timeout": TIMEOUT * 3, "longpoll_timeout": TIMEOUT * 3}

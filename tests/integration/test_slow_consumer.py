@@ -28,6 +28,7 @@ from tidings.server.sessions import Session
 from tidings.testing import TIMEOUT, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
+BOTH_LOOPS = True  # see conftest.py
 
 LIMIT = 64 * 1024
 MESSAGE = 16 * 1024
@@ -116,6 +117,7 @@ async def flood(
         ("sse", b"GET /sse/flood HTTP/1.1\r\nHost: x\r\n\r\n"),
         ("stream", b"GET /stream/flood HTTP/1.1\r\nHost: x\r\n\r\n"),
     ],
+    ids=["ws", "sse", "stream"],
 )
 async def test_non_reader_is_cut_off_with_bounded_memory(kind: str, request_bytes: bytes) -> None:
     async with (

@@ -11,6 +11,7 @@ from tidings.server import Server
 from tidings.testing import running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
+BOTH_LOOPS = True  # see conftest.py
 
 
 async def test_headers_retry_and_first_comment(server: Server) -> None:

@@ -19,6 +19,7 @@ from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
+BOTH_LOOPS = True  # see conftest.py
 
 
 async def test_envelope_lines(server: Server) -> None:

@@ -25,6 +25,7 @@ from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
+BOTH_LOOPS = True  # see conftest.py
 
 
 async def test_envelope_and_raw(server: Server) -> None:
@@ -167,3 +168,46 @@ async def test_close_frame_reason_is_sent_on_delete(server: Server) -> None:
         assert await ws_close_code(ws) == 4404
         assert ws.protocol.close_rcvd is not None
         assert ws.protocol.close_rcvd.reason == "channel deleted"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        ws_handshake("/ws/churn,other"),
+        ws_handshake("/ws/churn,other?since=0"),
+        b"GET /sse/churn,other?last=5 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /stream/churn,other HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /lp/churn,other?since=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["ws", "ws-resume", "sse-last", "stream", "lp"],
+)
+async def test_clients_that_vanish_at_once_leave_nothing_behind(
+    server: Server, request_bytes: bytes
+) -> None:
+    """Connections dropped right after (or while) subscribing, with or without a history
+    replay, must not leave subscribers in the hub or entries in the registry."""
+    for i in range(3):
+        await publish(server, "churn", i)
+    for _ in range(30):
+        async with raw_connection(server) as (_, writer):
+            writer.write(request_bytes)
+            writer.transport.abort()
+    # Some subscribed before their loss was seen, some didn't: in the end, none is left.
+    await until(lambda: server.node.hub.count("churn") == 0, "no subscriber left")
+    await until(lambda: server.node.hub.count("other") == 0, "no subscriber left")
+    await until(lambda: not server.connections, "no connection left")
+    async with ws_connect(server, "/ws/churn?format=raw") as ws:
+        await subscribed(server, "churn")
+        assert (await publish(server, "churn", "x", text=True))["subscribers"] == 1
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "x"
+
+
+async def test_idle_keep_alive_connection_is_closed() -> None:
+    async with (
+        running_server(keepalive_timeout=0.05) as srv,
+        raw_connection(srv) as (reader, writer),
+    ):
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(reader)).status == 200
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        await until(lambda: not srv.connections, "connection forgotten")

@@ -18,6 +18,8 @@ def test_invalid_names(name):
 def test_namespace_of():
     assert namespace_of("chat:room:1") == "chat"
     assert namespace_of("news") == ""
+    assert namespace_of("$chat:secret") == "chat"
+    assert namespace_of("$secret") == ""
 
 
 def test_namespaces_from_configuration():

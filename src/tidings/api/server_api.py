@@ -275,13 +275,23 @@ class ServerApi:
         return {}
 
     async def refresh(self, params: dict[str, Any]) -> dict[str, Any]:
-        expire_at = params.get("expire_at")
+        """As Centrifugo: ``expired`` or an ``expire_at`` already past disconnects (3005);
+        otherwise the connection's expiry becomes ``expire_at`` (0: none) and the client
+        gets a ``refresh`` push saying so."""
+        expire_at = params.get("expire_at") or 0
+        if not isinstance(expire_at, int) or isinstance(expire_at, bool):
+            raise BAD_REQUEST
+        info = _json_or_b64(params, "info")
         for client in self._clients(params):
-            if params.get("expired"):
+            if params.get("expired") or 0 < expire_at <= time.time():
                 client.disconnect(codes.CONNECTION_EXPIRED)
-            elif isinstance(expire_at, int) and expire_at > 0:
-                client.exp = float(expire_at)
-                client.set_expiry({})
+                continue
+            client.exp = float(expire_at)
+            if info is not None:
+                client.info = info[0]
+            push: dict[str, Any] = {}
+            client.set_expiry(push)
+            client.send_push({"refresh": push})
         return {}
 
     async def presence(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +350,9 @@ class ServerApi:
         }
 
     async def history_remove(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel, _ = self._channel(params)
+        channel, opts = self._channel(params)
+        if opts.history_size <= 0 or opts.history_ttl <= 0:
+            raise ApiError(codes.NOT_AVAILABLE)
         await self.node.broker.remove_history(channel)
         return {}
 

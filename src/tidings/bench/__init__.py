@@ -1,0 +1,1 @@
+"""``tidings bench``: benchmarks run from the command line (see docs/benchmarks.md)."""

@@ -39,8 +39,8 @@ from .loadgen import (
 from .peers import (
     BenchError,
     Target,
-    cpu_busy,
     cpu_seconds,
+    cpu_times,
     find_worker,
     remote_target,
     rss_kib,
@@ -105,7 +105,8 @@ class Phase:
     loadgen_cpu: float  # fraction of one CPU
     server_cpu: float | None
     server_us_per_delivery: float | None
-    core_busy: dict[str, float] = field(default_factory=dict)  # server/client CPU, all causes
+    # Per pinned CPU ("server", "client"): fractions busy, in interrupts, in other processes.
+    cores: dict[str, dict[str, float]] = field(default_factory=dict)
     publish_errors: list[str] = field(default_factory=list)
 
 
@@ -258,7 +259,7 @@ class Bench:
         pid = target.pid
         cpu0, wall0 = time.process_time(), time.perf_counter()
         server0 = cpu_seconds(pid) if pid else 0.0
-        busy0 = cpu_busy()
+        cores0 = cpu_times()
         if args.read_batch > 0:
             set_read_batch(live, args.read_batch * self.frame)
             driver.finished.add_done_callback(lambda _: set_read_batch(live, 1))
@@ -277,13 +278,11 @@ class Bench:
                 break
         cpu1, wall1 = time.process_time(), time.perf_counter()
         server1 = cpu_seconds(pid) if pid else 0.0
-        busy1 = cpu_busy()
+        cores1 = cpu_times()
         driver.stop()
-        core_busy = {}
-        if self.cpus is not None:
-            for role, cpu in zip(("server", "client"), self.cpus, strict=True):
-                (b0, t0), (b1, t1) = busy0[cpu], busy1[cpu]
-                core_busy[role] = round((b1 - b0) / max(1, t1 - t0), 3)
+        wall = wall1 - wall0
+        own = (server1 - server0 if pid else None, cpu1 - cpu0)
+        cores = _core_shares(cores0, cores1, self.cpus, own) if self.cpus else {}
         deliveries = (totals.bytes - start_bytes) // self.frame
         seconds = max(1e-9, (totals.last - driver.started) / 1e9)
         errors = [e for p in self.publishers for e in p.errors]
@@ -294,7 +293,6 @@ class Bench:
             raise BenchError(
                 f"{target.name} sent frames of {sorted(sizes)} bytes, expected {self.frame}"
             )
-        wall = wall1 - wall0
         return Phase(
             messages=count,
             rate=round(rate, 1) if rate else None,
@@ -308,9 +306,29 @@ class Bench:
             server_us_per_delivery=(
                 round((server1 - server0) / max(1, deliveries) * 1e6, 3) if pid else None
             ),
-            core_busy=core_busy,
+            cores=cores,
             publish_errors=errors[:5],
         )
+
+
+CpuTimes = dict[int, tuple[float, float, float]]
+
+
+def _core_shares(
+    before: CpuTimes, after: CpuTimes, cpus: tuple[int, int], own: tuple[float | None, float]
+) -> dict[str, dict[str, float]]:
+    """How busy each pinned CPU was, in interrupts, and in processes other than ours
+    (``own``: CPU seconds of the server, when it can be measured, and of the bench)."""
+    shares = {}
+    for role, cpu, mine in zip(("server", "client"), cpus, own, strict=True):
+        (p0, i0, t0), (p1, i1, t1) = before[cpu], after[cpu]
+        span = max(1e-9, t1 - t0)
+        shares[role] = {
+            "busy": round((p1 - p0 + i1 - i0) / span, 3),
+            "interrupts": round((i1 - i0) / span, 3),
+            "others": -1.0 if mine is None else round(max(0.0, p1 - p0 - mine) / span, 3),
+        }
+    return shares
 
 
 def _start(name: str, args: argparse.Namespace, cpu: int | None) -> Target:
@@ -375,11 +393,18 @@ def _format_phase(phase: Phase, label: str) -> list[str]:
             f"server CPU {phase.server_cpu:.0%} ({phase.server_us_per_delivery} µs/delivery), "
             + cpu
         )
-    if phase.core_busy:
-        cpu += ", cores busy {:.0%} (server) / {:.0%} (client)".format(
-            phase.core_busy["server"], phase.core_busy["client"]
-        )
     lines.append(f"    {cpu}")
+    if phase.cores:
+        parts = []
+        for role in ("server", "client"):
+            core = phase.cores[role]
+            text = f"{role}'s {core['busy']:.0%} busy ({core['interrupts']:.0%} interrupts"
+            if core["others"] >= 0:
+                text += f", {core['others']:.0%} other processes"
+            parts.append(text + ")")
+        lines.append("    CPUs: " + ", ".join(parts))
+        if max(core["others"] for core in phase.cores.values()) > 0.1:
+            lines.append("    WARNING: other processes shared the pinned CPUs: figures are low")
     if phase.publish_errors:
         lines.append(f"    publish errors: {phase.publish_errors}")
     return lines

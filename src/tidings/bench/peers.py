@@ -26,15 +26,18 @@ from urllib.parse import urlsplit
 __all__ = [
     "BenchError",
     "Target",
-    "cpu_busy",
     "cpu_seconds",
+    "cpu_times",
+    "find_worker",
     "free_port",
+    "nchan_available",
     "remote_target",
     "rss_kib",
     "start_nchan",
     "start_tidings",
     "start_websockets_peer",
     "subscriber_count",
+    "wait_ready",
 ]
 
 NCHAN_MODULES = ("/usr/lib/nginx/modules/ngx_nchan_module.so",)
@@ -114,18 +117,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_busy() -> dict[int, tuple[int, int]]:
-    """Per CPU: (busy, total) jiffies from /proc/stat, counting interrupt and softirq
-    time, which the kernel spends on loopback TCP but charges to no process."""
+def cpu_times() -> dict[int, tuple[float, float, float]]:
+    """Per CPU, seconds so far: (processes, interrupts, everything) from /proc/stat.
+
+    Interrupt time (irq + softirq) is where the kernel spends much of loopback TCP without
+    charging any process; processes' time on the CPU beyond the one under test tells that
+    something else shared it."""
+    tick = os.sysconf("SC_CLK_TCK")
     result = {}
     with open("/proc/stat") as fh:
         for line in fh:
             name, _, rest = line.partition(" ")
             if not name.startswith("cpu") or name == "cpu":
                 continue
-            values = [int(v) for v in rest.split()]
-            idle = values[3] + values[4]
-            result[int(name[3:])] = (sum(values[:8]) - idle, sum(values[:8]))
+            # user nice system idle iowait irq softirq steal
+            v = [int(x) for x in rest.split()[:8]]
+            result[int(name[3:])] = (
+                (v[0] + v[1] + v[2]) / tick,
+                (v[5] + v[6]) / tick,
+                sum(v) / tick,
+            )
     return result
 
 
@@ -315,7 +326,8 @@ def start_nchan(channel: str, subscribers: int, cpu: int | None) -> Target:
             module=module,
             port=port,
             nofile=hard,
-            connections=subscribers + 256,
+            # One slot per subscriber is not enough: nginx warns and reuses connections.
+            connections=2 * subscribers + 256,
         )
     )
     proc, tmp, _ = _spawn("nchan", [nginx, "-p", tmp.name, "-c", str(conf)], cpu, tmp=tmp)

@@ -33,8 +33,9 @@ def validate_channel(name: str) -> str:
 
 
 def namespace_of(channel: str) -> str:
-    """The namespace part of a channel name, ``""`` for the default namespace."""
-    ns, sep, _ = channel.partition(":")
+    """The namespace part of a channel name, ``""`` for the default namespace. The ``$``
+    of a private channel is not part of it: ``$chat:x`` is in ``chat`` (as in Centrifugo)."""
+    ns, sep, _ = channel.removeprefix("$").partition(":")
     return ns if sep else ""
 
 

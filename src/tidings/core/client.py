@@ -136,7 +136,12 @@ class Client:
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)
             return
         if not cmd_id and method != "send":
-            # A command without id (other than send) is the pong to our ping.
+            # A command without id (other than send) is the pong to our ping; one that
+            # answers no ping is a protocol violation (as in Centrifugo).
+            if not self.awaiting_pong:
+                log.info("client %s: pong without a ping", self.id)
+                self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+                return
             self.awaiting_pong = False
             return
         if method is None:
@@ -211,6 +216,9 @@ class Client:
             expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
             self.exp = float(expire_at or 0)
             channels = [*claims.channels, *claims.subs]
+            if any(node.namespaces.find(ch) is None for ch in channels):
+                # Centrifugo refuses a token naming a channel of an unknown namespace.
+                raise ReplyError(codes.UNKNOWN_CHANNEL)
         elif not (options.insecure or options.allow_anonymous_connect_without_token):
             # No credentials at all (Centrifugo: "client credentials not found").
             log.info("client %s: connect without token refused", self.id)

@@ -159,10 +159,7 @@ async def _subscribe(
     client.subs[channel] = sub
     schedule_expiry(client, sub)
     if opts.presence:
-        info = client.client_info(channel)
-        await node.presence_manager.add(channel, info)
-        if opts.join_leave:
-            await node.broker.publish_join(channel, info)
+        await node.presence_manager.add(channel, client.client_info(channel))
     return result
 
 
@@ -190,7 +187,13 @@ def finish_subscribe(client: Client, channel: str) -> None:
     if entry is None:
         return
     catchup, last = entry
-    client.node.end_catchup(channel, catchup, client, last)
+    node = client.node
+    node.end_catchup(channel, catchup, client, last)
+    opts = node.namespaces.find(channel)
+    if channel in client.subs and opts is not None and opts.presence and opts.join_leave:
+        # After the reply and once live, so that the joining client gets its own join
+        # too (as in Centrifugo); a leave is published after it, never before.
+        node.spawn(node.broker.publish_join(channel, client.client_info(channel)))
 
 
 def finish_all(client: Client) -> None:

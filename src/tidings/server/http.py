@@ -58,6 +58,10 @@ async def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
             if waiting is None:
                 await asyncio.sleep(0)
             else:
+                # ``coro`` marked the future as awaited when it yielded it; a task would
+                # have cleared the mark on receiving it. Clear it here, or awaiting the
+                # future again fails with "await wasn't used with future".
+                waiting._asyncio_future_blocking = False
                 await waiting
         except asyncio.CancelledError as exc:
             if not (isinstance(waiting, asyncio.Future) and waiting.cancelled()):

@@ -19,27 +19,28 @@ const decoder = new TextDecoder();
 
 /** Write one JSON line; Uint8Array payloads (Protobuf mode) are decoded as JSON. */
 export function emit(event, fields = {}) {
-  const seen = new WeakSet();
-  const line = JSON.stringify({ event, ...fields }, (_key, value) => {
-    if (typeof value === 'object' && value !== null && !(value instanceof Uint8Array)) {
-      if (seen.has(value)) return '[circular]'; // e.g. a transport error event's target
-      seen.add(value);
-    }
-    return plainBytes(value);
+  const ancestors = [];
+  const line = JSON.stringify({ event, ...fields }, function (key, value) {
+    const raw = this[key]; // before toJSON: Node's Buffer would become {type, data}
+    if (raw instanceof Uint8Array) return plainBytes(raw);
+    if (typeof value !== 'object' || value === null) return value;
+    // Only true cycles are cut (e.g. a transport error event's target), not shared objects.
+    while (ancestors.length && ancestors[ancestors.length - 1] !== this) ancestors.pop();
+    if (ancestors.includes(value)) return '[circular]';
+    ancestors.push(value);
+    return value;
   });
   process.stdout.write(line + '\n');
 }
 
-function plainBytes(value) {
-  if (value instanceof Uint8Array) {
-    const text = decoder.decode(value);
-    try {
-      return JSON.parse(text);
-    } catch {
-      return { undecodable: text };
-    }
+function plainBytes(bytes) {
+  const text = decoder.decode(bytes);
+  if (text === '') return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { undecodable: text };
   }
-  return value;
 }
 
 export function fail(message) {
@@ -86,6 +87,26 @@ export function value(data) {
   return data instanceof Uint8Array ? JSON.parse(decoder.decode(data)) : data;
 }
 
+// Node 20 has fetch and ReadableStream, but neither WebSocket nor EventSource.
+const NODE = { websocket: WebSocket, eventsource: EventSource, fetch: globalThis.fetch };
+
+/** Like NODE, but every request carries `Origin: origin`, as a browser's would. */
+function fromOrigin(origin) {
+  const fetch = (url, init = {}) =>
+    globalThis.fetch(url, { ...init, headers: { ...init.headers, Origin: origin } });
+  class OriginWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols, { origin });
+    }
+  }
+  class OriginEventSource extends EventSource {
+    constructor(url, init) {
+      super(url, { ...init, fetch });
+    }
+  }
+  return { websocket: OriginWebSocket, eventsource: OriginEventSource, fetch };
+}
+
 /** A client of `params.transport` (not connected yet); `options` are Centrifuge options. */
 export function client(options = {}) {
   const http = params.url;
@@ -96,11 +117,11 @@ export function client(options = {}) {
     sse: `${http}/connection/sse`,
   }[params.transport];
   if (!endpoint) fail(`unknown transport ${params.transport}`);
+  const { websocket, eventsource, fetch } = params.origin ? fromOrigin(params.origin) : NODE;
   return new Centrifuge([{ transport: params.transport, endpoint }], {
-    // Node 20 has fetch and ReadableStream, but neither WebSocket nor EventSource.
-    websocket: WebSocket,
-    eventsource: EventSource,
-    fetch: globalThis.fetch,
+    websocket,
+    eventsource,
+    fetch,
     readableStream: globalThis.ReadableStream,
     emulationEndpoint: `${http}/emulation`,
     timeout: params.timeout_ms ?? 5000,
@@ -155,9 +176,13 @@ export const SUB_EVENTS = [
   'error',
 ];
 
-/** Connect `centrifuge`, recording its events as `who`; resolves with the connected context. */
-export async function connect(centrifuge, who) {
-  const events = new Recorder(centrifuge, who, CLIENT_EVENTS);
+/** The client events of server-side subscriptions. */
+export const SERVER_SUB_EVENTS = ['subscribing', 'subscribed', 'unsubscribed', 'publication'];
+
+/** Connect `centrifuge`, recording its events as `who` (also `extra` ones); resolves with
+ * the recorder and the connected context. */
+export async function connect(centrifuge, who, extra = []) {
+  const events = new Recorder(centrifuge, who, [...CLIENT_EVENTS, ...extra]);
   centrifuge.connect();
   const ctx = await events.next('connected');
   return { events, ctx };

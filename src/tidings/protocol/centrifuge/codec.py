@@ -73,6 +73,16 @@ def _from_json(msg: MessageType, value: Any, depth: int = 0) -> dict[str, Any]:
     return out
 
 
+# What each integer type holds (Centrifugo's JSON decoding refuses anything outside).
+_INT_RANGES = {
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "sint64": (-(2**63), 2**63 - 1),
+}
+
+
 def _json_value(type_: str, value: Any, depth: int) -> Any:
     if type_ == "bytes":
         return orjson.dumps(value)
@@ -84,11 +94,12 @@ def _json_value(type_: str, value: Any, depth: int) -> Any:
         if not isinstance(value, bool):
             raise DecodeError("expected true or false")
         return value
-    if type_ in ("uint32", "uint64", "int32", "int64", "sint64"):
+    bounds = _INT_RANGES.get(type_)
+    if bounds is not None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise DecodeError("expected an integer")
-        if type_.startswith("uint") and value < 0:
-            raise DecodeError("expected a non-negative integer")
+        if not bounds[0] <= value <= bounds[1]:
+            raise DecodeError(f"{type_} out of range")
         return value
     return _from_json(_SCHEMA[type_], value, depth + 1)
 
@@ -125,9 +136,12 @@ def _to_json(msg: MessageType, value: dict[str, Any]) -> dict[str, Any]:
         if item is None:
             continue
         fld = msg.by_name[key]
-        if (msg.name, key) in ALWAYS and fld.type in protobuf._SCALARS and not fld.repeated:
-            out[key] = item
-            continue
+        if (msg.name, key) in ALWAYS:
+            if fld.type in protobuf._SCALARS and not fld.repeated:
+                out[key] = item
+                continue
+        elif fld.repeated and not item:
+            continue  # empty lists and maps are zero values too
         if fld.map_value is not None:
             out[key] = {k: _json_out(fld.map_value, v) for k, v in item.items()}
         elif fld.repeated:
