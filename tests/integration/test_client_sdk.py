@@ -25,6 +25,7 @@ from centrifuge import (
     ClientState,
     ConnectedContext,
     ConnectingContext,
+    DeltaType,
     DisconnectedContext,
     ErrorContext,
     JoinContext,
@@ -71,6 +72,7 @@ SETTINGS: dict[str, Any] = {
         "small": {**OPEN, "history_size": 2},
         "closed": {},
         "dm": {"allow_user_limited_channels": True},
+        "deltas": {**OPEN, "allowed_delta_types": ["fossil"], "delta_publish": True},
     },
 }
 
@@ -576,3 +578,27 @@ async def test_invalid_connection_token_is_terminal(server: Server, use_protobuf
         gone = await mallory.events.next("disconnected")
         assert (gone.code, gone.reason) == (3500, "invalid token")
         assert mallory.client.state == ClientState.DISCONNECTED
+
+
+async def test_fossil_delta_publications(server: Server, use_protobuf: bool) -> None:
+    channel = "deltas:prices"
+    async with (
+        sdk(server, use_protobuf, "1") as delta_client,
+        sdk(server, use_protobuf, "2") as plain_client,
+    ):
+        await delta_client.connect()
+        await plain_client.connect()
+        _, delta_events = await delta_client.subscribe(channel, delta=DeltaType.FOSSIL)
+        _, plain_events = await plain_client.subscribe(channel)
+        doc = {"items": [{"id": i, "price": i * 1.5, "name": f"item {i}"} for i in range(40)]}
+        flags = []
+        for step in range(4):
+            doc["items"][step]["price"] = 1000 + step
+            await server_publish(server, channel, doc)
+            got = (await delta_events.next("publication")).pub
+            plain = (await plain_events.next("publication")).pub
+            assert value(got.data) == value(plain.data) == doc
+            assert not plain.delta
+            flags.append(got.delta)
+        # The first publication after subscribing is full, the following ones are deltas.
+        assert flags == [False, True, True, True]

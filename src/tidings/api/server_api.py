@@ -205,6 +205,7 @@ class ServerApi:
             is_json=payload[1],
             tags=tags,
             skip_history=bool(params.get("skip_history")),
+            delta=bool(params.get("delta")),
         )
         result = {"offset": pub.offset, "epoch": pub.epoch}
         if key:

@@ -55,6 +55,7 @@ class MemoryBroker(Broker):
         event: str | None = None,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
+        delta: bool = False,
     ) -> Publication:
         now = self._clock()
         stream = self._streams.get(channel)
@@ -65,6 +66,7 @@ class MemoryBroker(Broker):
         pub = Publication(
             channel, stream.offset, self.epoch, data, is_json, event, info=info, tags=tags
         )
+        pub.delta = delta
         if options.history_size > 0 and options.history_ttl > 0:
             history = stream.history
             history.append((now, pub))

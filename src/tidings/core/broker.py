@@ -69,6 +69,7 @@ class Broker(abc.ABC):
         event: str | None = None,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
+        delta: bool = False,
     ) -> Publication:
         """Append to the channel's stream (offset + 1), keep it in history within the
         namespace's size and TTL, and deliver it to every subscribed node."""

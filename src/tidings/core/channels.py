@@ -71,6 +71,7 @@ class ChannelOptions:
     allow_presence_for_anonymous: bool = False
     allow_user_limited_channels: bool = False
     allowed_delta_types: tuple[str, ...] = ()
+    delta_publish: bool = False
 
 
 class Namespaces:

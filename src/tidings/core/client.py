@@ -346,8 +346,16 @@ class Client:
 
     # hub subscriber
     def deliver(self, pub: Publication, data: bytes) -> None:
-        if pub.channel in self.subs:
-            self.transport.push(data)
+        sub = self.subs.get(pub.channel)
+        if sub is None:
+            return
+        if sub.delta:
+            # The first publication after subscribing is full; later ones may be deltas
+            # against the previous one, which this client then holds.
+            full, patch = self.transport.delta_formats
+            data = (patch if sub.delta_ready and pub.delta else full).encode(pub)
+            sub.delta_ready = True
+        self.transport.push(data)
 
     def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
         """Gaps are reported in subscribe replies (``recovered``), not as notices."""

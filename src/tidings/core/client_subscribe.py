@@ -126,6 +126,7 @@ async def _subscribe(
         or (bool(params.get("positioned")) and (opts.allow_positioning or history_access))
     )
     join_leave = opts.force_push_join_leave or (bool(params.get("join_leave")) and opts.join_leave)
+    delta = params.get("delta") == "fossil" and "fossil" in opts.allowed_delta_types
     node = client.node
     catchup = await node.begin_catchup(client, channel)
     try:
@@ -144,18 +145,20 @@ async def _subscribe(
                 if pubs is not None:
                     result["recovered"] = True
                     codec = client.transport.codec
-                    result["publications"] = [pub_dict(p, codec) for p in pubs]
+                    result["publications"] = [pub_dict(p, codec, delta_sub=delta) for p in pubs]
                     result["offset"] = params.get("offset", 0)
                     if pubs:
                         last = (pubs[-1].offset, pubs[-1].epoch)
         if expires_at:
             result["expires"] = True
             result["ttl"] = max(0, int(expires_at - time.time()))
+        if delta:
+            result["delta"] = True
     except BaseException:
         node.abort_catchup(channel, catchup)
         raise
     client.catchups[channel] = (catchup, last)
-    sub = Subscription(channel, join_leave, chan_info, expires_at, opts.presence)
+    sub = Subscription(channel, join_leave, chan_info, expires_at, opts.presence, delta=delta)
     client.subs[channel] = sub
     schedule_expiry(client, sub)
     if opts.presence:

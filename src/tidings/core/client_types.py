@@ -7,6 +7,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import Codec
 
@@ -28,6 +30,7 @@ class ClientTransport(Protocol):
     name: str
     codec: Codec
     formatter: Formatter  # encodes publication pushes, shared by connections alike
+    delta_formats: tuple[Formatter, Formatter]  # (full as string, fossil delta) pushes
     emulated: bool  # a disconnect is a push, not a WebSocket close frame
     unidirectional: bool
     closed: bool
@@ -66,6 +69,8 @@ class Subscription:
     expires_at: float = 0.0
     presence: bool = False
     timer: asyncio.TimerHandle | None = None
+    delta: bool = False  # fossil deltas negotiated
+    delta_ready: bool = False  # the client holds the previous payload: deltas may follow
 
 
 def info_dict(info: ClientInfo) -> dict[str, Any]:
@@ -77,9 +82,13 @@ def info_dict(info: ClientInfo) -> dict[str, Any]:
     return body
 
 
-def pub_dict(pub: Publication, codec: Codec) -> dict[str, Any]:
-    """A publication as the client protocol carries it."""
-    body: dict[str, Any] = {"data": codec.payload(pub.data, pub.is_json), "offset": pub.offset}
+def pub_dict(pub: Publication, codec: Codec, *, delta_sub: bool = False) -> dict[str, Any]:
+    """A publication as the client protocol carries it. On a delta subscription the JSON
+    encoding carries every payload as a JSON string (the SDKs parse it themselves)."""
+    data = codec.payload(pub.data, pub.is_json)
+    if delta_sub and not codec.binary:
+        data = orjson.dumps(data.decode("utf-8", "replace"))
+    body: dict[str, Any] = {"data": data, "offset": pub.offset}
     if pub.info is not None:
         body["info"] = info_dict(pub.info)
     if pub.tags:

@@ -94,6 +94,7 @@ class Node:
         self.users: dict[str, set[Client]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {}
         self.message_handler: MessageHandler | None = None
+        self._last_data: dict[str, tuple[bytes, bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         broker.set_handler(self)
 
@@ -131,6 +132,12 @@ class Node:
 
     # broker events
     def on_publication(self, pub: Publication) -> None:
+        opts = self.namespaces.options(pub.channel)
+        if opts.allowed_delta_types:
+            # Deltas are made against the channel's previous payload, in stream order.
+            pub.prev = self._last_data.get(pub.channel)
+            self._last_data[pub.channel] = (pub.data, pub.is_json)
+            pub.delta = pub.delta or opts.delta_publish
         self.hub.broadcast(pub)
 
     def on_channel_deleted(self, channel: str) -> None:
@@ -156,6 +163,7 @@ class Node:
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
+        delta: bool = False,
     ) -> tuple[Publication, int]:
         """Publish; return the publication and how many local subscribers it reached."""
         validate_channel(channel)
@@ -174,6 +182,7 @@ class Node:
             event=event,
             info=info,
             tags=tags,
+            delta=delta,
         )
         self.published += 1
         return pub, self.hub.count(channel)

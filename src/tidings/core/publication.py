@@ -47,6 +47,8 @@ class Publication:
     time: float = field(default_factory=time.time)
     info: ClientInfo | None = None
     tags: dict[str, str] | None = None
+    delta: bool = False  # published for delta delivery (fossil) to subscribers that asked
+    prev: tuple[bytes, bool] | None = None  # previous (data, is_json), where deltas are on
     encoded: dict[object, bytes] = field(default_factory=dict)
 
     @property

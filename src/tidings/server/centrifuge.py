@@ -11,6 +11,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from tidings.core.client import Client
 from tidings.core.client_types import pub_dict
 from tidings.core.hub import Formatter
@@ -18,6 +20,7 @@ from tidings.core.publication import Publication
 from tidings.exceptions import HttpError, WebSocketError
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
+from tidings.protocol.centrifuge.fossil import make_delta
 from tidings.protocol.http import Request
 from tidings.protocol.websocket import (
     CloseCode,
@@ -42,18 +45,30 @@ PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
 
 
 class PushFormat(Formatter):
-    """A publication push for one codec, framed for one transport."""
+    """A publication push for one codec, framed for one transport.
 
-    __slots__ = ("codec", "frame", "wrap")
+    ``mode``: "plain"; "full" (a delta subscription's full payload: a JSON string in the
+    JSON encoding); "delta" (a fossil delta against the channel's previous payload, or
+    the full payload when no smaller delta exists).
+    """
 
-    def __init__(self, codec: Codec, frame: Any, wrap: bool = True) -> None:
+    __slots__ = ("codec", "frame", "mode", "wrap")
+
+    def __init__(self, codec: Codec, frame: Any, wrap: bool = True, mode: str = "plain") -> None:
         self.codec = codec
         self.frame = frame
         self.wrap = wrap  # unidirectional transports send pushes without the Reply wrapper
+        self.mode = mode
 
     def build(self, pub: Publication) -> bytes:
         codec = self.codec
-        push = {"channel": pub.channel, "pub": pub_dict(pub, codec)}
+        body = pub_dict(pub, codec, delta_sub=self.mode != "plain")
+        if self.mode == "delta" and pub.prev is not None:
+            patch = _delta(codec, pub)
+            if patch is not None:
+                body["data"] = patch
+                body["delta"] = True
+        push = {"channel": pub.channel, "pub": body}
         if self.wrap:
             payload = codec.join([codec.encode_reply({"push": push})])
         else:
@@ -61,17 +76,52 @@ class PushFormat(Formatter):
         result: bytes = self.frame(payload)
         return result
 
+    def pair(self) -> tuple[PushFormat, PushFormat]:
+        """The formats of a delta subscription on the same codec and framing."""
+        return (
+            PushFormat(self.codec, self.frame, self.wrap, "full"),
+            PushFormat(self.codec, self.frame, self.wrap, "delta"),
+        )
+
+
+def _delta(codec: Codec, pub: Publication) -> bytes | None:
+    """The fossil delta from the previous payload to this one, as ``data`` carries it;
+    None when it wouldn't be smaller (or, in JSON, isn't valid UTF-8 text)."""
+    assert pub.prev is not None
+    old = codec.payload(*pub.prev)
+    new = codec.payload(pub.data, pub.is_json)
+    patch = make_delta(old, new)
+    if len(patch) >= len(new):
+        return None
+    if codec.binary:
+        return patch
+    try:
+        return orjson.dumps(patch.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
 
 WS_PUSH = {
     "json": PushFormat(JSON, text_frame),
     "protobuf": PushFormat(PROTOBUF, binary_frame),
 }
+# Each push format's delta pair, made once: formats are shared, and so are their encodings.
+DELTA_PAIRS: dict[Formatter, tuple[Formatter, Formatter]] = {}
+
+
+def register(fmt: PushFormat) -> PushFormat:
+    DELTA_PAIRS[fmt] = fmt.pair()
+    return fmt
+
+
+for _fmt in WS_PUSH.values():
+    register(_fmt)
 
 
 class ClientWebSocket(Outbox):
     """A bidirectional WebSocket connection speaking the client protocol."""
 
-    __slots__ = ("client", "codec", "formatter", "reader")
+    __slots__ = ("client", "codec", "delta_formats", "formatter", "reader")
 
     kind: ClassVar[str] = "client"
     name = "websocket"
@@ -88,6 +138,7 @@ class ClientWebSocket(Outbox):
         super().__init__(server, transport)
         self.codec = codec
         self.formatter: Formatter = formatter or WS_PUSH[codec.name]
+        self.delta_formats = DELTA_PAIRS[self.formatter]
         self.reader: WebSocketReader | None = None
         self.client = Client(server.node, self, server.client_options)
 

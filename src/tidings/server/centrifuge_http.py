@@ -21,7 +21,7 @@ from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
 from tidings.protocol.http import Request, chunk, response_head
 
-from .centrifuge import PushFormat
+from .centrifuge import DELTA_PAIRS, PushFormat, register
 from .outbox import Outbox
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ FRAMES: dict[str, tuple[Codec, Callable[[bytes], bytes]]] = {
     "uni_http_stream": (JSON, _json_line),
 }
 PUSH_FORMATS: dict[str, Formatter] = {
-    key: PushFormat(codec, frame, wrap=not key.startswith("uni_"))
+    key: register(PushFormat(codec, frame, wrap=not key.startswith("uni_")))
     for key, (codec, frame) in FRAMES.items()
 }
 
@@ -63,7 +63,7 @@ PUSH_FORMATS: dict[str, Formatter] = {
 class ClientHttpStream(Outbox):
     """One emulated connection: replies and pushes flow down a chunked response."""
 
-    __slots__ = ("client", "codec", "formatter", "frame", "name")
+    __slots__ = ("client", "codec", "delta_formats", "formatter", "frame", "name")
 
     kind: ClassVar[str] = "client"
     emulated = True
@@ -74,6 +74,7 @@ class ClientHttpStream(Outbox):
         self.name = key.partition("/")[0]
         self.codec, self.frame = FRAMES[key]
         self.formatter = PUSH_FORMATS[key]
+        self.delta_formats = DELTA_PAIRS[self.formatter]
         self.client = Client(server.node, self, server.client_options)
 
     def send(self, data: bytes) -> None:

@@ -21,7 +21,7 @@ from tidings.protocol.centrifuge.codec import _SCHEMA, JSON, DecodeError, _from_
 from tidings.protocol.http import Request, chunk, response_head
 from tidings.protocol.websocket import accept_response, check_handshake, text_frame
 
-from .centrifuge import ClientWebSocket, PushFormat
+from .centrifuge import ClientWebSocket, PushFormat, register
 from .centrifuge_http import NO_CACHE, ClientHttpStream
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ __all__ = ["ClientUniStream", "ClientUniWebSocket", "open_uni_stream", "open_uni
 
 log = logging.getLogger("tidings.server")
 
-UNI_WS_PUSH = PushFormat(JSON, text_frame, wrap=False)
+UNI_WS_PUSH = register(PushFormat(JSON, text_frame, wrap=False))
 
 
 def connect_request(data: bytes) -> dict[str, Any]:

@@ -94,8 +94,9 @@ def make_delta(source: bytes, target: bytes) -> bytes:
                 if count > best_count:
                     best_count, best_src, best_start = count, src - back, pos - back
         literal = best_start - base
-        cost = len(_int(literal)) + len(_int(best_count)) + len(_int(best_src)) + 3
-        if best_count and best_count >= cost:
+        if best_count and best_count >= (
+            len(_int(literal)) + len(_int(best_count)) + len(_int(best_src)) + 3
+        ):
             if literal:
                 out += _int(literal) + b":" + target[base:best_start]
             out += _int(best_count) + b"@" + _int(best_src) + b","
