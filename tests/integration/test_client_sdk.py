@@ -602,3 +602,17 @@ async def test_fossil_delta_publications(server: Server, use_protobuf: bool) -> 
             flags.append(got.delta)
         # The first publication after subscribing is full, the following ones are deltas.
         assert flags == [False, True, True, True]
+
+
+async def test_user_limited_channel_with_several_users(server: Server, use_protobuf: bool) -> None:
+    channel = "dm:dialog#42,43"
+    async with sdk(server, use_protobuf, "43") as listed, sdk(server, use_protobuf, "44") as other:
+        await listed.connect()
+        await other.connect()
+        _, events = await listed.subscribe(channel)
+        assert (await events.next("subscribed")).channel == channel
+        sub, other_events = other.subscription(channel)
+        await sub.subscribe()
+        with pytest.raises(SubscriptionUnsubscribedError):
+            await sub.ready()
+        assert (await other_events.next("unsubscribed")).code == 103

@@ -4,12 +4,16 @@ from tidings.core.channels import ChannelOptions, Namespaces, namespace_of, vali
 from tidings.exceptions import ConfigError, InvalidChannel
 
 
-@pytest.mark.parametrize("name", ["news", "chat:1", "a-b_c.d", "user@x/y=z!~", "$private", "dm#42"])
+@pytest.mark.parametrize(
+    "name", ["dialog#42,43", "news", "chat:1", "a-b_c.d", "user@x/y=z!~", "$private", "dm#42"]
+)
 def test_valid_names(name):
     assert validate_channel(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "a b", "a,b", "x" * 256, ":x", "x:", "ünï", "a\nb", "a?b"])
+@pytest.mark.parametrize(
+    "name", ["", "a b", "a;b", "a,b", "x" * 256, ":x", "x:", "ünï", "a\nb", "a?b"]
+)
 def test_invalid_names(name):
     with pytest.raises(InvalidChannel):
         validate_channel(name)

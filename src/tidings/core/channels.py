@@ -1,7 +1,8 @@
 """Channel names and the options each namespace gives its channels.
 
 A channel is ``namespace:name`` or just ``name`` (the default namespace). Names are at most
-255 characters of letters, digits and ``_ - . : @ / = ! ~ # $``; the namespace is the text
+255 characters of letters, digits and ``_ - . : @ / = ! ~ # $ ,`` (a comma only makes sense
+in user-limited channels such as ``dialog#42,43``: the simple endpoints use it to list channels); the namespace is the text
 before the first ``:``.
 """
 
@@ -16,7 +17,7 @@ from tidings.exceptions import ConfigError, InvalidChannel
 __all__ = ["ChannelOptions", "Namespaces", "namespace_of", "validate_channel"]
 
 MAX_CHANNEL_LENGTH = 255
-_ALLOWED = re.compile(r"[A-Za-z0-9_\-.:@/=!~#$]+")
+_ALLOWED = re.compile(r"[A-Za-z0-9_\-.:@/=!~#$,]+")
 
 
 def validate_channel(name: str) -> str:
@@ -26,7 +27,9 @@ def validate_channel(name: str) -> str:
     if len(name) > MAX_CHANNEL_LENGTH:
         raise InvalidChannel(f"channel name longer than {MAX_CHANNEL_LENGTH} characters")
     if not _ALLOWED.fullmatch(name):
-        raise InvalidChannel("channel name has characters outside A-Z a-z 0-9 _-.:@/=!~#$")
+        raise InvalidChannel("channel name has characters outside A-Z a-z 0-9 _-.:@/=!~#$,")
+    if "," in name and "#" not in name.split(",")[0]:
+        raise InvalidChannel("',' is only allowed in a user list after '#' (dialog#42,43)")
     if name.startswith(":") or name.endswith(":"):
         raise InvalidChannel("channel name can't start or end with ':'")
     return name

@@ -215,7 +215,8 @@ class Client:
             self.info = claims.info
             expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
             self.exp = float(expire_at or 0)
-            channels = [*claims.channels, *claims.subs]
+            # The token's ``subs`` (with per-channel options) win over its ``channels``.
+            channels = list(claims.subs) if claims.subs else list(claims.channels)
             if any(node.namespaces.find(ch) is None for ch in channels):
                 # Centrifugo refuses a token naming a channel of an unknown namespace.
                 raise ReplyError(codes.UNKNOWN_CHANNEL)
