@@ -1,9 +1,10 @@
 """Channel names and the options each namespace gives its channels.
 
-A channel is ``namespace:name`` or just ``name`` (the default namespace). Names are at most
-255 characters of letters, digits and ``_ - . : @ / = ! ~ # $ ,`` (a comma only makes sense
-in user-limited channels such as ``dialog#42,43``: the simple endpoints use it to list channels); the namespace is the text
-before the first ``:``.
+A channel is ``namespace:name`` or just ``name`` (the default namespace; a leading ``$``
+marks a private channel and is not part of the namespace). Names are at most 255
+characters of letters, digits and ``_ - . : @ / = ! ~ # $ ,``; a comma only in the user list
+of a user-limited channel (``dialog#42,43``), since the simple endpoints use it to list
+channels. The namespace is the text before the first ``:``.
 """
 
 from __future__ import annotations
