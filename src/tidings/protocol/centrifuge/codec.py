@@ -105,49 +105,31 @@ def _json_value(type_: str, value: Any, depth: int) -> Any:
 
 
 # Fields written even when zero, as Centrifugo's JSON does (the SDKs index them directly).
-ALWAYS = {
-    ("ClientInfo", "user"),
-    ("ClientInfo", "client"),
-    ("PresenceStatsResult", "num_clients"),
-    ("PresenceStatsResult", "num_users"),
-    ("PresenceResult", "presence"),
-    ("HistoryResult", "publications"),
-    ("HistoryResult", "epoch"),
-    ("HistoryResult", "offset"),
+# Fields written even when zero, as Centrifugo's JSON does (the SDKs index them directly),
+# with the zero value to write: message name -> field -> value.
+ALWAYS: dict[str, dict[str, Any]] = {
+    "ClientInfo": {"user": "", "client": ""},
+    "PresenceStatsResult": {"num_clients": 0, "num_users": 0},
+    "PresenceResult": {"presence": {}},
+    "HistoryResult": {"publications": [], "epoch": "", "offset": 0},
 }
 
 
 def _to_json(msg: MessageType, value: dict[str, Any]) -> dict[str, Any]:
-    """Prepare a reply for orjson: ``bytes`` fields are embedded as raw JSON."""
-    out: dict[str, Any] = {}
-    for name in ("ClientInfo", "PresenceStatsResult", "PresenceResult", "HistoryResult"):
-        if msg.name == name:
-            for owner, field_name in ALWAYS:
-                if owner == name and field_name not in value:
-                    fld = msg.by_name[field_name]
-                    out[field_name] = (
-                        {}
-                        if fld.map_value
-                        else []
-                        if fld.repeated
-                        else ("" if fld.type == "string" else 0)
-                    )
+    """Prepare a reply for orjson: zero values omitted (except ``ALWAYS``), ``bytes``
+    fields embedded as raw JSON."""
+    always = ALWAYS.get(msg.name, {})
+    out: dict[str, Any] = {k: v for k, v in always.items() if value.get(k) is None}
     for key, item in value.items():
         if item is None:
             continue
         fld = msg.by_name[key]
-        if (msg.name, key) in ALWAYS:
-            if fld.type in protobuf._SCALARS and not fld.repeated:
-                out[key] = item
-                continue
-        elif fld.repeated and not item:
-            continue  # empty lists and maps are zero values too
+        if not item and key not in always and (fld.repeated or fld.type in protobuf._SCALARS):
+            continue  # zero values (and empty lists and maps) are omitted
         if fld.map_value is not None:
             out[key] = {k: _json_out(fld.map_value, v) for k, v in item.items()}
         elif fld.repeated:
             out[key] = [_json_out(fld.type, v) for v in item]
-        elif fld.type in protobuf._SCALARS and not item:
-            continue  # zero values are omitted, as in Centrifugo's JSON
         else:
             out[key] = _json_out(fld.type, item)
     return out
