@@ -80,7 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames a counting subscriber lets queue before it reads (SO_RCVLOWAT; 8; 0: off)",
     )
     add("--sample", type=int, default=20, help="subscribers that parse frames for latency (20)")
-    add("--peer", action="append", choices=["websockets", "nchan"], default=[], help="compare")
+    add(
+        "--peer",
+        action="append",
+        choices=["websockets", "nchan"],
+        default=[],
+        help="also bench this server the same way, for ratios (repeatable)",
+    )
     add("--url", help="bench a running tidings server (loopback only) instead of starting one")
     add("--api-key", help="its publish key (default: $TIDINGS_API_KEY)")
     add("--server-pid", type=int, help="its process id, to measure RSS and CPU")

@@ -319,27 +319,24 @@ class Client:
 
     def disconnect(self, disconnect: codes.Disconnect) -> None:
         """Leave every channel, unregister and close the transport with ``disconnect``."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._expire_timer is not None:
-            self._expire_timer.cancel()
-        self._leave_all()
-        if self.connected:
-            self.node.unregister_client(self)
-        if not self.transport.closed:
+        if self._end() and not self.transport.closed:
             self.transport.close(disconnect)
 
     def transport_closed(self) -> None:
         """The connection went away under us."""
+        self._end()
+
+    def _end(self) -> bool:
+        """Leave every channel and unregister, once; False when already done."""
         if self.closed:
-            return
+            return False
         self.closed = True
         if self._expire_timer is not None:
             self._expire_timer.cancel()
         self._leave_all()
         if self.connected:
             self.node.unregister_client(self)
+        return True
 
     def _leave_all(self) -> None:
         for channel in list(self.subs):

@@ -118,10 +118,39 @@ for _fmt in WS_PUSH.values():
     register(_fmt)
 
 
-class ClientWebSocket(Outbox):
+class ClientConnection(Outbox):
+    """What every client-protocol transport shares: its ``Client``, codec and formats."""
+
+    __slots__ = ("client", "codec", "delta_formats", "formatter")
+
+    kind: ClassVar[str] = "client"
+    client: Client
+
+    def disconnect_for(self, reason: str) -> codes.Disconnect:
+        """The disconnect that says why the server ends the connection."""
+        return GOODBYES.get(reason, codes.SERVER_ERROR)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def unsubscribe_all(self) -> None:
+        self.client.transport_closed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.transport_closed()
+        super().connection_lost(exc)
+
+    def ping(self) -> None:
+        self.client.ping()
+
+
+GOODBYES = {"slow": codes.SLOW, "shutdown": codes.SHUTDOWN}
+
+
+class ClientWebSocket(ClientConnection):
     """A bidirectional WebSocket connection speaking the client protocol."""
 
-    __slots__ = ("client", "codec", "delta_formats", "formatter", "reader")
+    __slots__ = ("reader",)
 
     kind: ClassVar[str] = "client"
     name = "websocket"
@@ -185,29 +214,14 @@ class ClientWebSocket(Outbox):
             return
         self.client.feed(commands)
 
-    def eof_received(self) -> bool:
-        return False
-
     # Outbox
     def goodbye(self, reason: str) -> bytes:
-        disconnect = codes.SLOW if reason == "slow" else codes.SHUTDOWN
-        if reason == "error":
-            disconnect = codes.SERVER_ERROR
+        disconnect = self.disconnect_for(reason)
         return close_frame(disconnect.code, disconnect.reason)
 
     def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
         answered = self.reader is not None and self.reader.closed
         super().finish(last, wait_close=not answered)
-
-    def unsubscribe_all(self) -> None:
-        self.client.transport_closed()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.transport_closed()
-        super().connection_lost(exc)
-
-    def ping(self) -> None:
-        self.client.ping()
 
 
 def accept_client_websocket(

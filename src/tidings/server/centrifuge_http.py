@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from tidings.core.client import Client
 from tidings.core.hub import Formatter
@@ -21,8 +21,7 @@ from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
 from tidings.protocol.http import Request, chunk, response_head
 
-from .centrifuge import DELTA_PAIRS, PushFormat, register
-from .outbox import Outbox
+from .centrifuge import DELTA_PAIRS, ClientConnection, PushFormat, register
 
 if TYPE_CHECKING:
     from .server import Server
@@ -60,12 +59,10 @@ PUSH_FORMATS: dict[str, Formatter] = {
 }
 
 
-class ClientHttpStream(Outbox):
+class ClientHttpStream(ClientConnection):
     """One emulated connection: replies and pushes flow down a chunked response."""
 
-    __slots__ = ("client", "codec", "delta_formats", "formatter", "frame", "name")
-
-    kind: ClassVar[str] = "client"
+    __slots__ = ("frame", "name")
     emulated = True
     unidirectional = False
 
@@ -97,24 +94,10 @@ class ClientHttpStream(Outbox):
         return self.frame(codec.join([codec.encode_reply({"push": push})]))
 
     def goodbye(self, reason: str) -> bytes:
-        disconnect = codes.SLOW if reason == "slow" else codes.SHUTDOWN
-        return self._disconnect_push(disconnect) + chunk(b"")
+        return self._disconnect_push(self.disconnect_for(reason)) + chunk(b"")
 
     def data_received(self, data: bytes) -> None:
         """Nothing is read from a streaming request after its body."""
-
-    def eof_received(self) -> bool:
-        return False
-
-    def unsubscribe_all(self) -> None:
-        self.client.transport_closed()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.transport_closed()
-        super().connection_lost(exc)
-
-    def ping(self) -> None:
-        self.client.ping()
 
 
 def _start(

@@ -356,8 +356,7 @@ class HttpConnection(asyncio.Protocol):
         """``/connection/websocket`` (bidirectional) or ``/connection/uni_websocket``."""
         if request.method != "GET":
             raise HttpError(405, "method not allowed", [("Allow", "GET")])
-        if not origin_allowed(request, self.server.config.allowed_origins):
-            raise HttpError(403, "origin not allowed")
+        self.check_origin(request)
         transport = self.transport
         assert transport is not None
         conn: ClientWebSocket
@@ -365,12 +364,7 @@ class HttpConnection(asyncio.Protocol):
             conn = centrifuge_uni.open_uni_websocket(self.server, request, transport)
         else:
             conn = accept_client_websocket(self.server, request, transport)
-        self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        transport.set_protocol(conn)
-        self.server.replace(self, conn)
+        self.give_transport(conn)
         if self.parser.upgrade_data:
             conn.data_received(self.parser.upgrade_data)
 
@@ -391,10 +385,17 @@ class HttpConnection(asyncio.Protocol):
             conn = centrifuge_http.open_sse(self.server, request, transport, cors)
         else:
             conn = centrifuge_http.open_http_stream(self.server, request, transport, cors)
+        self.give_transport(conn)
+
+    def give_transport(self, conn: asyncio.Protocol) -> None:
+        """Hand the transport to the protocol object of a streaming connection; this HTTP
+        connection object is done (its parser and timers go with it)."""
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        transport = self.transport
+        assert transport is not None
         transport.set_protocol(conn)
         self.server.replace(self, conn)
 
@@ -427,15 +428,8 @@ class HttpConnection(asyncio.Protocol):
         return StreamSession(self.server, transport, formatter, channels)
 
     def hand_over(self, session: Session, resume: dict[str, Resume]) -> None:
-        """Give the transport to ``session``; this HTTP connection object is done."""
-        self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        transport = self.transport
-        assert transport is not None
-        transport.set_protocol(session)
-        self.server.replace(self, session)
+        """Give the transport to ``session`` and start its subscriptions."""
+        self.give_transport(session)
         leftover = self.parser.upgrade_data
         self.server.spawn(session.start(resume))
         if leftover and isinstance(session, WsSession):

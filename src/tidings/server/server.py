@@ -14,8 +14,7 @@ from tidings.brokers.memory import MemoryBroker
 from tidings.config import Config
 from tidings.core.node import Node
 
-from .centrifuge import ClientWebSocket
-from .centrifuge_http import ClientHttpStream
+from .centrifuge import ClientConnection
 from .formats import TemplateFormat
 from .http import HttpConnection
 from .outbox import Flusher
@@ -135,7 +134,7 @@ class Server:
         """Ping WebSocket clients (and cut off those that didn't answer the last ping);
         send SSE comments so proxies and browsers see the stream alive."""
         for conn in list(self.connections):
-            if isinstance(conn, WsSession | ClientWebSocket | ClientHttpStream) and not conn.closed:
+            if isinstance(conn, WsSession | ClientConnection) and not conn.closed:
                 conn.ping()
             elif isinstance(conn, SseSession) and not conn.closed:
                 conn.heartbeat()
