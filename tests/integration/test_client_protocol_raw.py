@@ -364,3 +364,18 @@ async def test_pong_without_ping(server: Server) -> None:
         await ws.send("{}")
         assert await closed_with(ws) == (3501, "bad request")
     await assert_serving(server)
+
+
+async def test_message_push_reaches_every_connection_of_a_user() -> None:
+    secret = "m" * 32
+    async with running_server(token_hmac_secret_key=secret) as server:
+        token = mint_token(secret, "42")
+        path = "/connection/websocket"
+        async with ws_connect(server, path) as a, ws_connect(server, path) as b:
+            for ws in (a, b):
+                await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+                assert "connect" in json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert server.node.send_message("42", b'{"hello":"you"}') == 2
+            for ws in (a, b):
+                push = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                assert push == {"push": {"message": {"data": {"hello": "you"}}}}

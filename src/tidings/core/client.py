@@ -195,6 +195,11 @@ class Client:
     def send_push(self, push: dict[str, Any]) -> None:
         self.reply({"push": push})
 
+    def send_message(self, data: bytes) -> None:
+        """An asynchronous message to this client (``message`` push; raw JSON in the JSON
+        encoding)."""
+        self.send_push({"message": {"data": data}})
+
     # connection
     async def cmd_connect(self, params: dict[str, Any]) -> dict[str, Any]:
         node, options = self.node, self.options

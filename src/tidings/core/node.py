@@ -122,6 +122,14 @@ class Node:
         self.clients[client.id] = client
         self.users.setdefault(client.user, set()).add(client)
 
+    def send_message(self, user: str, data: bytes) -> int:
+        """Send ``data`` as a ``message`` push to every connection of ``user`` on this node;
+        return how many got it."""
+        clients = list(self.users.get(user, ()))
+        for client in clients:
+            client.send_message(data)
+        return len(clients)
+
     def unregister_client(self, client: Client) -> None:
         self.clients.pop(client.id, None)
         users = self.users.get(client.user)
