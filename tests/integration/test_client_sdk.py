@@ -616,3 +616,22 @@ async def test_user_limited_channel_with_several_users(server: Server, use_proto
         with pytest.raises(SubscriptionUnsubscribedError):
             await sub.ready()
         assert (await other_events.next("unsubscribed")).code == 103
+
+
+async def test_subscription_token_override(server: Server, use_protobuf: bool) -> None:
+    async with sdk(server, use_protobuf) as alice:
+        client_id = (await alice.connect()).client
+        plain = mint_token(SECRET, "42", channel="$closed:a")
+        forced = mint_token(
+            SECRET,
+            "42",
+            channel="$closed:b",
+            override={"presence": {"value": True}, "force_recovery": {"value": True}},
+        )
+        _, events_a = await alice.subscribe("$closed:a", token=plain)
+        _, events_b = await alice.subscribe("$closed:b", token=forced)
+        assert not (await events_a.next("subscribed")).recoverable
+        assert (await events_b.next("subscribed")).recoverable
+        presence = server.node.presence_manager
+        assert await presence.presence("$closed:a") == {}
+        assert list(await presence.presence("$closed:b")) == [client_id]

@@ -252,6 +252,7 @@ class ServerApi:
                 chan_info=info[0] if info else None,
                 data=data[0] if data else None,
                 since=position,
+                override=params.get("override"),
             )
         return {}
 

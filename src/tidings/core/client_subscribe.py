@@ -19,7 +19,7 @@ from tidings.protocol.centrifuge import codes
 from .channels import ChannelOptions
 from .client_types import Subscription, pub_dict
 from .errors import DisconnectError, ReplyError
-from .permissions import channel_options, has_history_access, user_allowed
+from .permissions import apply_override, channel_options, has_history_access, user_allowed
 from .tokens import InvalidToken, TokenExpired
 
 if TYPE_CHECKING:
@@ -44,8 +44,9 @@ MAX_RECOVERED = 300  # more missed publications than this is not recovered (Cent
 
 def _check_subscribe_token(
     client: Client, channel: str, token: str, *, refreshing: bool = False
-) -> tuple[bytes | None, float]:
-    """Verify a subscription token; return its channel info and expiry time.
+) -> tuple[bytes | None, float, dict[str, Any]]:
+    """Verify a subscription token; return its channel info, expiry time and option
+    overrides.
 
     A bad token is error 103 when subscribing but a disconnect (3500) on sub_refresh."""
     verifier = client.node.token_verifier
@@ -64,7 +65,7 @@ def _check_subscribe_token(
         log.info("client %s: subscription token for another channel or user", client.id)
         raise DisconnectError(codes.INVALID_TOKEN)
     expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
-    return claims.info, float(expire_at or 0)
+    return claims.info, float(expire_at or 0), claims.override
 
 
 async def subscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
@@ -89,9 +90,10 @@ async def subscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     if private and not token:
         raise ReplyError(codes.PERMISSION_DENIED)
     if token:
-        chan_info, expires_at = _check_subscribe_token(client, channel, token)
+        chan_info, expires_at, override = _check_subscribe_token(client, channel, token)
         if expires_at and expires_at <= time.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
+        opts = apply_override(opts, override)
     elif user_limited:
         if not user_allowed(client, channel):
             raise ReplyError(codes.PERMISSION_DENIED)
@@ -296,7 +298,7 @@ async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
         raise ReplyError(codes.PERMISSION_DENIED)
     if not token:
         raise ReplyError(codes.BAD_REQUEST)
-    chan_info, expires_at = _check_subscribe_token(client, channel, token, refreshing=True)
+    chan_info, expires_at, _ = _check_subscribe_token(client, channel, token, refreshing=True)
     if expires_at and expires_at <= time.time():
         raise ReplyError(codes.TOKEN_EXPIRED)
     sub.expires_at = expires_at
@@ -316,12 +318,14 @@ async def server_subscribe(
     chan_info: bytes | None = None,
     data: bytes | None = None,
     since: tuple[int, str] | None = None,
+    override: Any = None,
 ) -> bool:
     """Subscribe on the server's initiative (server API) and tell the client with a
     ``subscribe`` push; False when the channel is unknown or already subscribed."""
     opts = client.node.namespaces.find(channel)
     if opts is None or channel in client.subs or client.closed or not client.connected:
         return False
+    opts = apply_override(opts, override)
     params: dict[str, Any] = {"recoverable": True, "positioned": True}
     if since is not None:
         params.update(recover=True, offset=since[0], epoch=since[1])

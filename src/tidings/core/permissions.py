@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import InvalidChannel
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from .client import Client
 
 __all__ = [
+    "apply_override",
     "channel_options",
     "has_history_access",
     "may_subscribe_without_token",
@@ -63,3 +65,25 @@ def may_subscribe_without_token(client: Client, channel: str) -> bool:
     return opts.allow_subscribe_for_client and (
         client.user != "" or opts.allow_subscribe_for_anonymous
     )
+
+
+OVERRIDABLE = (
+    "presence",
+    "join_leave",
+    "force_push_join_leave",
+    "force_recovery",
+    "force_positioning",
+)
+
+
+def apply_override(opts: ChannelOptions, override: Any) -> ChannelOptions:
+    """Channel options changed for one subscription by a subscription token's (or the
+    server API's) ``override``: ``{"presence": {"value": true}, ...}``."""
+    if not isinstance(override, dict):
+        return opts
+    changes = {}
+    for name in OVERRIDABLE:
+        item = override.get(name)
+        if isinstance(item, dict) and isinstance(item.get("value"), bool):
+            changes[name] = item["value"]
+    return replace(opts, **changes) if changes else opts
