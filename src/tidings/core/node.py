@@ -249,7 +249,8 @@ class Node:
         return last
 
     def abort_catchup(self, channel: str, catchup: Catchup) -> None:
-        self._drop(channel, catchup)
+        """Give up a catch-up (the subscribe failed or the client went away)."""
+        self.unsubscribe(catchup, channel)
 
     async def _replay(self, sub: Subscriber, channel: str, resume: Resume) -> tuple[int, str]:
         """Deliver history per ``resume``; return the last position delivered (or the top)."""
@@ -290,18 +291,12 @@ class Node:
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         """Remove ``sub`` from ``channel``; the broker unsubscribe runs in the background."""
-        self._drop(channel, sub)
-
-    def _drop(self, channel: str, sub: Subscriber) -> None:
         if self.hub.remove(channel, sub):
-            self._background(self._broker_unsubscribe(channel))
+            self.spawn(self._broker_unsubscribe(channel))
 
     async def _broker_unsubscribe(self, channel: str) -> None:
         if channel not in self.hub:
             await self.broker.unsubscribe(channel)
-
-    def _background(self, coro: Any) -> None:
-        self.spawn(coro)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the node holds on to (the loop keeps only weak ones);

@@ -431,7 +431,7 @@ class HttpConnection(asyncio.Protocol):
         """Give the transport to ``session`` and start its subscriptions."""
         self.give_transport(session)
         leftover = self.parser.upgrade_data
-        self.server.spawn(session.start(resume))
+        self.server.node.spawn(session.start(resume))
         if leftover and isinstance(session, WsSession):
             session.data_received(leftover)
 

@@ -6,8 +6,6 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from collections.abc import Coroutine
-from typing import Any
 
 from tidings.api.server_api import ServerApi
 from tidings.brokers.memory import MemoryBroker
@@ -52,7 +50,6 @@ class Server:
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flusher: Flusher | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -96,13 +93,6 @@ class Server:
 
     async def serve_forever(self) -> None:
         await self._closed.wait()
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``coro`` as a task the server holds on to (the loop keeps only weak ones)."""
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # connection registry
     def admit(self, conn: HttpConnection) -> bool:
