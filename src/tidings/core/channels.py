@@ -76,6 +76,10 @@ class ChannelOptions:
     allow_user_limited_channels: bool = False
     allowed_delta_types: tuple[str, ...] = ()
     delta_publish: bool = False
+    # The simple endpoints (/ws, /sse, /stream, /lp) subscribe without any credentials.
+    # True for channels without a namespace and of unconfigured namespaces (the zero-config
+    # hub); a configured namespace is closed to them unless it says so.
+    simple_subscribe: bool = True
 
 
 class Namespaces:
@@ -99,7 +103,7 @@ class Namespaces:
             unknown = set(opts) - known
             if unknown:
                 raise ConfigError(f"namespace {name!r}: unknown options {sorted(unknown)}")
-            named[str(name)] = _options(base, opts)
+            named[str(name)] = _options(base, {"simple_subscribe": False, **opts})
         return cls(base, named)
 
     def options(self, channel: str) -> ChannelOptions:

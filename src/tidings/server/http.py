@@ -319,7 +319,9 @@ class HttpConnection(asyncio.Protocol):
             raise HttpError(405, "method not allowed", [("Allow", "GET, OPTIONS")])
         if not origin_allowed(request, config.allowed_origins):
             raise HttpError(403, "origin not allowed")
-        sub = parse_subscribe(request, rest, config.max_channels_per_connection)
+        sub = parse_subscribe(
+            request, rest, config.max_channels_per_connection, self.server.node.namespaces
+        )
         cors = cors_headers(request, config.allowed_origins)
         if transport_name == "lp":
             self.longpoll(sub.channels, sub.raw, cors, sub.resume)

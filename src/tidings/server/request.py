@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tidings.core.channels import validate_channel
+from tidings.core.channels import Namespaces, validate_channel
 from tidings.core.node import Resume
 from tidings.exceptions import HttpError, InvalidChannel, InvalidPosition
 from tidings.protocol.http import Request
@@ -23,7 +23,7 @@ class SubscribeRequest:
     raw: bool
 
 
-def parse_channels(text: str, limit: int) -> list[str]:
+def parse_channels(text: str, limit: int, namespaces: Namespaces | None = None) -> list[str]:
     """Channels from a path segment: ``news,chat:1``. Raises ``HttpError`` (400, or 403
     for channels that need a token)."""
     names: list[str] = []
@@ -32,9 +32,13 @@ def parse_channels(text: str, limit: int) -> list[str]:
             validate_channel(name)
         except InvalidChannel as exc:
             raise HttpError(400, f"bad channel name: {exc}") from None
-        if name.startswith("$") or "#" in name:
-            # Private ($) and user-limited (#) channels need the client protocol's
-            # authentication; the simple endpoints have none.
+        if (
+            name.startswith("$")
+            or "#" in name
+            or (namespaces is not None and not namespaces.options(name).simple_subscribe)
+        ):
+            # Private ($) and user-limited (#) channels, and namespaces that don't open
+            # themselves to the simple endpoints, need the client protocol's authentication.
             raise HttpError(403, "this channel needs a token: use /connection/websocket")
         if name not in names:
             names.append(name)
@@ -43,9 +47,11 @@ def parse_channels(text: str, limit: int) -> list[str]:
     return names
 
 
-def parse_subscribe(request: Request, rest: str, limit: int) -> SubscribeRequest:
+def parse_subscribe(
+    request: Request, rest: str, limit: int, namespaces: Namespaces | None = None
+) -> SubscribeRequest:
     """Parse ``/<transport>/<channels>?...``; ``rest`` is the path after the prefix."""
-    channels = parse_channels(rest, limit)
+    channels = parse_channels(rest, limit, namespaces)
     query = request.query
     mode = query.get("format", "envelope")
     if mode not in ("envelope", "raw"):
