@@ -37,8 +37,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
+# Branch coverage is reported (in-process code; the CLI and bench run in subprocesses).
 test: system-deps js-deps lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
