@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import ssl
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -24,6 +25,40 @@ from tidings.testing import TIMEOUT
 
 API_KEY = "test-key"
 AUTH = {"X-API-Key": API_KEY}
+
+# Client-protocol channel options an application typically opens to its logged-in users.
+OPEN_NAMESPACE: dict[str, Any] = {
+    "allow_subscribe_for_client": True,
+    "allow_publish_for_subscriber": True,
+    "allow_history_for_subscriber": True,
+    "allow_presence_for_subscriber": True,
+    "presence": True,
+    "join_leave": True,
+    "force_recovery": True,
+}
+
+
+class Recorder:
+    """SDK events, a queue per kind."""
+
+    def __init__(self) -> None:
+        self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+
+    def put(self, kind: str, ctx: Any) -> None:
+        self.queues[kind].put_nowait(ctx)
+
+    async def next(self, kind: str, where: Callable[[Any], bool] = lambda _: True) -> Any:
+        """The next event of ``kind`` that satisfies ``where`` (others are skipped)."""
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                ctx = await self.queues[kind].get()
+                if where(ctx):
+                    return ctx
+
+    def waiting(self, kind: str) -> list[Any]:
+        """Events of ``kind`` received and not yet taken."""
+        queue = self.queues[kind]
+        return [queue.get_nowait() for _ in range(queue.qsize())]
 
 
 # Building an SSL context costs ~20 ms, and httpx builds one per client even for plain HTTP.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_helpers import OPEN_NAMESPACE
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -36,15 +37,7 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 SCENARIOS = JS_DIR / "scenarios"
 SECRET = "tidings-js-sdk-tests-hmac-secret-0123456789"
 
-OPEN = {
-    "allow_subscribe_for_client": True,
-    "allow_publish_for_subscriber": True,
-    "allow_history_for_subscriber": True,
-    "allow_presence_for_subscriber": True,
-    "presence": True,
-    "join_leave": True,
-    "force_recovery": True,
-}
+OPEN = OPEN_NAMESPACE
 SETTINGS: dict[str, Any] = {
     "token_hmac_secret_key": SECRET,
     "default_namespace": OPEN,

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import json
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +43,7 @@ from centrifuge import (
     SubscriptionUnsubscribedError,
     UnsubscribedContext,
 )
+from integration_helpers import OPEN_NAMESPACE, Recorder
 
 from tidings.core.client_commands import RpcError
 from tidings.core.publication import ClientInfo as CallerInfo
@@ -55,16 +55,7 @@ SECRET = "tidings-sdk-tests-hmac-secret-0123456789"
 # Short-lived tokens: ``exp`` has whole seconds, so this leaves 2-3 s to connect and subscribe.
 SHORT_TTL = 3
 
-# What an application typically opens to its logged-in users.
-OPEN = {
-    "allow_subscribe_for_client": True,
-    "allow_publish_for_subscriber": True,
-    "allow_history_for_subscriber": True,
-    "allow_presence_for_subscriber": True,
-    "presence": True,
-    "join_leave": True,
-    "force_recovery": True,
-}
+OPEN = OPEN_NAMESPACE
 SETTINGS: dict[str, Any] = {
     "token_hmac_secret_key": SECRET,
     "default_namespace": OPEN,
@@ -86,29 +77,6 @@ pytestmark = [
 async def server() -> AsyncIterator[Server]:
     async with running_server(**SETTINGS) as srv:
         yield srv
-
-
-class Recorder:
-    """Events of one client or subscription, a queue per kind."""
-
-    def __init__(self) -> None:
-        self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-
-    def put(self, kind: str, ctx: Any) -> None:
-        self.queues[kind].put_nowait(ctx)
-
-    async def next(self, kind: str, where: Callable[[Any], bool] = lambda _: True) -> Any:
-        """The next event of ``kind`` that satisfies ``where`` (others are skipped)."""
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                ctx = await self.queues[kind].get()
-                if where(ctx):
-                    return ctx
-
-    def waiting(self, kind: str) -> list[Any]:
-        """Events of ``kind`` received and not yet taken."""
-        queue = self.queues[kind]
-        return [queue.get_nowait() for _ in range(queue.qsize())]
 
 
 class ClientEvents(ClientEventHandler):

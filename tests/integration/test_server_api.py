@@ -11,7 +11,6 @@ import asyncio
 import base64
 import json
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from cent import (
 )
 from cent import Client as SyncClient
 from centrifuge import Client, ClientEventHandler, ClientState, SubscriptionEventHandler
-from integration_helpers import http_client, publish, ws_connect, ws_json
+from integration_helpers import Recorder, http_client, publish, ws_connect, ws_json
 
 from tidings import Publisher
 from tidings.core.tokens import mint_token
@@ -82,27 +81,6 @@ async def api(server: Server) -> AsyncIterator[AsyncClient]:
 
 
 # SDK clients
-
-
-class Recorder:
-    """Events, a queue per kind."""
-
-    def __init__(self) -> None:
-        self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-
-    def put(self, kind: str, ctx: Any) -> None:
-        self.queues[kind].put_nowait(ctx)
-
-    async def next(self, kind: str, where: Callable[[Any], bool] = lambda _: True) -> Any:
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                ctx = await self.queues[kind].get()
-                if where(ctx):
-                    return ctx
-
-    def waiting(self, kind: str) -> list[Any]:
-        queue = self.queues[kind]
-        return [queue.get_nowait() for _ in range(queue.qsize())]
 
 
 def _recording(base: type, kinds: list[str]) -> type:
