@@ -17,7 +17,6 @@ from tidings.core.client import Client
 from tidings.core.client_types import pub_dict
 from tidings.core.hub import Formatter
 from tidings.core.publication import Publication
-from tidings.exceptions import HttpError, WebSocketError
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
 from tidings.protocol.centrifuge.fossil import make_delta
@@ -27,12 +26,12 @@ from tidings.protocol.websocket import (
     WebSocketReader,
     accept_response,
     binary_frame,
-    check_handshake,
     close_frame,
     text_frame,
 )
 
 from .outbox import Outbox
+from .request import websocket_key
 
 if TYPE_CHECKING:
     from .server import Server
@@ -228,10 +227,7 @@ def accept_client_websocket(
     server: Server, request: Request, transport: asyncio.Transport
 ) -> ClientWebSocket:
     """Complete the handshake of ``/connection/websocket``; raises ``HttpError``."""
-    try:
-        key = check_handshake(request)
-    except WebSocketError as exc:
-        raise HttpError(400, str(exc)) from None
+    key = websocket_key(request)
     offered = [p.strip() for p in request.header("sec-websocket-protocol").split(",")]
     # An empty or unknown Sec-WebSocket-Protocol means JSON (older SDKs send an empty one).
     if PROTOBUF_SUBPROTOCOL in offered:

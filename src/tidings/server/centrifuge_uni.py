@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from tidings.exceptions import HttpError, WebSocketError
+from tidings.exceptions import HttpError
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import _SCHEMA, JSON, DecodeError, _from_json
 from tidings.protocol.http import Request, chunk, response_head
-from tidings.protocol.websocket import accept_response, check_handshake, text_frame
+from tidings.protocol.websocket import accept_response, text_frame
 
 from .centrifuge import ClientWebSocket, PushFormat, register
 from .centrifuge_http import NO_CACHE, ClientHttpStream
+from .request import websocket_key
 
 if TYPE_CHECKING:
     from .server import Server
@@ -87,10 +88,7 @@ class ClientUniStream(ClientHttpStream):
 def open_uni_websocket(
     server: Server, request: Request, transport: asyncio.Transport
 ) -> ClientUniWebSocket:
-    try:
-        key = check_handshake(request)
-    except WebSocketError as exc:
-        raise HttpError(400, str(exc)) from None
+    key = websocket_key(request)
     transport.write(accept_response(key))
     conn = ClientUniWebSocket(server, transport)
     if "cf_connect" in request.query:

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import orjson
 
 from tidings.core.node import Resume
-from tidings.exceptions import HttpError, WebSocketError
+from tidings.exceptions import HttpError
 from tidings.protocol.http import Request, RequestParser, chunk, response_head, simple_response
 from tidings.protocol.sse import sse_comment, sse_retry
-from tidings.protocol.websocket import accept_response, check_handshake
+from tidings.protocol.websocket import accept_response
 
 from . import centrifuge_http, centrifuge_uni, handlers
 from .centrifuge import ClientWebSocket, accept_client_websocket
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .longpoll import LongPoll
-from .request import cors_headers, origin_allowed, parse_subscribe
+from .request import cors_headers, origin_allowed, parse_subscribe, websocket_key
 from .sessions import Session, SseSession, StreamSession, WsSession
 
 if TYPE_CHECKING:
@@ -330,13 +330,7 @@ class HttpConnection(asyncio.Protocol):
         assert transport is not None
         session: Session
         if transport_name == "ws":
-            try:
-                key = check_handshake(request)
-            except WebSocketError as exc:
-                if "Version" in str(exc):
-                    self.respond(426, b"", [("Sec-WebSocket-Version", "13")])
-                    return
-                raise HttpError(400, str(exc)) from None
+            key = websocket_key(request)
             # An empty Sec-WebSocket-Protocol is accepted and not echoed.
             transport.write(accept_response(key))
             session = WsSession(self.server, transport, WS_FORMATS[sub.raw], sub.channels)

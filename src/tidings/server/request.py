@@ -7,11 +7,18 @@ from urllib.parse import urlsplit
 
 from tidings.core.channels import Namespaces, validate_channel
 from tidings.core.node import Resume
-from tidings.exceptions import HttpError, InvalidChannel, InvalidPosition
+from tidings.exceptions import HttpError, InvalidChannel, InvalidPosition, WebSocketError
 from tidings.protocol.http import Request
 from tidings.protocol.positions import parse_positions, parse_since
+from tidings.protocol.websocket import check_handshake
 
-__all__ = ["SubscribeRequest", "cors_headers", "origin_allowed", "parse_subscribe"]
+__all__ = [
+    "SubscribeRequest",
+    "cors_headers",
+    "origin_allowed",
+    "parse_subscribe",
+    "websocket_key",
+]
 
 MAX_LAST = 10000
 
@@ -104,3 +111,14 @@ def cors_headers(request: Request, allowed: list[str]) -> list[tuple[str, str]]:
         ("Vary", "Origin"),
         ("Access-Control-Expose-Headers", "ETag, X-Tidings-Gap"),
     ]
+
+
+def websocket_key(request: Request) -> str:
+    """The ``Sec-WebSocket-Key`` of a valid opening handshake; raises ``HttpError``: 426
+    with the version we speak for another protocol version (RFC 6455 §4.4), else 400."""
+    try:
+        return check_handshake(request)
+    except WebSocketError as exc:
+        if "Version" in str(exc):
+            raise HttpError(426, str(exc), [("Sec-WebSocket-Version", "13")]) from None
+        raise HttpError(400, str(exc)) from None

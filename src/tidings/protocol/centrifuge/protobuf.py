@@ -10,6 +10,7 @@ length as a varint ("varint-delimited").
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -208,41 +209,44 @@ def _convert(type_: str, raw: Any, depth: int) -> Any:
     return _decode(type_, raw, depth + 1)
 
 
+def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, raw value) of each field; fixed-size values are skipped
+    (None): no field of ours has one."""
+    view = memoryview(data)
+    pos, end = 0, len(view)
+    while pos < end:
+        key, pos = _read_varint(view, pos, end)
+        wire = key & 7
+        raw: Any = None
+        if wire == VARINT:
+            raw, pos = _read_varint(view, pos, end)
+        elif wire == LEN:
+            length, pos = _read_varint(view, pos, end)
+            raw = view[pos : pos + length]
+            pos += length
+        elif wire == I64:
+            pos += 8
+        elif wire == I32:
+            pos += 4
+        else:
+            raise ProtobufError(f"unknown wire type {wire}")
+        if pos > end:
+            raise ProtobufError("truncated field")
+        yield key >> 3, wire, raw
+
+
 def _decode(name: str, data: bytes | memoryview, depth: int = 0) -> dict[str, Any]:
     if depth > MAX_DEPTH:
         raise ProtobufError("message nested too deeply")
     msg = _SCHEMA[name]
     result: dict[str, Any] = {}
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _read_varint(data, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == VARINT:
-            raw: Any
-            raw, pos = _read_varint(data, pos, end)
-        elif wire == LEN:
-            length, pos = _read_varint(data, pos, end)
-            if pos + length > end:
-                raise ProtobufError("truncated field")
-            raw = memoryview(data)[pos : pos + length]
-            pos += length
-        elif wire == I64:
-            pos += 8
-            raw = None
-        elif wire == I32:
-            pos += 4
-            raw = None
-        else:
-            raise ProtobufError(f"unknown wire type {wire}")
-        if pos > end:
-            raise ProtobufError("truncated field")
+    for number, wire, raw in _fields(data):
         fld = msg.by_number.get(number)
         if fld is None or raw is None:
             continue  # unknown field: skipped (proto3 rules)
-        expected = LEN if fld.repeated or fld.type not in _SCALARS else _SCALARS[fld.type]
-        if fld.repeated and fld.map_value is None and fld.type in _SCALARS:
-            expected = _SCALARS[fld.type]
-        if wire != expected:
+        # Repeated scalars are never packed in our schema: one value per field, as usual.
+        scalar = fld.map_value is None and fld.type in _SCALARS
+        if wire != (_SCALARS[fld.type] if scalar else LEN):
             raise ProtobufError(f"field {fld.name}: wrong wire type")
         if fld.map_value is not None:
             entry = _decode_map_entry(fld, raw, depth)
@@ -258,20 +262,8 @@ def _decode_map_entry(fld: Field, raw: memoryview, depth: int) -> tuple[Any, Any
     assert fld.map_value is not None
     key: Any = "" if fld.type == "string" else 0
     value: Any = None
-    pos, end = 0, len(raw)
-    while pos < end:
-        tag, pos = _read_varint(raw, pos, end)
-        number, wire = tag >> 3, tag & 7
-        if wire == VARINT:
-            item: Any
-            item, pos = _read_varint(raw, pos, end)
-        elif wire == LEN:
-            length, pos = _read_varint(raw, pos, end)
-            if pos + length > end:
-                raise ProtobufError("truncated map entry")
-            item = raw[pos : pos + length]
-            pos += length
-        else:
+    for number, wire, item in _fields(raw):
+        if wire not in (VARINT, LEN):
             raise ProtobufError("bad map entry")
         if number == 1:
             key = _convert(fld.type, item, depth)
