@@ -671,3 +671,17 @@ async def test_pub_endpoint_api_and_publisher_share_one_stream(
             (2, "api"),
             (3, "publisher"),
         ]
+
+
+async def test_malformed_positions_are_bad_requests(server: Server) -> None:
+    async with http_client(server) as client:
+        for body in (
+            {"channel": "news", "limit": 1, "since": {"offset": "x"}},
+            {"channel": "news", "limit": 1, "since": {"offset": -1}},
+            {"channel": "news", "limit": 1, "since": {"offset": 1, "epoch": 5}},
+        ):
+            response = await client.post(
+                f"{server.url}/api/history", json=body, headers={"X-API-Key": API_KEY}
+            )
+            assert response.status_code == 200
+            assert response.json()["error"]["code"] == 107

@@ -25,7 +25,9 @@ def test_empty_epoch_is_kept_empty():
     assert parse_positions("news:5:") == {"news": (5, "")}
 
 
-@pytest.mark.parametrize("text", ["news", "news:x:ab", ":1:ab", "news:-1:ab", "a:1:b,,"])
+@pytest.mark.parametrize(
+    "text", ["news", "news:x:ab", ":1:ab", "news:-1:ab", "a:1:b,,", "news:\u00b2:ab"]
+)
 def test_malformed_positions_raise(text):
     with pytest.raises(InvalidPosition):
         parse_positions(text)
@@ -47,7 +49,7 @@ def test_since_per_channel():
     }
 
 
-@pytest.mark.parametrize("text", ["x", "news:", "news:1a", ":5"])
+@pytest.mark.parametrize("text", ["x", "news:", "news:1a", ":5", "\u00b2", "news:\u00b3"])
 def test_since_malformed(text):
     with pytest.raises(InvalidPosition):
         parse_since(text, ["news"])

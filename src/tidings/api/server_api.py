@@ -84,6 +84,16 @@ def _json_or_b64(params: dict[str, Any], name: str) -> tuple[bytes, bool] | None
     return orjson.dumps(params[name]), True
 
 
+def _position(since: dict[str, Any]) -> tuple[int, str]:
+    """A ``{"offset", "epoch"}`` stream position from a request; 107 when malformed."""
+    offset, epoch = since.get("offset", 0), since.get("epoch", "")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise BAD_REQUEST
+    if not isinstance(epoch, str):
+        raise BAD_REQUEST
+    return offset, epoch
+
+
 class ServerApi:
     """Runs server API methods against a node."""
 
@@ -244,7 +254,7 @@ class ServerApi:
         since = params.get("recover_since")
         position = None
         if isinstance(since, dict):
-            position = (int(since.get("offset", 0)), str(since.get("epoch", "")))
+            position = _position(since)
         for client in self._clients(params):
             await client_subscribe.server_subscribe(
                 client,
@@ -330,11 +340,10 @@ class ServerApi:
         since = params.get("since")
         since_offset = None
         if isinstance(since, dict):
+            since_offset, epoch = _position(since)
             top = (await broker.history(channel, limit=0)).position
-            epoch = since.get("epoch", "")
             if epoch and epoch != top.epoch:
                 raise ApiError(codes.UNRECOVERABLE_POSITION)
-            since_offset = int(since.get("offset", 0))
         if since_offset is not None and reverse:
             result = await broker.history(channel)
             older = [p for p in result.publications if p.offset < since_offset]

@@ -113,7 +113,7 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
+        if length.isascii() and length.isdigit() and int(length) > self.max_body:
             raise HttpError(413, "Content Too Large")
         if self._headers.get("expect", "").lower() == "100-continue":
             self.expect_continue = self._parser.get_http_version() == "1.1"

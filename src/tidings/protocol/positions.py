@@ -26,7 +26,7 @@ def format_positions(positions: dict[str, tuple[int, str]]) -> str:
 
 
 def _offset(text: str) -> int:
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise InvalidPosition("offset must be a non-negative integer")
     return int(text)
 
@@ -59,7 +59,7 @@ def parse_since(text: str, channels: list[str]) -> dict[str, tuple[int, str]]:
     text = text.strip()
     if len(text) > MAX_POSITION_TEXT:
         raise InvalidPosition("position too long")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         offset = _offset(text)
         return dict.fromkeys(channels, (offset, ""))
     result: dict[str, tuple[int, str]] = {}

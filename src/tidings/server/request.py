@@ -80,7 +80,7 @@ def parse_subscribe(
         raise HttpError(400, f"bad position: {exc}") from None
     if "last" in query:
         last = query["last"]
-        if not last.isdigit() or int(last) > MAX_LAST:
+        if not (last.isascii() and last.isdigit()) or int(last) > MAX_LAST:
             raise HttpError(400, f"last must be an integer from 0 to {MAX_LAST}")
         for ch in channels:
             resume.setdefault(ch, Resume(last=int(last)))
