@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 
 from tidings.testing import TIMEOUT
 
@@ -32,98 +34,65 @@ async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_serve_publish_subscribe_and_sigterm():
-    server = await asyncio.create_subprocess_exec(
-        *CLI,
-        "serve",
-        "--port",
-        "0",
-        "--log-level",
-        "warning",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+def spawn(*args: str) -> Awaitable[asyncio.subprocess.Process]:
+    """``tidings <args>`` with its output piped."""
+    return asyncio.create_subprocess_exec(
+        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+
+
+@asynccontextmanager
+async def running(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A ``tidings`` process, killed on the way out if it is still running."""
+    proc = await spawn(*args)
     try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_publish_subscribe_and_sigterm():
+    async with running("serve", "--port", "0", "--log-level", "warning") as server:
+        assert server.stdout is not None
         url = (await read_until(server.stdout, r"serving on (http://\S+)")).group(1)
-        key = (await read_until(server.stdout, r"API key \(generated for this run\): (\S+)")).group(
-            1
-        )
+        generated = r"API key \(generated for this run\): (\S+)"
+        key = (await read_until(server.stdout, generated)).group(1)
 
         # --since 0 makes delivery certain whether the subscriber connects before or after
         # the publication: live, or from history.
-        sub = await asyncio.create_subprocess_exec(
-            *CLI,
-            "subscribe",
-            "news",
-            "--url",
-            url,
-            "--raw",
-            "--since",
-            "0",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
+        async with running("subscribe", "news", "--url", url, "--raw", "--since", "0") as sub:
+            assert sub.stdout is not None
             env = {**os.environ, "TIDINGS_API_KEY": key}
             code, out, err = await run("publish", "news", '{"text":"hello"}', "--url", url, env=env)
             assert code == 0, err
             assert re.search(r"news offset 1 epoch \S+ -> [01] subscriber", out)
             line = await read_until(sub.stdout, r"hello")
             assert line.string.strip() == '{"text":"hello"}'
-        finally:
-            sub.kill()
-            await sub.wait()
 
         code, _, err = await run("publish", "news", "x", "--url", url, "--api-key", "wrong")
         assert code == 1 and "API key" in err
 
         server.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(server.wait(), TIMEOUT) == 0
-    finally:
-        if server.returncode is None:
-            server.kill()
-            await server.wait()
 
 
 async def test_subscribe_since_replays_history():
-    server = await asyncio.create_subprocess_exec(
-        *CLI,
-        "serve",
-        "--port",
-        "0",
-        "--api-key",
-        "k",
-        "--log-level",
-        "warning",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    serve = ("serve", "--port", "0", "--api-key", "k", "--log-level", "warning")
+    async with running(*serve) as server:
+        assert server.stdout is not None
         url = (await read_until(server.stdout, r"serving on (http://\S+)")).group(1)
         env = {**os.environ, "TIDINGS_API_KEY": "k"}
         for text in ("one", "two", "three"):
             assert (await run("publish", "log", text, "--url", url, env=env))[0] == 0
-        sub = await asyncio.create_subprocess_exec(
-            *CLI,
-            "subscribe",
-            "log",
-            "--url",
-            url,
-            "--since",
-            "1",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
+        async with running("subscribe", "log", "--url", url, "--since", "1") as sub:
+            assert sub.stdout is not None
             first = await read_until(sub.stdout, r'"offset":(\d+).*"data":"(\w+)"')
             second = await read_until(sub.stdout, r'"offset":(\d+).*"data":"(\w+)"')
             assert [first.groups(), second.groups()] == [("2", "two"), ("3", "three")]
-        finally:
-            sub.kill()
-            await sub.wait()
-    finally:
         server.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(server.wait(), TIMEOUT)
+        assert await asyncio.wait_for(server.wait(), TIMEOUT) == 0
 
 
 async def test_bad_configuration_exits_2(tmp_path):
