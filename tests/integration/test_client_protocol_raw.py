@@ -379,3 +379,20 @@ async def test_message_push_reaches_every_connection_of_a_user() -> None:
             for ws in (a, b):
                 push = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
                 assert push == {"push": {"message": {"data": {"hello": "you"}}}}
+
+
+async def test_too_many_queued_commands_is_3013() -> None:
+    from tidings.core.client import MAX_QUEUED_COMMANDS
+
+    big = {"max_message_bytes": 1 << 20, "token_hmac_secret_key": SECRET}
+    async with running_server(default_namespace=CHANNELS, **big) as server:
+        async with raw(server) as ws:
+            await send(ws, connect_cmd(mint_token(SECRET, "42")))
+            await reply(ws, 1)
+            # One frame (allowed by the large message limit) with more commands than a
+            # connection may queue.
+            flood = [{"id": n, "presence_stats": {"channel": "room"}} for n in range(2, 2000)]
+            assert len(flood) > MAX_QUEUED_COMMANDS
+            await send(ws, *flood)
+            assert (await closed_with(ws))[0] == 3013
+        await assert_serving(server)

@@ -51,6 +51,8 @@ METHODS = (
 )
 
 
+MAX_QUEUED_COMMANDS = 1024
+
 # How a command error reaches a unidirectional client, which has no replies.
 UNI_ERRORS = {
     codes.TOKEN_EXPIRED.code: codes.CONNECTION_EXPIRED,
@@ -106,8 +108,13 @@ class Client:
 
     # input
     def feed(self, commands: list[dict[str, Any]]) -> None:
-        """Queue decoded commands; they run in order."""
+        """Queue decoded commands; they run in order. A client that queues more than
+        ``MAX_QUEUED_COMMANDS`` unanswered commands is cut off (3013)."""
         if self.closed:
+            return
+        if len(self._inbox) + len(commands) > MAX_QUEUED_COMMANDS:
+            log.info("client %s: too many queued commands", self.id)
+            self.disconnect(codes.TOO_MANY_REQUESTS_DISCONNECT)
             return
         self._inbox.extend(commands)
         if not self._busy:
