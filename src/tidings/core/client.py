@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import uuid
 from collections import deque
@@ -82,6 +83,7 @@ class Client:
         "info",
         "node",
         "options",
+        "session",
         "subs",
         "transport",
         "user",
@@ -93,6 +95,9 @@ class Client:
         self.options = options
         self.formatter = transport.formatter
         self.id = str(uuid.uuid4())
+        # The session addresses /emulation requests. It is not the client id, which other
+        # clients may learn (presence, publication info): only this connection knows it.
+        self.session = secrets.token_urlsafe(18)
         self.user = ""
         self.info: bytes | None = None
         self.exp = 0.0
@@ -247,7 +252,7 @@ class Client:
             "pong": not self.transport.unidirectional,
         }
         if self.transport.emulated or self.transport.unidirectional:
-            result["session"] = self.id
+            result["session"] = self.session
             result["node"] = node.id
         self.set_expiry(result)
         requested = params.get("subs", {})

@@ -91,6 +91,7 @@ class Node:
         self.started = time.time()
         self.published = 0
         self.clients: dict[str, Client] = {}
+        self.sessions: dict[str, Client] = {}  # by the session secret of emulated transports
         self.users: dict[str, set[Client]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {}
         self.message_handler: MessageHandler | None = None
@@ -120,6 +121,7 @@ class Node:
     # client registry
     def register_client(self, client: Client) -> None:
         self.clients[client.id] = client
+        self.sessions[client.session] = client
         self.users.setdefault(client.user, set()).add(client)
 
     def send_message(self, user: str, data: bytes) -> int:
@@ -132,6 +134,7 @@ class Node:
 
     def unregister_client(self, client: Client) -> None:
         self.clients.pop(client.id, None)
+        self.sessions.pop(client.session, None)
         users = self.users.get(client.user)
         if users is not None:
             users.discard(client)

@@ -3,7 +3,8 @@ and ``/emulation``.
 
 Both streams carry server-to-client frames in one long response; the client sends its
 other commands with ``POST /emulation`` (``{"node", "session", "data"}``), which this node
-routes to the connection whose session id matches (the session is the client id). Being
+routes to the connection whose session matches (a secret of the connection, not its client
+id, which other clients may see). Being
 emulated, a disconnect travels as a ``disconnect`` push before the stream ends.
 """
 
@@ -163,7 +164,7 @@ def emulation(server: Server, request: Request) -> tuple[int, bytes, list[tuple[
         raise HttpError(400, "bad emulation request") from None
     if req.get("node") and req["node"] != server.node.id:
         raise HttpError(404, "unknown node")
-    client = server.node.clients.get(req.get("session", ""))
+    client = server.node.sessions.get(req.get("session", ""))
     if client is None or not client.transport.emulated:
         raise HttpError(404, "unknown session")
     client.feed(commands)
