@@ -217,26 +217,24 @@ async def _read_sse(lines: Lines) -> None:
         lines.ended.set()
 
 
-async def _read_lines(lines: Lines) -> None:
+async def _pump(lines: Lines, items: AsyncIterator[Any]) -> None:
+    """Queue what the response yields, then the end marker."""
     try:
-        async for line in lines.response.aiter_lines():
-            lines.queue.put_nowait(line)
+        async for item in items:
+            lines.queue.put_nowait(item)
     except httpx.HTTPError:
         pass
     finally:
         lines.queue.put_nowait(_END)
         lines.ended.set()
+
+
+async def _read_lines(lines: Lines) -> None:
+    await _pump(lines, lines.response.aiter_lines())
 
 
 async def _read_chunks(lines: Lines) -> None:
-    try:
-        async for part in lines.response.aiter_bytes():
-            lines.queue.put_nowait(part)
-    except httpx.HTTPError:
-        pass
-    finally:
-        lines.queue.put_nowait(_END)
-        lines.ended.set()
+    await _pump(lines, lines.response.aiter_bytes())
 
 
 @asynccontextmanager

@@ -78,7 +78,8 @@ class Hub:
         if groups is None:
             return False
         group = groups.get(sub.formatter)
-        if group is not None and group.pop(sub, 0) is None:
+        if group is not None and sub in group:
+            del group[sub]
             if not group:
                 del groups[sub.formatter]
             if not groups:

@@ -91,9 +91,6 @@ class Server:
         self._heartbeat = self._loop.call_later(config.ping_interval, self._beat)
         log.info("tidings listening on %s", self.url)
 
-    async def serve_forever(self) -> None:
-        await self._closed.wait()
-
     # connection registry
     def admit(self, conn: HttpConnection) -> bool:
         """Register a new connection; False when the connection limit is reached."""
