@@ -47,8 +47,12 @@ class Config:
     sse_retry_ms: int = 2000
     shutdown_timeout: float = 5.0
     reuse_port: bool = False
+    broker: str = "memory"
     history_size: int = 100
     history_ttl: float = 600.0
+    history_meta_ttl: float = 86400.0
+    recovery_max_publications: int = 300
+    presence_ttl: float = 60.0
     # client protocol (Centrifugo-compatible)
     token_hmac_secret_key: str = ""
     token_rsa_public_key: str = ""
@@ -58,6 +62,7 @@ class Config:
     client_insecure: bool = False
     allow_anonymous_connect_without_token: bool = False
     client_max_channels: int = 128
+    client_connect_timeout: float = 10.0
     default_namespace: dict[str, Any] = field(default_factory=dict)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -69,7 +74,11 @@ class Config:
             raise ConfigError("default_namespace must be a table of channel options")
         if "namespaces" in self.default_namespace:
             raise ConfigError("default_namespace can't hold namespaces")
-        history = {"history_size": self.history_size, "history_ttl": self.history_ttl}
+        history = {
+            "history_size": self.history_size,
+            "history_ttl": self.history_ttl,
+            "history_meta_ttl": self.history_meta_ttl,
+        }
         default = Namespaces.from_mapping({**history, **self.default_namespace}).default
         # A namespace has its own options only (as in Centrifugo, where the options of
         # channels without a namespace are not inherited): what [default_namespace]
@@ -92,6 +101,7 @@ class Config:
             insecure=self.client_insecure,
             allow_anonymous_connect_without_token=self.allow_anonymous_connect_without_token,
             max_channels=self.client_max_channels,
+            connect_timeout=self.client_connect_timeout,
         )
 
     def message_templates(self) -> dict[str, MessageTemplate]:

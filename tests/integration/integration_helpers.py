@@ -108,7 +108,7 @@ async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
 
 async def subscribed(server: Server, channel: str, count: int = 1) -> None:
     """Wait until ``channel`` has at least ``count`` local subscribers on the server."""
-    await until(lambda: server.node.hub.count(channel) >= count, f"{count} on {channel}")
+    await until(lambda: server.app.node.hub.count(channel) >= count, f"{count} on {channel}")
 
 
 # WebSocket

@@ -415,7 +415,7 @@ async def test_bad_frames_get_close_codes(
         assert await read_close(reader) == code
         # The server closes the TCP connection after the close frame.
         assert await read_to_eof(reader) == b""
-    await until(lambda: server.node.hub.count("frames") == 0, "the bad peer unsubscribed")
+    await until(lambda: server.app.node.hub.count("frames") == 0, "the bad peer unsubscribed")
 
 
 async def test_oversized_message_with_websockets_client(server: Server, bystander: None) -> None:

@@ -27,9 +27,9 @@ from integration_helpers import OPEN_NAMESPACE
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from tidings.core.client_commands import RpcError
 from tidings.core.publication import ClientInfo as CallerInfo
 from tidings.core.tokens import mint_token
+from tidings.exceptions import RpcError
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
@@ -184,8 +184,8 @@ def token(user: str, ttl: float = 3600) -> str:
 
 
 async def server_publish(server: Server, channel: str, value: Any) -> int:
-    pub, _ = await server.node.publish(channel, json.dumps(value).encode())
-    return pub.offset
+    done = await server.app.node.publish(channel, json.dumps(value).encode())
+    return done.position.offset
 
 
 async def test_connect_subscribe_publish(server: Server, transport: str, protocol: str) -> None:
@@ -200,7 +200,7 @@ async def test_connect_subscribe_publish(server: Server, transport: str, protoco
     ) as js:
         connected = await js.next("client")
         assert connected["transport"] == transport
-        assert server.node.clients[connected["client"]].user == "42"
+        assert server.app.node.clients[connected["client"]].user == "42"
         subscribed = await js.next("subscribed")
         assert subscribed["recoverable"]  # force_recovery
         assert subscribed["streamPosition"]["offset"] == 0
@@ -300,7 +300,7 @@ async def test_recovery_after_dropped_connection(
         await js.next("publication")
 
         # Cut the TCP connection from the server side, without a close frame or push.
-        server.node.clients[client_id].transport.transport.abort()  # type: ignore[attr-defined]
+        server.app.node.clients[client_id].transport.transport.abort()  # type: ignore[attr-defined]
         lost = await js.next("connecting", lambda e: e["code"] != 0)  # 0: connect() called
         assert lost["code"] == 1  # transport closed
         await js.next("reconnecting")  # held until told to go on
@@ -322,7 +322,7 @@ async def test_recovery_after_dropped_connection(
 
 
 async def test_connection_token_refresh(server: Server, transport: str, protocol: str) -> None:
-    server.client_options.expired_grace = 0.5  # Centrifugo's expired_close_delay, shortened
+    server.app.client_options.expired_grace = 0.5  # Centrifugo's expired_close_delay, shortened
     short = token("42", ttl=2)
     async with scenario(
         server,
@@ -349,7 +349,7 @@ async def test_connection_token_refresh(server: Server, transport: str, protocol
             "connecting": [0],  # only connect() itself: the connection was never lost
             "disconnected": 0,
         }
-        assert server.node.clients[client_id].exp > time.time() + 3000
+        assert server.app.node.clients[client_id].exp > time.time() + 3000
         js.send({"finish": True})
         await js.finish()
         assert sorted(e["who"] for e in js.all("get_token")) == ["control", "late", "refreshing"]
@@ -367,9 +367,9 @@ async def test_rpc_and_send(server: Server, transport: str, protocol: str) -> No
     async def on_message(caller: CallerInfo, data: bytes) -> None:
         messages.put_nowait((caller.user, data))
 
-    server.node.on_rpc("echo", echo)
-    server.node.on_rpc("fail", fail)
-    server.node.on_message(on_message)
+    server.app.node.on_rpc("echo", echo)
+    server.app.node.on_rpc("fail", fail)
+    server.app.node.on_message(on_message)
     async with scenario(server, "rpc", transport, protocol, token=token("42")) as js:
         assert (await js.next("echo"))["data"] == {"echo": {"x": [1, 2]}, "user": "42"}
         assert (await js.next("missing"))["code"] == 104
@@ -411,7 +411,7 @@ async def test_pings_and_pongs(transport: str, protocol: str) -> None:
         client_id = (await js.next("client"))["client"]
         # Four pings answered take longer than the SDK's deadline without pings.
         assert await asyncio.wait_for(control_without_pongs(server, 4), TIMEOUT) == 3012
-        assert client_id in server.node.clients
+        assert client_id in server.app.node.clients
         js.send({"report": True})
         alice = await js.next("alice")
         assert (alice["state"], alice["connecting"], alice["errors"]) == ("connected", [0], [])
@@ -429,7 +429,7 @@ async def test_allowed_origins(transport: str, protocol: str, origin: str, allow
 
     settings = {**SETTINGS, "allowed_origins": ["http://app.example"]}
     async with running_server(**settings) as server:
-        server.node.on_rpc("echo", echo)
+        server.app.node.on_rpc("echo", echo)
         async with scenario(
             server, "origin", transport, protocol, token=token("42"), origin=origin, allowed=allowed
         ) as js:
@@ -440,13 +440,13 @@ async def test_allowed_origins(transport: str, protocol: str, origin: str, allow
                 assert error["type"] == "transport"
             await js.finish()
         if not allowed:
-            assert not server.node.clients  # never connected
+            assert not server.app.node.clients  # never connected
 
 
 async def test_private_channels_and_subscription_tokens(
     server: Server, transport: str, protocol: str
 ) -> None:
-    server.client_options.expired_grace = 0.5
+    server.app.client_options.expired_grace = 0.5
     sub_tokens = [
         mint_token(SECRET, "42", channel="$secret", ttl=2),  # refreshed by getToken
         mint_token(SECRET, "42", channel="$secret"),
@@ -477,7 +477,7 @@ async def test_private_channels_and_subscription_tokens(
             "subscribing": [0],
             "unsubscribed": 0,
         }
-        client = next(iter(server.node.clients.values()))
+        client = next(iter(server.app.node.clients.values()))
         assert client.subs["$secret"].expires_at > time.time() + 3000
         js.send({"finish": True})
         await js.finish()
@@ -486,8 +486,8 @@ async def test_private_channels_and_subscription_tokens(
 
 async def test_get_state(server: Server, transport: str, protocol: str) -> None:
     for n in range(1, 4):
-        pub, _ = await server.node.publish("feed", json.dumps({"n": n}).encode())
-    epoch = pub.epoch
+        done = await server.app.node.publish("feed", json.dumps({"n": n}).encode())
+    epoch = done.position.epoch
     positions = [
         {"offset": 1, "epoch": "not-the-epoch"},  # refused: the SDK asks for a new state
         {"offset": 1, "epoch": epoch},

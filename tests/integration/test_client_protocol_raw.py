@@ -100,7 +100,7 @@ async def assert_serving(server: Server) -> None:
         )
         got = await replies(ws, 2)
         assert "connect" in got[1] and "subscribe" in got[2], got
-        await server.node.publish("alive", b'{"still":"here"}')
+        await server.app.node.publish("alive", b'{"still":"here"}')
         while True:
             pushes = [r["push"] for r in await frame(ws) if "push" in r]
             if pushes:
@@ -123,7 +123,7 @@ async def test_several_commands_in_one_frame(server: Server) -> None:
             {"id": 6, "rpc": {"method": "nope"}},
         )
         got = await replies(ws, 6)
-        assert got[1]["connect"]["client"] in server.node.clients
+        assert got[1]["connect"]["client"] in server.app.node.clients
         assert got[1]["connect"]["pong"] is True
         assert got[2] == {"id": 2, "subscribe": {}}
         assert got[3] == {"id": 3, "publish": {}}
@@ -375,7 +375,7 @@ async def test_message_push_reaches_every_connection_of_a_user() -> None:
             for ws in (a, b):
                 await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
                 assert "connect" in json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-            assert server.node.send_message("42", b'{"hello":"you"}') == 2
+            assert server.app.node.send_message("42", b'{"hello":"you"}') == 2
             for ws in (a, b):
                 push = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
                 assert push == {"push": {"message": {"data": {"hello": "you"}}}}

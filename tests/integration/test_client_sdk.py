@@ -45,9 +45,9 @@ from centrifuge import (
 )
 from integration_helpers import OPEN_NAMESPACE, Recorder
 
-from tidings.core.client_commands import RpcError
 from tidings.core.publication import ClientInfo as CallerInfo
 from tidings.core.tokens import mint_token
+from tidings.exceptions import RpcError
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
@@ -210,8 +210,8 @@ async def sdk(
 
 
 async def server_publish(server: Server, channel: str, value: Any) -> int:
-    pub, _ = await server.node.publish(channel, json.dumps(value).encode())
-    return pub.offset
+    done = await server.app.node.publish(channel, json.dumps(value).encode())
+    return done.position.offset
 
 
 async def test_connect_subscribe_publish(server: Server, use_protobuf: bool) -> None:
@@ -219,7 +219,7 @@ async def test_connect_subscribe_publish(server: Server, use_protobuf: bool) -> 
     async with sdk(server, use_protobuf, token=token) as alice:
         connected = await alice.connect()
         assert connected.version
-        assert server.node.clients[connected.client].user == "42"
+        assert server.app.node.clients[connected.client].user == "42"
         sub, events = await alice.subscribe("news")
         subscribed = await events.next("subscribed")
         assert subscribed.channel == "news"
@@ -354,7 +354,7 @@ async def test_join_and_leave(server: Server, use_protobuf: bool) -> None:
 
 async def drop(server: Server, sdk: Sdk) -> None:
     """Cut the SDK's TCP connection from the server side, without a close frame."""
-    conn = server.node.clients[sdk.client.client_id].transport
+    conn = server.app.node.clients[sdk.client.client_id].transport
     conn.transport.abort()  # type: ignore[attr-defined]
     ctx = await sdk.events.next("connecting", lambda ctx: ctx.code != 0)
     assert ctx.code == 1  # transport closed: the SDK will reconnect
@@ -403,7 +403,7 @@ async def test_recovery_after_dropped_connection(
 
 
 async def test_connection_token_refresh(server: Server, use_protobuf: bool) -> None:
-    server.client_options.expired_grace = 0.2  # Centrifugo's expired_close_delay, shortened
+    server.app.client_options.expired_grace = 0.2  # Centrifugo's expired_close_delay, shortened
     short = mint_token(SECRET, "42", ttl=SHORT_TTL)
     calls = 0
 
@@ -428,7 +428,7 @@ async def test_connection_token_refresh(server: Server, use_protobuf: bool) -> N
         assert refreshing.client.state == ClientState.CONNECTED
         # Only the first connect (code 0): the connection was never lost.
         assert [ctx.code for ctx in refreshing.events.waiting("connecting")] == [0]
-        assert server.node.clients[client_id].exp > time.time() + 3000
+        assert server.app.node.clients[client_id].exp > time.time() + 3000
         await sub.publish(refreshing.body({"still": "here"}))
         assert value((await events.next("publication")).pub.data) == {"still": "here"}
 
@@ -436,7 +436,7 @@ async def test_connection_token_refresh(server: Server, use_protobuf: bool) -> N
 async def test_private_channel_subscription_token_and_refresh(
     server: Server, use_protobuf: bool
 ) -> None:
-    server.client_options.expired_grace = 0.2
+    server.app.client_options.expired_grace = 0.2
     asked: list[str] = []
 
     async def sub_token(channel: str) -> str:
@@ -464,7 +464,7 @@ async def test_private_channel_subscription_token_and_refresh(
 
         assert asked == ["$secret", "$secret"]
         assert sub.state == SubscriptionState.SUBSCRIBED
-        assert server.node.clients[client_id].subs["$secret"].expires_at > time.time() + 3000
+        assert server.app.node.clients[client_id].subs["$secret"].expires_at > time.time() + 3000
         await server_publish(server, "$secret", {"for": "42"})
         assert value((await events.next("publication")).pub.data) == {"for": "42"}
         # The refreshed token's info is the channel info from now on.
@@ -492,8 +492,8 @@ async def test_rpc(server: Server, use_protobuf: bool) -> None:
     async def fail(caller: CallerInfo, data: bytes) -> bytes:
         raise RpcError(4001, "not today")
 
-    server.node.on_rpc("echo", echo)
-    server.node.on_rpc("fail", fail)
+    server.app.node.on_rpc("echo", echo)
+    server.app.node.on_rpc("fail", fail)
     async with sdk(server, use_protobuf, "42") as alice:
         await alice.connect()
         result = await alice.client.rpc("echo", alice.body({"x": [1, 2]}))
@@ -600,6 +600,6 @@ async def test_subscription_token_override(server: Server, use_protobuf: bool) -
         _, events_b = await alice.subscribe("$closed:b", token=forced)
         assert not (await events_a.next("subscribed")).recoverable
         assert (await events_b.next("subscribed")).recoverable
-        presence = server.node.presence_manager
+        presence = server.app.node.presence_manager
         assert await presence.presence("$closed:a") == {}
         assert list(await presence.presence("$closed:b")) == [client_id]

@@ -149,7 +149,7 @@ async def uni(server: Server, transport: str, request: Any) -> AsyncIterator[Any
 def check_connect(push: Any, server: Server, ping: int = 25) -> dict[str, Any]:
     assert set(push) == {"connect"}, push
     connect: dict[str, Any] = push["connect"]
-    assert connect["client"] in server.node.clients
+    assert connect["client"] in server.app.node.clients
     assert connect["session"]
     assert connect["version"]
     assert connect["ping"] == ping
@@ -168,7 +168,7 @@ async def test_uni_websocket_connect(server: Server, how: str) -> None:
         if how == "message":
             await ws.send(json.dumps(request))
         connect = check_connect(await ws_json(ws), server)
-        assert server.node.clients[connect["client"]].user == "u1"
+        assert server.app.node.clients[connect["client"]].user == "u1"
         assert set(connect["subs"]) == {"news", "alerts"}
         news = connect["subs"]["news"]
         assert news["recoverable"] and news["positioned"] and news["epoch"]
@@ -204,7 +204,7 @@ async def test_uni_sse_without_cf_connect_is_an_empty_request() -> None:
         uni_http(srv, "uni_sse", None, method="GET") as pushes,
     ):
         connect = check_connect(await pushes.next(), srv)
-        assert srv.node.clients[connect["client"]].user == ""
+        assert srv.app.node.clients[connect["client"]].user == ""
         assert "subs" not in connect
     # Where credentials are required, the empty request is refused.
     async with (
@@ -277,7 +277,7 @@ async def test_server_api_subscribe_and_unsubscribe(server: Server) -> None:
             "channel": "extra",
             "unsubscribe": {"code": 2000, "reason": "server unsubscribe"},
         }
-        assert server.node.hub.count("extra") == 0
+        assert server.app.node.hub.count("extra") == 0
 
 
 # refusals
@@ -307,7 +307,7 @@ async def test_refused_token(
             if code < 3500:
                 disconnect["reconnect"] = True
             assert await pushes.rest() == [{"disconnect": disconnect}]
-    assert server.node.clients == {}
+    assert server.app.node.clients == {}
 
 
 @pytest.mark.parametrize("how", ["message", "query"])
@@ -329,7 +329,7 @@ async def test_uni_http_malformed_connect(server: Server, body: str) -> None:
             assert resp.status_code == 400, path
         resp = await c.get("/connection/uni_sse", params={"cf_connect": body})
         assert resp.status_code == 400
-    assert server.node.clients == {}
+    assert server.app.node.clients == {}
 
 
 # pings and shutdown
@@ -373,4 +373,4 @@ async def test_shutdown_ends_every_uni_connection() -> None:
         assert await sse.rest() == [shutdown]
         assert await stream.rest() == [shutdown]
         await asyncio.wait_for(closing, TIMEOUT)
-        assert srv.node.clients == {}
+        assert srv.app.node.clients == {}

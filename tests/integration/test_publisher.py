@@ -10,6 +10,7 @@ import pytest
 import websockets
 
 from tidings import Publisher
+from tidings.core.broker import HistoryQuery
 from tidings.exceptions import PublishError, Unauthorized
 from tidings.testing import TIMEOUT
 
@@ -41,7 +42,7 @@ async def test_async_publish_and_raw_json_text(server):
     async with Publisher(server.url, server.config.api_key) as pub:
         a = await pub.apublish("raw", '{"already": "json"}', raw=True)
         b = await pub.apublish("raw", '{"kept": "as text"}')
-    history = await server.node.broker.history("raw")
+    history = await server.app.node.history("raw", HistoryQuery())
     assert [(p.is_json, p.data) for p in history.publications] == [
         (True, b'{"already": "json"}'),
         (False, b'{"kept": "as text"}'),

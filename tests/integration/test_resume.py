@@ -173,9 +173,12 @@ async def test_sse_browser_style_resume_on_several_channels(server: Server) -> N
             ("rb", "b3"),
         ]
         assert [m["data"] for m in got if m["channel"] == "rb"] == ["b2", "b3"]
-        epoch = got[0]["epoch"]
+        epochs = {m["channel"]: m["epoch"] for m in got}
         assert sub.source.last_id is not None
-        assert set(sub.source.last_id.split(",")) == {f"ra:2:{epoch}", f"rb:3:{epoch}"}
+        assert set(sub.source.last_id.split(",")) == {
+            f"ra:2:{epochs['ra']}",
+            f"rb:3:{epochs['rb']}",
+        }
 
 
 @pytest.mark.parametrize("kind", STREAMING)
@@ -209,7 +212,8 @@ async def test_gap_after_history_was_deleted(kind: str, server: Server) -> None:
     async with subscribe(kind, server, f"wiped?last_event_id={first['id']}") as sub:
         notice = await sub.next()
         assert notice["notice"] == "gap"
-        assert notice["reason"] == "history"
+        # Deleting drops the stream: the next one is a new epoch (broker contract, point 2).
+        assert notice["reason"] == "epoch" and notice["epoch"] != first["epoch"]
         assert notice["expected"] == 2
         await subscribed(server, "wiped")
         after = await publish(server, "wiped", 3)
@@ -313,10 +317,14 @@ async def test_longpoll_gap_after_delete(server: Server, client: httpx.AsyncClie
     resp = await client.get("/lp/lpd", params={"last_event_id": first["id"]})
     assert resp.headers["x-tidings-gap"] == "1"
     body = resp.json()
-    assert body["notices"][0]["reason"] == "history"
+    assert body["notices"][0]["reason"] == "epoch"
     assert body["messages"] == []
-    # The id still points at the top of the stream so the next poll waits for new messages.
-    assert body["id"] == f"lpd:2:{first['epoch']}"
+    # The id points at the top of the new stream so the next poll gets what comes next.
+    new_epoch = body["notices"][0]["epoch"]
+    assert new_epoch != first["epoch"] and body["id"] == f"lpd:0:{new_epoch}"
+    await publish(server, "lpd", 3)
+    resp = await client.get("/lp/lpd", headers={"If-None-Match": resp.headers["etag"]})
+    assert [m["data"] for m in resp.json()["messages"]] == [3]
 
 
 async def test_resume_across_a_broker_restart_reports_epoch() -> None:

@@ -73,8 +73,8 @@ async def test_every_transport_is_told_and_closed() -> None:
             assert answer.json() == {"id": last["id"], "messages": []}
             assert answer.headers["connection"] == "close"
 
-        assert not srv.connections
-        assert srv.node.hub.count("news") == 0
+        assert not srv.app.connections
+        assert srv.app.node.hub.count("news") == 0
         # No longer accepting.
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)
@@ -95,7 +95,7 @@ async def test_client_that_ignores_the_close_is_cut_after_the_timeout() -> None:
         data = await asyncio.wait_for(reader.read(), TIMEOUT)
         assert data[:1] == b"\x88"
         assert int.from_bytes(data[2:4], "big") == 1001
-        assert not srv.connections
+        assert not srv.app.connections
 
 
 async def test_request_during_shutdown_gets_its_answer() -> None:

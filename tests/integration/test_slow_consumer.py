@@ -59,7 +59,7 @@ def session_of(server: Server, sock: socket.socket) -> Session:
     """The server's session for the client socket ``sock``."""
     [session] = [
         c
-        for c in server.connections
+        for c in server.app.connections
         if isinstance(c, Session) and c.transport.get_extra_info("peername") == sock.getsockname()
     ]
     return session
@@ -142,13 +142,13 @@ async def test_non_reader_is_cut_off_with_bounded_memory(kind: str, request_byte
             if not slow.transport.is_closing():
                 peak = max(peak, slow.transport.get_write_buffer_size())
 
-        sent = await flood(srv, client, "flood", lambda: srv.stats_slow > 0, check)
-        assert srv.stats_slow == 1
+        sent = await flood(srv, client, "flood", lambda: srv.app.slow_disconnects > 0, check)
+        assert srv.app.slow_disconnects == 1
         # What the server held for it never went far past the bound (one message over at most).
         assert peak <= LIMIT + MESSAGE + 1024
         # Gone from the server: connection registry and channel.
-        await until(lambda: slow not in srv.connections, "slow session forgotten")
-        assert srv.node.hub.count("flood") == 1
+        await until(lambda: slow not in srv.app.connections, "slow session forgotten")
+        assert srv.app.node.hub.count("flood") == 1
         # Its connection is over: reading again ends in EOF or a reset.
         await asyncio.wait_for(drain(sock), TIMEOUT)
         # The healthy subscriber got everything, in order.
@@ -175,7 +175,7 @@ async def test_slow_websocket_client_sees_3008_and_resumes() -> None:
         # max_queue=1: the client library stops reading the socket once a message waits.
         async with ws_connect(srv, "/ws/lag", sock=sock, max_queue=1, max_size=None) as ws:
             await subscribed(srv, "lag")
-            sent = await flood(srv, client, "lag", lambda: srv.stats_slow > 0)
+            sent = await flood(srv, client, "lag", lambda: srv.app.slow_disconnects > 0)
             got: list[dict[str, Any]] = []
             with pytest.raises(ConnectionClosed):
                 while True:

@@ -97,18 +97,17 @@ async def test_multiline_json_payload(server: Server) -> None:
 
 
 async def test_several_channels_id_lists_every_position(server: Server) -> None:
-    a0 = await publish(server, "a", "a1", text=True)
-    epoch = a0["epoch"]
+    ea = (await publish(server, "a", "a1", text=True))["epoch"]  # each stream has its epoch
     async with sse_connect(server, "/sse/a,b") as sse:
         await subscribed(server, "a")
         await subscribed(server, "b")
-        await publish(server, "b", "b1", text=True)
+        eb = (await publish(server, "b", "b1", text=True))["epoch"]
         await publish(server, "a", "a2", text=True)
         await publish(server, "b", "b2", text=True, event="ev")
         e1, e2, e3 = await sse.take(3)
-        assert (json.loads(e1.data)["channel"], e1.id) == ("b", f"a:1:{epoch},b:1:{epoch}")
-        assert (json.loads(e2.data)["channel"], e2.id) == ("a", f"a:2:{epoch},b:1:{epoch}")
-        assert (json.loads(e3.data)["channel"], e3.id) == ("b", f"a:2:{epoch},b:2:{epoch}")
+        assert (json.loads(e1.data)["channel"], e1.id) == ("b", f"a:1:{ea},b:1:{eb}")
+        assert (json.loads(e2.data)["channel"], e2.id) == ("a", f"a:2:{ea},b:1:{eb}")
+        assert (json.loads(e3.data)["channel"], e3.id) == ("b", f"a:2:{ea},b:2:{eb}")
         assert e3.event == "ev"
 
 

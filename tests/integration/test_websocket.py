@@ -83,7 +83,7 @@ async def test_several_channels_on_one_connection(server: Server) -> None:
 async def test_duplicate_channels_subscribe_once(server: Server) -> None:
     async with ws_connect(server, "/ws/dup,dup?format=raw") as ws:
         await subscribed(server, "dup")
-        assert server.node.hub.count("dup") == 1
+        assert server.app.node.hub.count("dup") == 1
         await publish(server, "dup", 1)
         await publish(server, "dup", 2)
         assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "1"
@@ -113,16 +113,16 @@ async def test_client_close_handshake(server: Server) -> None:
         # The server answered with its own close frame (not an abrupt end).
         assert ws.protocol.close_rcvd is not None
         assert ws.protocol.close_rcvd.code == 1000
-    await until(lambda: server.node.hub.count("bye") == 0, "unsubscribe after close")
-    await until(lambda: server.connection_counts()["ws"] == 0, "connection forgotten")
+    await until(lambda: server.app.node.hub.count("bye") == 0, "unsubscribe after close")
+    await until(lambda: server.app.connection_counts()["ws"] == 0, "connection forgotten")
 
 
 async def test_abrupt_disconnect_unsubscribes(server: Server) -> None:
     async with raw_ws(server, "/ws/abrupt") as (_, writer):
         await subscribed(server, "abrupt")
         writer.transport.abort()
-        await until(lambda: server.node.hub.count("abrupt") == 0, "unsubscribe after abort")
-    await until(lambda: server.connection_counts()["ws"] == 0, "connection forgotten")
+        await until(lambda: server.app.node.hub.count("abrupt") == 0, "unsubscribe after abort")
+    await until(lambda: server.app.connection_counts()["ws"] == 0, "connection forgotten")
     # Publishing to the channel now reaches no one and does not fail.
     assert (await publish(server, "abrupt", 1))["subscribers"] == 0
 
@@ -152,7 +152,7 @@ async def test_server_pings_and_cuts_off_silent_clients() -> None:
             # The silent one receives pings, then is aborted: read to EOF.
             data = await asyncio.wait_for(reader.read(), TIMEOUT)
             assert data.startswith(b"\x89\x00")
-        await until(lambda: srv.node.hub.count("hb") == 1, "silent client dropped")
+        await until(lambda: srv.app.node.hub.count("hb") == 1, "silent client dropped")
         await publish(srv, "hb", "alive", text=True)
         assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "alive"
 
@@ -193,9 +193,9 @@ async def test_clients_that_vanish_at_once_leave_nothing_behind(
             writer.write(request_bytes)
             writer.transport.abort()
     # Some subscribed before their loss was seen, some didn't: in the end, none is left.
-    await until(lambda: server.node.hub.count("churn") == 0, "no subscriber left")
-    await until(lambda: server.node.hub.count("other") == 0, "no subscriber left")
-    await until(lambda: not server.connections, "no connection left")
+    await until(lambda: server.app.node.hub.count("churn") == 0, "no subscriber left")
+    await until(lambda: server.app.node.hub.count("other") == 0, "no subscriber left")
+    await until(lambda: not server.app.connections, "no connection left")
     async with ws_connect(server, "/ws/churn?format=raw") as ws:
         await subscribed(server, "churn")
         assert (await publish(server, "churn", "x", text=True))["subscribers"] == 1
@@ -210,4 +210,4 @@ async def test_idle_keep_alive_connection_is_closed() -> None:
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (await read_response(reader)).status == 200
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
-        await until(lambda: not srv.connections, "connection forgotten")
+        await until(lambda: not srv.app.connections, "connection forgotten")

@@ -15,8 +15,9 @@ from centrifuge.protocol import client_pb2 as pb
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from tidings.exceptions import DecodeError
 from tidings.protocol.centrifuge import protobuf
-from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, DecodeError
+from tidings.protocol.centrifuge.codec import JSON, PROTOBUF
 from tidings.protocol.centrifuge.protobuf import (
     ProtobufError,
     decode,

@@ -9,9 +9,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tidings.exceptions import HttpError, InvalidPosition
+from tidings.exceptions import DecodeError, HttpError, InvalidPosition
 from tidings.protocol.centrifuge import protobuf
-from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, DecodeError
+from tidings.protocol.centrifuge.codec import JSON, PROTOBUF
 from tidings.protocol.centrifuge.fossil import DeltaError, apply_delta
 from tidings.protocol.http import RequestParser
 from tidings.protocol.positions import parse_positions, parse_since

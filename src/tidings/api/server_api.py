@@ -2,7 +2,9 @@
 
 Every call answers ``{"result": {...}}`` or ``{"error": {"code", "message"}}`` (HTTP 200 in
 both cases; a missing or wrong API key is HTTP 401). ``batch`` answers ``{"replies": [...]}``
-with one ``{"<method>": result}`` or ``{"error": ...}`` per command, in order.
+with one ``{"<method>": result}`` or ``{"error": ...}`` per command, in order. Methods that
+act on connections (``disconnect``, ``subscribe``, ``unsubscribe``, ``refresh``) and the
+cluster views (``channels``, ``info``) go to every node through the controller.
 """
 
 from __future__ import annotations
@@ -10,49 +12,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import fnmatch
 import logging
-import os
-import resource
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from tidings.core import client_subscribe
+from tidings.core.broker import TOP, HistoryQuery
 from tidings.core.channels import ChannelOptions, validate_channel
 from tidings.core.client_types import info_dict
 from tidings.core.node import Node
-from tidings.core.publication import Publication
-from tidings.exceptions import InvalidChannel
+from tidings.core.node_control import b64
+from tidings.core.publication import Publication, StreamPosition
+from tidings.exceptions import ApiError, BrokerUnavailable, ControlError, InvalidChannel
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.envelope import payload_json
 
-__all__ = ["ApiError", "ServerApi"]
+__all__ = ["ServerApi"]
 
 log = logging.getLogger("tidings.api")
 
-IDEMPOTENCY_TTL = 300.0
-IDEMPOTENCY_MAX = 100_000
 MAX_HISTORY = 10_000
-
-
-def current_rss() -> int:
-    """This process's resident memory in bytes (Linux /proc; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class ApiError(Exception):
-    def __init__(self, error: codes.Error) -> None:
-        super().__init__(error.message)
-        self.error = error
-
 
 BAD_REQUEST = ApiError(codes.BAD_REQUEST)
 
@@ -84,14 +64,14 @@ def _json_or_b64(params: dict[str, Any], name: str) -> tuple[bytes, bool] | None
     return orjson.dumps(params[name]), True
 
 
-def _position(since: dict[str, Any]) -> tuple[int, str]:
+def _position(since: dict[str, Any]) -> StreamPosition:
     """A ``{"offset", "epoch"}`` stream position from a request; 107 when malformed."""
     offset, epoch = since.get("offset", 0), since.get("epoch", "")
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise BAD_REQUEST
     if not isinstance(epoch, str):
         raise BAD_REQUEST
-    return offset, epoch
+    return StreamPosition(offset, epoch)
 
 
 class ServerApi:
@@ -99,7 +79,6 @@ class ServerApi:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._idempotent: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
         self.methods: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "publish": self.publish,
             "broadcast": self.broadcast,
@@ -128,6 +107,9 @@ class ServerApi:
             return {"result": await handler(params)}
         except ApiError as exc:
             return {"error": exc.error.reply()}
+        except (BrokerUnavailable, ControlError) as exc:
+            log.warning("server API %s: %s", method, exc)
+            return {"error": codes.INTERNAL.reply()}
         except Exception:
             log.exception("server API %s failed", method)
             return {"error": codes.INTERNAL.reply()}
@@ -179,16 +161,18 @@ class ServerApi:
             body["info"] = info
         return body
 
-    def _clients(self, params: dict[str, Any]) -> list[Any]:
-        user = _str(params, "user", required=False)
-        client_id = params.get("client", "")
-        session = params.get("session", "")
-        clients = list(self.node.users.get(user, ()))
-        if client_id:
-            clients = [c for c in clients if c.id == client_id]
-        if session:
-            clients = [c for c in clients if c.id == session]
-        return clients
+    def _target(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Which connections a command is for: a user's, narrowed by client and session."""
+        target = {"user": _str(params, "user", required=False)}
+        for key in ("client", "session"):
+            value = params.get(key, "")
+            if not isinstance(value, str):
+                raise BAD_REQUEST
+            target[key] = value
+        return target
+
+    async def _everywhere(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self.node.controller.broadcast(command)
 
     # methods
     async def publish(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -205,37 +189,18 @@ class ServerApi:
         ):
             raise BAD_REQUEST
         key = params.get("idempotency_key") or ""
-        if key:
-            cached = self._idempotent_result(channel, key)
-            if cached is not None:
-                return cached
-        pub, _ = await self.node.publish(
+        if not isinstance(key, str):
+            raise BAD_REQUEST
+        done = await self.node.publish(
             channel,
             payload[0],
             is_json=payload[1],
             tags=tags,
             skip_history=bool(params.get("skip_history")),
             delta=bool(params.get("delta")),
+            idempotency_key=key,
         )
-        result = {"offset": pub.offset, "epoch": pub.epoch}
-        if key:
-            self._remember(channel, key, result)
-        return result
-
-    def _idempotent_result(self, channel: str, key: str) -> dict[str, Any] | None:
-        now = time.monotonic()
-        while self._idempotent:
-            oldest = next(iter(self._idempotent.values()))
-            if now - oldest[0] < IDEMPOTENCY_TTL:
-                break
-            self._idempotent.popitem(last=False)
-        entry = self._idempotent.get((channel, key))
-        return entry[1] if entry is not None else None
-
-    def _remember(self, channel: str, key: str, result: dict[str, Any]) -> None:
-        self._idempotent[(channel, key)] = (time.monotonic(), result)
-        while len(self._idempotent) > IDEMPOTENCY_MAX:
-            self._idempotent.popitem(last=False)
+        return {"offset": done.position.offset, "epoch": done.position.epoch}
 
     async def broadcast(self, params: dict[str, Any]) -> dict[str, Any]:
         channels = params.get("channels")
@@ -252,24 +217,28 @@ class ServerApi:
         info = _json_or_b64(params, "info")
         data = _json_or_b64(params, "data")
         since = params.get("recover_since")
-        position = None
-        if isinstance(since, dict):
-            position = _position(since)
-        for client in self._clients(params):
-            await client_subscribe.server_subscribe(
-                client,
-                channel,
-                chan_info=info[0] if info else None,
-                data=data[0] if data else None,
-                since=position,
-                override=params.get("override"),
-            )
+        position = _position(since) if isinstance(since, dict) else None
+        override = params.get("override")
+        if override is not None and not isinstance(override, dict):
+            raise BAD_REQUEST
+        await self._everywhere(
+            {
+                "method": "subscribe",
+                **self._target(params),
+                "channel": channel,
+                "b64info": b64(info[0]) if info else None,
+                "b64data": b64(data[0]) if data else None,
+                "since": None if position is None else [position.offset, position.epoch],
+                "override": override,
+            }
+        )
         return {}
 
     async def unsubscribe(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, _ = self._channel(params)
-        for client in self._clients(params):
-            client_subscribe.server_unsubscribe(client, channel, codes.UNSUBSCRIBE_SERVER)
+        await self._everywhere(
+            {"method": "unsubscribe", **self._target(params), "channel": channel}
+        )
         return {}
 
     async def disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -280,10 +249,18 @@ class ServerApi:
             if not isinstance(code, int) or not 3000 <= code <= 4999:
                 raise BAD_REQUEST
             disconnect = codes.Disconnect(code, str(custom.get("reason", "")))
-        whitelist = set(params.get("whitelist") or ())
-        for client in self._clients(params):
-            if client.id not in whitelist:
-                client.disconnect(disconnect)
+        whitelist = params.get("whitelist") or []
+        if not isinstance(whitelist, list) or not all(isinstance(c, str) for c in whitelist):
+            raise BAD_REQUEST
+        await self._everywhere(
+            {
+                "method": "disconnect",
+                **self._target(params),
+                "code": disconnect.code,
+                "reason": disconnect.reason,
+                "whitelist": whitelist,
+            }
+        )
         return {}
 
     async def refresh(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -294,16 +271,15 @@ class ServerApi:
         if not isinstance(expire_at, int) or isinstance(expire_at, bool):
             raise BAD_REQUEST
         info = _json_or_b64(params, "info")
-        for client in self._clients(params):
-            if params.get("expired") or 0 < expire_at <= time.time():
-                client.disconnect(codes.CONNECTION_EXPIRED)
-                continue
-            client.exp = float(expire_at)
-            if info is not None:
-                client.info = info[0]
-            push: dict[str, Any] = {}
-            client.set_expiry(push)
-            client.send_push({"refresh": push})
+        await self._everywhere(
+            {
+                "method": "refresh",
+                **self._target(params),
+                "expired": bool(params.get("expired")),
+                "expire_at": expire_at,
+                "b64info": b64(info[0]) if info else None,
+            }
+        )
         return {}
 
     async def presence(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -324,8 +300,8 @@ class ServerApi:
         channel, opts = self._channel(params)
         if not opts.presence:
             raise ApiError(codes.NOT_AVAILABLE)
-        num_clients, num_users = await self.node.presence_manager.stats(channel)
-        return {"num_clients": num_clients, "num_users": num_users}
+        stats = await self.node.presence_manager.stats(channel)
+        return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
     async def history(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, opts = self._channel(params)
@@ -336,23 +312,13 @@ class ServerApi:
             raise BAD_REQUEST
         wanted = MAX_HISTORY if limit < 0 else min(limit, MAX_HISTORY)
         reverse = bool(params.get("reverse"))
-        broker = self.node.broker
         since = params.get("since")
-        since_offset = None
-        if isinstance(since, dict):
-            since_offset, epoch = _position(since)
-            top = (await broker.history(channel, limit=0)).position
-            if epoch and epoch != top.epoch:
-                raise ApiError(codes.UNRECOVERABLE_POSITION)
-        if since_offset is not None and reverse:
-            result = await broker.history(channel)
-            older = [p for p in result.publications if p.offset < since_offset]
-            pubs = older[::-1][:wanted]
-        else:
-            result = await broker.history(
-                channel, since_offset=since_offset, limit=wanted, reverse=reverse
-            )
-            pubs = result.publications
+        position = _position(since) if isinstance(since, dict) else None
+        query = HistoryQuery(since=position, limit=wanted, reverse=reverse) if wanted else TOP
+        result = await self.node.history(channel, query)
+        if position is not None and position.epoch and position.epoch != result.position.epoch:
+            raise ApiError(codes.UNRECOVERABLE_POSITION)
+        pubs = result.publications
         pos = result.position
         return {
             "publications": [self._pub(p) for p in pubs],
@@ -371,26 +337,12 @@ class ServerApi:
         pattern = params.get("pattern") or "*"
         if not isinstance(pattern, str):
             raise BAD_REQUEST
-        hub = self.node.hub
-        names = [ch for ch in hub.channels() if fnmatch.fnmatchcase(ch, pattern)]
-        return {"channels": {ch: {"num_clients": hub.count(ch)} for ch in names}}
+        counts: dict[str, int] = {}
+        for answer in await self._everywhere({"method": "channels", "pattern": pattern}):
+            for channel, count in answer.get("channels", {}).items():
+                counts[channel] = counts.get(channel, 0) + int(count)
+        return {"channels": {ch: {"num_clients": n} for ch, n in sorted(counts.items())}}
 
     async def info(self, params: dict[str, Any]) -> dict[str, Any]:
-        node = self.node
-        rss = current_rss()
-        num_subs = sum(len(c.subs) for c in node.clients.values())
-        return {
-            "nodes": [
-                {
-                    "uid": node.id,
-                    "name": f"tidings-{os.getpid()}",
-                    "version": node.version,
-                    "num_clients": len(node.clients),
-                    "num_users": len(node.users),
-                    "num_subs": num_subs,
-                    "num_channels": sum(1 for _ in node.hub.channels()),
-                    "uptime": int(time.time() - node.started),
-                    "process": {"rss": rss},
-                }
-            ]
-        }
+        nodes = await self._everywhere({"method": "info"})
+        return {"nodes": sorted(nodes, key=lambda n: str(n.get("name", "")))}

@@ -1,5 +1,6 @@
-"""Broker implementations: ``MemoryBroker`` (embedded default)."""
+"""Broker implementations: the embedded memory broker, presence and controller."""
 
-from .memory import MemoryBroker, MemoryPresenceManager
+from .memory import MemoryBackend, MemoryBroker
+from .memory_control import MemoryController, MemoryPresenceManager
 
-__all__ = ["MemoryBroker", "MemoryPresenceManager"]
+__all__ = ["MemoryBackend", "MemoryBroker", "MemoryController", "MemoryPresenceManager"]

@@ -1,20 +1,53 @@
-"""The contract between a node and its broker.
+"""The contract between a node and its broker (version 2).
 
-A broker moves publications between nodes and keeps each channel's stream: the offset
-counter, the epoch and the bounded history. Every implementation (memory, Redis, NATS) passes
-the same conformance suite (``tidings.testing.broker_conformance``).
+A broker moves publications between nodes and keeps each channel's stream: an offset
+counter, an epoch and a bounded history. Every implementation (memory, Redis, NATS) passes
+``tidings.testing.check_broker``, which runs several nodes on one shared backend. The
+contract:
+
+1. **Streams.** ``publish`` appends to the channel's stream: the offset grows by exactly one
+   per publication, and the publication is kept in history within ``PublishOptions``'
+   ``history_size`` and ``history_ttl`` (either 0: not kept, the offset still grows).
+   Offsets are unique, gap-free and ordered per channel whatever node publishes.
+2. **Epochs.** A stream's epoch names one life of its history. When a stream is recreated —
+   its meta expired (no publication for ``meta_ttl`` seconds) or its storage lost it — it
+   starts again at offset 1 under a new epoch, so one (offset, epoch) never names two
+   publications. Reading a stream's position fixes its epoch: a reader told (0, E) of a
+   stream that did not exist sees the first publication as (1, E).
+3. **Delivery.** ``subscribe(channel)`` returns once delivery is live: every publication
+   whose ``publish`` starts after it returned reaches this node's
+   ``BrokerEventHandler.on_publication``. Delivery between nodes is at most once and in
+   offset order per channel; the node finds a lost delivery by offset continuity and fills
+   it from history (``core/subscriptions.py``). ``unsubscribe`` stops delivery.
+4. **Idempotency.** A publish whose ``idempotency_key`` was used on the same channel within
+   ``idempotency_ttl`` seconds publishes nothing and returns the first result with
+   ``duplicate=True``. The check and the append are one atomic step.
+5. **History.** ``history(channel, HistoryQuery)``: see ``HistoryQuery``.
+6. **Failures.** A call that can't complete raises ``BrokerUnavailable`` (timeout, lost
+   connection: may be retried) or ``BrokerError``; a failed publish published nothing.
+7. **Fast path.** ``publish_nowait`` may publish synchronously (an in-process broker) and
+   return the result; ``None`` means the caller must ``await publish(...)`` instead.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from .channels import ChannelOptions
 from .publication import ClientInfo, HistoryResult, Publication, StreamPosition
 
-__all__ = ["Broker", "BrokerEventHandler", "PresenceManager", "StreamInfo"]
+__all__ = [
+    "TOP",
+    "Broker",
+    "BrokerEventHandler",
+    "HistoryQuery",
+    "PublishOptions",
+    "PublishResult",
+    "StreamInfo",
+]
 
 
 class BrokerEventHandler(Protocol):
@@ -33,7 +66,58 @@ class BrokerEventHandler(Protocol):
         """A client left the channel (on any node)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """How a stream keeps one publication. Times in seconds."""
+
+    history_size: int = 0
+    history_ttl: float = 0.0
+    meta_ttl: float = 86400.0  # the stream (offset, epoch) outlives its last publication
+    idempotency_key: str = ""
+    idempotency_ttl: float = 300.0
+
+    @classmethod
+    def of(
+        cls, opts: ChannelOptions, *, skip_history: bool = False, idempotency_key: str = ""
+    ) -> PublishOptions:
+        """The options a namespace gives its channels' publications."""
+        keep = not skip_history and opts.history_size > 0 and opts.history_ttl > 0
+        return cls(
+            history_size=opts.history_size if keep else 0,
+            history_ttl=opts.history_ttl if keep else 0.0,
+            meta_ttl=max(opts.history_meta_ttl, opts.history_ttl),
+            idempotency_key=idempotency_key,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Where a publish put its publication; ``duplicate``: an earlier publish with the same
+    idempotency key did, and nothing was published now."""
+
+    position: StreamPosition
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which publications a history read returns, with the stream's top position.
+
+    Forward (the default): offsets after ``since`` (all held when None), oldest first.
+    ``reverse``: newest first, offsets before ``since`` when given. At most ``limit``
+    (None: no limit; 0: only the position). A ``since`` whose non-empty epoch is not the
+    stream's selects nothing: the position tells the caller the epoch changed.
+    """
+
+    since: StreamPosition | None = None
+    limit: int | None = None
+    reverse: bool = False
+
+
+TOP = HistoryQuery(limit=0)
+
+
+@dataclass(frozen=True, slots=True)
 class StreamInfo:
     """A stream's top position and how many publications its history holds now."""
 
@@ -42,10 +126,7 @@ class StreamInfo:
 
 
 class Broker(abc.ABC):
-    """Pub/sub between nodes plus per-channel history with offset and epoch.
-
-    Ordering: for one channel, publications reach ``on_publication`` in offset order.
-    """
+    """Pub/sub between nodes plus per-channel streams with offset, epoch and history."""
 
     handler: BrokerEventHandler | None = None
 
@@ -58,34 +139,39 @@ class Broker(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release everything; the broker is unusable afterwards."""
 
-    @abc.abstractmethod
-    async def publish(
+    def publish_nowait(
         self,
         channel: str,
         data: bytes,
+        options: PublishOptions,
         *,
-        options: ChannelOptions,
         is_json: bool = True,
         event: str | None = None,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
         delta: bool = False,
-    ) -> Publication:
-        """Append to the channel's stream (offset + 1), keep it in history within the
-        namespace's size and TTL, and deliver it to every subscribed node."""
+    ) -> PublishResult | None:
+        """Publish synchronously where the broker can (contract, point 7); else None."""
+        return None
 
     @abc.abstractmethod
-    async def history(
+    async def publish(
         self,
         channel: str,
+        data: bytes,
+        options: PublishOptions,
         *,
-        since_offset: int | None = None,
-        limit: int | None = None,
-        reverse: bool = False,
-    ) -> HistoryResult:
-        """Publications still held: those with offset > ``since_offset`` (all when None),
-        oldest first (newest first with ``reverse``), at most ``limit`` (None = no limit,
-        0 = only the position)."""
+        is_json: bool = True,
+        event: str | None = None,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        delta: bool = False,
+    ) -> PublishResult:
+        """Append to the channel's stream and deliver to every subscribed node."""
+
+    @abc.abstractmethod
+    async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
+        """Publications still held, per ``query``, and the stream's position."""
 
     @abc.abstractmethod
     async def remove_history(self, channel: str) -> None:
@@ -93,7 +179,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def delete_channel(self, channel: str) -> None:
-        """Drop the history and tell every node (``on_channel_deleted``)."""
+        """Drop the stream and tell every node (``on_channel_deleted``)."""
 
     @abc.abstractmethod
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
@@ -105,42 +191,16 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None:
-        """Start receiving the channel's publications on this node."""
+        """Receive the channel's publications on this node; returns once that is live."""
 
     @abc.abstractmethod
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving the channel's publications on this node."""
 
     @abc.abstractmethod
-    async def stream_info(self, channel: str) -> StreamInfo | None:
-        """The stream's position and stored count, None when it has no stream."""
+    async def stream_info(self, channels: Sequence[str]) -> dict[str, StreamInfo]:
+        """Position and stored count of each channel that has a stream (others left out)."""
 
     @abc.abstractmethod
     async def channels(self, prefix: str = "", limit: int = 10000) -> list[str]:
         """Channels with a stream, names starting with ``prefix``, at most ``limit``."""
-
-
-class PresenceManager(abc.ABC):
-    """Who is subscribed to a channel, across nodes, keyed by client id."""
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Connect or allocate what the manager needs."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release everything."""
-
-    @abc.abstractmethod
-    async def add(self, channel: str, info: ClientInfo) -> None:
-        """Record (or refresh) ``info.client`` as present in ``channel``."""
-
-    @abc.abstractmethod
-    async def remove(self, channel: str, client: str) -> None:
-        """Forget ``client`` in ``channel``."""
-
-    @abc.abstractmethod
-    async def presence(self, channel: str) -> dict[str, ClientInfo]:
-        """Client id → info of every client present in ``channel``."""
-
-    @abc.abstractmethod
-    async def stats(self, channel: str) -> tuple[int, int]:
-        """(number of clients, number of distinct users) in ``channel``."""

@@ -55,6 +55,7 @@ class ChannelOptions:
 
     history_size: int = 100
     history_ttl: float = 600.0
+    history_meta_ttl: float = 86400.0  # a stream's offset and epoch outlive its history
     force_recovery: bool = False
     allow_recovery: bool = False
     force_positioning: bool = False
@@ -123,9 +124,9 @@ def _options(base: ChannelOptions, values: dict[str, Any]) -> ChannelOptions:
         if key == "history_size":
             if not isinstance(value, int) or value < 0 or value > 1_000_000:
                 raise ConfigError("history_size must be an integer from 0 to 1000000")
-        elif key == "history_ttl":
-            if not isinstance(value, int | float) or value < 0:
-                raise ConfigError("history_ttl must be a non-negative number of seconds")
+        elif key in ("history_ttl", "history_meta_ttl"):
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key} must be a non-negative number of seconds")
         elif key == "allowed_delta_types":
             if not isinstance(value, list | tuple) or not set(value) <= {"fossil"}:
                 raise ConfigError('allowed_delta_types: a list holding at most "fossil"')

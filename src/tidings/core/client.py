@@ -11,29 +11,27 @@ State: CONNECTING (only ``connect`` allowed) → CONNECTED → CLOSED.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tidings.exceptions import DisconnectError, InvalidToken, ReplyError, TokenExpired
 from tidings.protocol.centrifuge import codes
 
 from . import client_commands as commands
 from . import client_subscribe as subscribing
 from . import permissions
 from .client_types import ClientOptions, ClientTransport, Subscription, info_dict
-from .errors import DisconnectError, ReplyError
+from .clock import Timer
 from .publication import ClientInfo, Publication
-from .tokens import InvalidToken, TokenExpired
 
 if TYPE_CHECKING:
-    from .node import Catchup, Node
+    from .node import Node
 
-__all__ = ["Client", "ClientOptions", "ClientTransport", "DisconnectError", "ReplyError"]
+__all__ = ["METHODS", "Client", "Handler"]
 
 log = logging.getLogger("tidings.client")
 
@@ -72,8 +70,8 @@ class Client:
         "_busy",
         "_expire_timer",
         "_inbox",
+        "_stale_timer",
         "awaiting_pong",
-        "catchups",
         "closed",
         "connect_failed",
         "connected",
@@ -85,6 +83,7 @@ class Client:
         "options",
         "session",
         "subs",
+        "subscribing",
         "transport",
         "user",
     )
@@ -106,10 +105,21 @@ class Client:
         self.closed = False
         self.awaiting_pong = False
         self.subs: dict[str, Subscription] = {}
-        self.catchups: dict[str, tuple[Catchup, tuple[int, str]]] = {}
+        self.subscribing: set[str] = set()  # channels whose subscribe is in progress
         self._inbox: deque[dict[str, Any]] = deque()
         self._busy = False
-        self._expire_timer: asyncio.TimerHandle | None = None
+        self._expire_timer: Timer | None = None
+        # Centrifugo closes connections that don't connect in time (3502 stale): they
+        # would otherwise hold a connection slot forever without any credentials.
+        self._stale_timer: Timer | None = node.clock.call_later(
+            options.connect_timeout, self._stale
+        )
+
+    def _stale(self) -> None:
+        self._stale_timer = None
+        if not self.connected and not self.closed:
+            log.info("client %s: no connect within %ss", self.id, self.options.connect_timeout)
+            self.disconnect(codes.STALE)
 
     # input
     def feed(self, commands: list[dict[str, Any]]) -> None:
@@ -162,7 +172,7 @@ class Client:
             return
         params = cmd[method]
         try:
-            result = await self.commands[method](self, params)
+            result = await self.commands[method](self, cmd_id, params)
         except ReplyError as exc:
             if method == "connect":
                 self.connect_failed = True
@@ -175,8 +185,6 @@ class Client:
         else:
             if result is not None and cmd_id:
                 self.reply({"id": cmd_id, method: result})
-                if self.catchups:
-                    subscribing.finish_all(self)
 
     def reply(self, reply: dict[str, Any]) -> None:
         if self.closed:
@@ -213,7 +221,7 @@ class Client:
         self.send_push({"message": {"data": data}})
 
     # connection
-    async def cmd_connect(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_connect(self, cmd_id: int, params: dict[str, Any]) -> None:
         node, options = self.node, self.options
         token = params.get("token", "")
         channels: list[str] = []
@@ -241,9 +249,26 @@ class Client:
             # No credentials at all (Centrifugo: "client credentials not found").
             log.info("client %s: connect without token refused", self.id)
             raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
-        if self.exp and self.exp <= time.time():
+        if self.exp and self.exp <= node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
+        requested = params.get("subs", {})
+        if not isinstance(requested, dict):
+            raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+        # Channels the client asks back (server-side subscriptions it had) count when it
+        # could subscribe to them by itself anyway.
+        channels += [
+            ch
+            for ch in requested
+            if ch not in channels and permissions.may_subscribe_without_token(self, ch)
+        ]
+        if len(channels) > options.max_channels:
+            # The connect's subscriptions count against the limit like any other.
+            log.info("client %s: connect with %d channels", self.id, len(channels))
+            raise DisconnectError(codes.CHANNEL_LIMIT)
         self.connected = True
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+            self._stale_timer = None
         node.register_client(self)
         result: dict[str, Any] = {
             "client": self.id,
@@ -255,24 +280,27 @@ class Client:
             result["session"] = self.session
             result["node"] = node.id
         self.set_expiry(result)
-        requested = params.get("subs", {})
-        # Channels the client asks back (server-side subscriptions it had) count when it
-        # could subscribe to them by itself anyway.
-        channels += [
-            ch
-            for ch in requested
-            if ch not in channels and permissions.may_subscribe_without_token(self, ch)
-        ]
-        if channels:
-            subs_result: dict[str, Any] = {}
+        handles = []
+        subs_result: dict[str, Any] = {}
+        try:
             for channel in channels:
                 wanted = requested.get(channel, {})
-                sub_result = await subscribing.server_side_subscribe(self, channel, wanted)
-                if sub_result is not None:
-                    subs_result[channel] = sub_result
-            if subs_result:
-                result["subs"] = subs_result
-        return result
+                made = await subscribing.server_side_subscribe(self, channel, wanted)
+                if made is not None:
+                    subs_result[channel], handle = made
+                    handles.append(handle)
+        except BaseException:
+            for handle in handles:
+                handle.abort()
+                subscribing.leave(self, handle.channel)
+            self.connected = False
+            node.unregister_client(self)
+            raise
+        if subs_result:
+            result["subs"] = subs_result
+        self.reply({"id": cmd_id, "connect": result})
+        for handle in handles:
+            subscribing.go_live(self, handle.channel, handle)
 
     def set_expiry(self, result: dict[str, Any]) -> None:
         if self._expire_timer is not None:
@@ -280,7 +308,7 @@ class Client:
             self._expire_timer = None
         if not self.exp:
             return
-        remaining = self.exp - time.time()
+        remaining = self.exp - self.node.clock.time()
         result["expires"] = True
         result["ttl"] = max(0, int(remaining))
         self._arm_expiry(remaining)
@@ -288,21 +316,20 @@ class Client:
     def _arm_expiry(self, remaining: float) -> None:
         # From the exact expiry, not the whole seconds told to the client: a timer that
         # fired before ``exp`` would find the connection valid and never fire again.
-        loop = asyncio.get_running_loop()
         delay = max(0.0, remaining) + self.options.expired_grace
-        self._expire_timer = loop.call_later(delay, self._expired)
+        self._expire_timer = self.node.clock.call_later(delay, self._expired)
 
     def _expired(self) -> None:
         self._expire_timer = None
         if not self.exp or self.closed:
             return
-        remaining = self.exp - time.time()
+        remaining = self.exp - self.node.clock.time()
         if remaining <= 0:
             self.disconnect(codes.CONNECTION_EXPIRED)
         else:  # the wall clock lagged the loop's clock: check again at the expiry
             self._arm_expiry(remaining)
 
-    async def cmd_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def cmd_refresh(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
         verifier = self.node.token_verifier
         token = params.get("token", "")
         if not token or verifier is None or not verifier.enabled:
@@ -348,8 +375,9 @@ class Client:
         if self.closed:
             return False
         self.closed = True
-        if self._expire_timer is not None:
-            self._expire_timer.cancel()
+        for timer in (self._expire_timer, self._stale_timer):
+            if timer is not None:
+                timer.cancel()
         self._leave_all()
         if self.connected:
             self.node.unregister_client(self)
@@ -373,11 +401,17 @@ class Client:
         self.transport.push(data)
 
     def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
-        """Gaps are reported in subscribe replies (``recovered``), not as notices."""
+        """Gaps at subscribe are told in the reply (``recovered``); a gap later on makes a
+        positioned subscription resubscribe (``client_subscribe.on_gap``)."""
+        if kind == "gap":
+            subscribing.on_gap(self, channel)
 
     def channel_deleted(self, channel: str) -> None:
-        if self.subs.pop(channel, None) is not None:
-            subscribing.presence_leave(self, channel)
+        sub = self.subs.pop(channel, None)
+        if sub is not None:
+            if sub.timer is not None:
+                sub.timer.cancel()
+            subscribing.presence_leave(self, channel, sub)
             unsub = codes.UNSUBSCRIBE_SERVER
             self.send_push(
                 {"channel": channel, "unsubscribe": {"code": unsub.code, "reason": unsub.reason}}
@@ -388,15 +422,17 @@ class Client:
         if sub is not None and sub.join_leave:
             self.send_push({"channel": channel, kind: {"info": info_dict(info)}})
 
-    def client_info(self, channel: str | None = None) -> ClientInfo:
-        chan_info = None
-        if channel is not None:
+    def client_info(self, channel: str | None = None, chan_info: bytes | None = None) -> ClientInfo:
+        """Who this connection is, with its channel info in ``channel`` (or ``chan_info``)."""
+        if channel is not None and chan_info is None:
             sub = self.subs.get(channel)
             chan_info = sub.chan_info if sub is not None else None
         return ClientInfo(self.user, self.id, self.info, chan_info)
 
 
-Handler = Callable[[Client, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+# A command's handler gets the command id and parameters; it returns the reply's result
+# (or None when it answered itself, or there is nothing to answer).
+Handler = Callable[[Client, int, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 Client.commands = {
     "connect": Client.cmd_connect,

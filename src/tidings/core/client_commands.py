@@ -13,31 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tidings.exceptions import DisconnectError, ReplyError, RpcError
 from tidings.protocol.centrifuge import codes
 
+from .broker import TOP, HistoryQuery
 from .client_types import info_dict, pub_dict
-from .errors import DisconnectError, ReplyError
 from .permissions import channel_options
-from .publication import ClientInfo
+from .publication import ClientInfo, StreamPosition
 
 if TYPE_CHECKING:
     from .channels import ChannelOptions
     from .client import Client
 
-__all__ = ["RpcError", "history", "presence", "presence_stats", "publish", "rpc", "send"]
+__all__ = ["history", "presence", "presence_stats", "publish", "rpc", "send"]
 
 log = logging.getLogger("tidings.client")
 
 MAX_HISTORY_LIMIT = 300  # Centrifugo's history_max_publication_limit
-
-
-class RpcError(Exception):
-    """Raised by an RPC handler to answer with an application error (code ≥ 400... any)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _allowed(client: Client, channel: str, subscriber: bool, for_client: bool, anon: bool) -> bool:
@@ -58,7 +50,7 @@ def _is_json(data: bytes) -> bool:
     return True
 
 
-async def publish(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     channel = params.get("channel")
     opts = channel_options(client, channel)
     assert isinstance(channel, str)
@@ -95,19 +87,19 @@ def _presence_opts(client: Client, params: dict[str, Any]) -> tuple[str, Channel
     return channel, opts
 
 
-async def presence(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def presence(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     channel, _ = _presence_opts(client, params)
     clients = await client.node.presence_manager.presence(channel)
     return {"presence": {cid: info_dict(info) for cid, info in clients.items()}}
 
 
-async def presence_stats(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def presence_stats(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     channel, _ = _presence_opts(client, params)
-    num_clients, num_users = await client.node.presence_manager.stats(channel)
-    return {"num_clients": num_clients, "num_users": num_users}
+    stats = await client.node.presence_manager.stats(channel)
+    return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
 
-async def history(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def history(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     channel = params.get("channel")
     opts = channel_options(client, channel)
     assert isinstance(channel, str)
@@ -124,24 +116,21 @@ async def history(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     limit = params.get("limit", 0)
     since = params.get("since")
     reverse = bool(params.get("reverse", False))
-    broker = client.node.broker
+    if not isinstance(limit, int) or (since is not None and not isinstance(since, dict)):
+        raise ReplyError(codes.BAD_REQUEST)
     # limit: 0 = only the stream position, negative = everything held (capped).
     wanted = MAX_HISTORY_LIMIT if limit < 0 else min(limit, MAX_HISTORY_LIMIT)
-    since_offset = None
+    position = None
     if since is not None:
-        top = (await broker.history(channel, limit=0)).position
-        epoch = since.get("epoch", "")
-        if epoch and epoch != top.epoch:
-            raise ReplyError(codes.UNRECOVERABLE_POSITION)
-        since_offset = since.get("offset", 0)
-        if reverse:
-            # Newest first, among the offsets before the given one.
-            result = await broker.history(channel)
-            older = [p for p in result.publications if p.offset < since_offset]
-            pubs = older[::-1][:wanted]
-            return _history_result(client, pubs, result.position.offset, result.position.epoch)
-    result = await broker.history(channel, since_offset=since_offset, limit=wanted, reverse=reverse)
+        offset, epoch = since.get("offset", 0), since.get("epoch", "")
+        if not isinstance(offset, int) or not isinstance(epoch, str):
+            raise ReplyError(codes.BAD_REQUEST)
+        position = StreamPosition(offset, epoch)
+    query = HistoryQuery(since=position, limit=wanted, reverse=reverse) if wanted else TOP
+    result = await client.node.history(channel, query)
     pos = result.position
+    if position is not None and position.epoch and position.epoch != pos.epoch:
+        raise ReplyError(codes.UNRECOVERABLE_POSITION)
     return _history_result(client, result.publications, pos.offset, pos.epoch)
 
 
@@ -150,7 +139,7 @@ def _history_result(client: Client, pubs: list[Any], offset: int, epoch: str) ->
     return {"publications": [pub_dict(p, codec) for p in pubs], "epoch": epoch, "offset": offset}
 
 
-async def rpc(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def rpc(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     method = params.get("method", "")
     handler = client.node.rpc_handlers.get(method)
     if handler is None:
@@ -164,7 +153,7 @@ async def rpc(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     return {"data": result} if result else {}
 
 
-async def send(client: Client, params: dict[str, Any]) -> None:
+async def send(client: Client, cmd_id: int, params: dict[str, Any]) -> None:
     handler = client.node.message_handler
     if handler is None:
         raise DisconnectError(codes.NOT_AVAILABLE_DISCONNECT)

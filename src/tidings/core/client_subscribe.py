@@ -9,25 +9,25 @@ missed in the reply with ``recovered: true`` — or none and ``recovered: false`
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
+from tidings.exceptions import DisconnectError, InvalidToken, ReplyError, TokenExpired
 from tidings.protocol.centrifuge import codes
 
 from .channels import ChannelOptions
 from .client_types import Subscription, pub_dict
-from .errors import DisconnectError, ReplyError
 from .permissions import apply_override, channel_options, has_history_access, user_allowed
-from .tokens import InvalidToken, TokenExpired
+from .publication import StreamPosition
 
 if TYPE_CHECKING:
     from .client import Client
+    from .subscriptions import SubscribeHandle
 
 __all__ = [
-    "finish_subscribe",
+    "go_live",
     "leave",
+    "on_gap",
     "presence_leave",
     "server_side_subscribe",
     "server_unsubscribe",
@@ -39,7 +39,6 @@ __all__ = [
 log = logging.getLogger("tidings.client")
 
 FLAG_REJECT_UNRECOVERED = 2  # SubscribeRequest.flag bit: answer 112 instead of recovered=false
-MAX_RECOVERED = 300  # more missed publications than this is not recovered (Centrifugo's limit)
 
 
 def _check_subscribe_token(
@@ -68,16 +67,16 @@ def _check_subscribe_token(
     return claims.info, float(expire_at or 0), claims.override
 
 
-async def subscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def subscribe(client: Client, cmd_id: int, params: dict[str, Any]) -> None:
     channel = params.get("channel")
     if not isinstance(channel, str) or not channel:
         raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
     delta = params.get("delta", "")
     if delta and delta != "fossil":
         raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
-    if channel in client.subs or channel in client.catchups:
+    if channel in client.subs or channel in client.subscribing:
         raise ReplyError(codes.ALREADY_SUBSCRIBED)
-    if len(client.subs) + len(client.catchups) >= client.options.max_channels:
+    if len(client.subs) + len(client.subscribing) >= client.options.max_channels:
         raise ReplyError(codes.LIMIT_EXCEEDED)
     opts = channel_options(client, channel)
     if params.get("tf"):
@@ -91,7 +90,7 @@ async def subscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
         raise ReplyError(codes.PERMISSION_DENIED)
     if token:
         chan_info, expires_at, override = _check_subscribe_token(client, channel, token)
-        if expires_at and expires_at <= time.time():
+        if expires_at and expires_at <= client.node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
         opts = apply_override(opts, override)
     elif user_limited:
@@ -106,7 +105,13 @@ async def subscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
         or client.options.insecure
     ):
         raise ReplyError(codes.PERMISSION_DENIED)
-    return await _subscribe(client, channel, opts, params, chan_info, expires_at)
+    client.subscribing.add(channel)
+    try:
+        result, handle = await _subscribe(client, channel, opts, params, chan_info, expires_at)
+    finally:
+        client.subscribing.discard(channel)
+    client.reply({"id": cmd_id, "subscribe": result})
+    go_live(client, channel, handle)
 
 
 async def _subscribe(
@@ -116,8 +121,10 @@ async def _subscribe(
     params: dict[str, Any],
     chan_info: bytes | None,
     expires_at: float,
-) -> dict[str, Any]:
-    """Subscribe once allowed; the reply goes out before any live publication."""
+) -> tuple[dict[str, Any], SubscribeHandle]:
+    """Subscribe once allowed: a transaction. Every step that can fail (history, presence)
+    runs before the subscription is committed to ``client.subs``; a failure aborts the
+    handle and leaves nothing behind. The caller writes the reply, then ``go_live()``."""
     history_access = has_history_access(client, opts) or client.options.insecure
     recoverable = opts.force_recovery or (
         bool(params.get("recoverable")) and (opts.allow_recovery or history_access)
@@ -129,87 +136,82 @@ async def _subscribe(
     )
     join_leave = opts.force_push_join_leave or (bool(params.get("join_leave")) and opts.join_leave)
     delta = params.get("delta") == "fossil" and "fossil" in opts.allowed_delta_types
+    recovering = recoverable and bool(params.get("recover"))
+    since = limit = None
+    if recovering:
+        since = _position(params)
+    elif positioned:
+        limit = 0
     node = client.node
-    catchup = await node.begin_catchup(client, channel)
+    handle = await node.subscribe(client, channel, since, limit)
     try:
         result: dict[str, Any] = {}
-        top = (await node.broker.history(channel, limit=0)).position
-        last = (top.offset, top.epoch)
         if positioned:
+            top = handle.position
+            assert top is not None
             result.update(positioned=True, epoch=top.epoch, offset=top.offset)
         if recoverable:
             result["recoverable"] = True
-            if params.get("recover"):
-                result["was_recovering"] = True
-                pubs = await _recover(client, channel, params)
-                if pubs is None and int(params.get("flag", 0)) & FLAG_REJECT_UNRECOVERED:
-                    raise ReplyError(codes.UNRECOVERABLE_POSITION)
-                if pubs is not None:
-                    result["recovered"] = True
-                    codec = client.transport.codec
-                    result["publications"] = [pub_dict(p, codec, delta_sub=delta) for p in pubs]
-                    result["offset"] = params.get("offset", 0)
-                    if pubs:
-                        last = (pubs[-1].offset, pubs[-1].epoch)
+        if recovering:
+            result["was_recovering"] = True
+            if handle.recovered:
+                result["recovered"] = True
+                codec = client.transport.codec
+                pubs = handle.publications
+                result["publications"] = [pub_dict(p, codec, delta_sub=delta) for p in pubs]
+            elif int(params.get("flag", 0)) & FLAG_REJECT_UNRECOVERED:
+                raise ReplyError(codes.UNRECOVERABLE_POSITION)
+            else:
+                handle.publications = []  # recovery is never partial
         if expires_at:
             result["expires"] = True
-            result["ttl"] = max(0, int(expires_at - time.time()))
+            result["ttl"] = max(0, int(expires_at - client.node.clock.time()))
         if delta:
             result["delta"] = True
+        if opts.presence:
+            await node.add_presence(channel, client.client_info(channel, chan_info))
+        if client.closed:
+            raise DisconnectError(codes.CONNECTION_CLOSED)
     except BaseException:
-        node.abort_catchup(channel, catchup)
+        handle.abort()
         raise
-    client.catchups[channel] = (catchup, last)
-    sub = Subscription(channel, join_leave, chan_info, expires_at, opts.presence, delta=delta)
+    sub = Subscription(
+        channel,
+        join_leave,
+        chan_info,
+        expires_at,
+        opts.presence,
+        delta=delta,
+        positioned=positioned,
+    )
     client.subs[channel] = sub
     schedule_expiry(client, sub)
-    if opts.presence:
-        await node.presence_manager.add(channel, client.client_info(channel))
-    return result
+    return result, handle
 
 
-async def _recover(client: Client, channel: str, params: dict[str, Any]) -> list[Any] | None:
-    """Every publication after the client's position, or None when any is gone."""
-    offset = params.get("offset", 0)
-    epoch = params.get("epoch", "")
-    history = await client.node.broker.history(channel, since_offset=offset)
-    top = history.position
-    pubs = history.publications
-    if epoch and epoch != top.epoch:
-        return None
-    if not pubs:
-        return [] if offset == top.offset else None
-    if pubs[0].offset != offset + 1 or pubs[-1].offset != top.offset:
-        return None
-    if len(pubs) > MAX_RECOVERED:
-        return None
-    return pubs
+def _position(params: dict[str, Any]) -> StreamPosition:
+    offset, epoch = params.get("offset", 0), params.get("epoch", "")
+    if not isinstance(offset, int) or offset < 0 or not isinstance(epoch, str):
+        raise ReplyError(codes.BAD_REQUEST)
+    return StreamPosition(offset, epoch)
 
 
-def finish_subscribe(client: Client, channel: str) -> None:
-    """After the subscribe reply: deliver what arrived meanwhile, then go live."""
-    entry = client.catchups.pop(channel, None)
-    if entry is None:
-        return
-    catchup, last = entry
+def go_live(client: Client, channel: str, handle: SubscribeHandle) -> None:
+    """After the subscribe reply (or push): deliver what arrived meanwhile, then go live."""
+    handle.go_live()
+    sub = client.subs.get(channel)
     node = client.node
-    node.end_catchup(channel, catchup, client, last)
-    opts = node.namespaces.find(channel)
-    if channel in client.subs and opts is not None and opts.presence and opts.join_leave:
+    if sub is not None and sub.presence and node.namespaces.options(channel).join_leave:
         # After the reply and once live, so that the joining client gets its own join
         # too (as in Centrifugo); a leave is published after it, never before.
         node.spawn(node.broker.publish_join(channel, client.client_info(channel)))
 
 
-def finish_all(client: Client) -> None:
-    for channel in list(client.catchups):
-        finish_subscribe(client, channel)
-
-
 async def server_side_subscribe(
     client: Client, channel: str, wanted: dict[str, Any]
-) -> dict[str, Any] | None:
-    """Subscribe to a channel listed in the connection token (``channels``/``subs``)."""
+) -> tuple[dict[str, Any], SubscribeHandle] | None:
+    """Subscribe to a channel listed in the connection token (``channels``/``subs``); the
+    connect reply carries the result, then the caller makes the handle live."""
     try:
         opts = channel_options(client, channel)
     except (ReplyError, DisconnectError):
@@ -227,7 +229,7 @@ async def server_side_subscribe(
     return await _subscribe(client, channel, opts, params, None, 0.0)
 
 
-async def unsubscribe(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def unsubscribe(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     channel = params.get("channel")
     if not isinstance(channel, str) or not channel:
         raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
@@ -243,38 +245,34 @@ def schedule_expiry(client: Client, sub: Subscription) -> None:
         sub.timer = None
     if not sub.expires_at:
         return
-    delay = max(0.0, sub.expires_at - time.time()) + client.options.expired_grace
-    loop = asyncio.get_running_loop()
-    sub.timer = loop.call_later(delay, _sub_expired, client, sub)
+    clock = client.node.clock
+    delay = max(0.0, sub.expires_at - clock.time()) + client.options.expired_grace
+    sub.timer = clock.call_later(delay, _sub_expired, client, sub)
 
 
 def _sub_expired(client: Client, sub: Subscription) -> None:
-    if client.subs.get(sub.channel) is sub and sub.expires_at <= time.time():
+    if client.subs.get(sub.channel) is sub and sub.expires_at <= client.node.clock.time():
         server_unsubscribe(client, sub.channel, codes.UNSUBSCRIBE_EXPIRED)
 
 
 def leave(client: Client, channel: str) -> None:
     """Leave ``channel``: hub, presence, leave message."""
-    entry = client.catchups.pop(channel, None)
-    if entry is not None:
-        client.node.abort_catchup(channel, entry[0])
     sub = client.subs.pop(channel, None)
+    client.node.unsubscribe(client, channel)
     if sub is None:
         return
     if sub.timer is not None:
         sub.timer.cancel()
-    client.node.unsubscribe(client, channel)
-    presence_leave(client, channel)
+    presence_leave(client, channel, sub)
 
 
-def presence_leave(client: Client, channel: str) -> None:
-    opts = client.node.namespaces.find(channel)
-    if opts is None or not opts.presence:
+def presence_leave(client: Client, channel: str, sub: Subscription) -> None:
+    if not sub.presence:
         return
     node = client.node
-    info = client.client_info(channel)
-    node.spawn(node.presence_manager.remove(channel, client.id))
-    if opts.join_leave:
+    info = client.client_info(channel, sub.chan_info)
+    node.remove_presence(channel, client.id)
+    if node.namespaces.options(channel).join_leave:
         node.spawn(node.broker.publish_leave(channel, info))
 
 
@@ -288,7 +286,7 @@ def server_unsubscribe(client: Client, channel: str, unsub: codes.Unsubscribe) -
     )
 
 
-async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+async def sub_refresh(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     channel = params.get("channel")
     token = params.get("token", "")
     if not isinstance(channel, str) or not channel:
@@ -299,7 +297,8 @@ async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
     if not token:
         raise ReplyError(codes.BAD_REQUEST)
     chan_info, expires_at, _ = _check_subscribe_token(client, channel, token, refreshing=True)
-    if expires_at and expires_at <= time.time():
+    now = client.node.clock.time()
+    if expires_at and expires_at <= now:
         raise ReplyError(codes.TOKEN_EXPIRED)
     sub.expires_at = expires_at
     schedule_expiry(client, sub)
@@ -307,7 +306,7 @@ async def sub_refresh(client: Client, params: dict[str, Any]) -> dict[str, Any]:
         sub.chan_info = chan_info
     result: dict[str, Any] = {}
     if expires_at:
-        result.update(expires=True, ttl=max(0, int(expires_at - time.time())))
+        result.update(expires=True, ttl=max(0, int(expires_at - now)))
     return result
 
 
@@ -317,19 +316,24 @@ async def server_subscribe(
     *,
     chan_info: bytes | None = None,
     data: bytes | None = None,
-    since: tuple[int, str] | None = None,
+    since: StreamPosition | None = None,
     override: Any = None,
 ) -> bool:
     """Subscribe on the server's initiative (server API) and tell the client with a
     ``subscribe`` push; False when the channel is unknown or already subscribed."""
     opts = client.node.namespaces.find(channel)
-    if opts is None or channel in client.subs or client.closed or not client.connected:
+    busy = channel in client.subs or channel in client.subscribing
+    if opts is None or busy or client.closed or not client.connected:
         return False
     opts = apply_override(opts, override)
     params: dict[str, Any] = {"recoverable": True, "positioned": True}
     if since is not None:
-        params.update(recover=True, offset=since[0], epoch=since[1])
-    result = await _subscribe(client, channel, opts, params, chan_info, 0.0)
+        params.update(recover=True, offset=since.offset, epoch=since.epoch)
+    client.subscribing.add(channel)
+    try:
+        result, handle = await _subscribe(client, channel, opts, params, chan_info, 0.0)
+    finally:
+        client.subscribing.discard(channel)
     push: dict[str, Any] = {
         key: result[key]
         for key in ("recoverable", "epoch", "offset", "positioned")
@@ -340,5 +344,14 @@ async def server_subscribe(
     client.send_push({"channel": channel, "subscribe": push})
     for pub in result.get("publications", []):
         client.send_push({"channel": channel, "pub": pub})
-    finish_subscribe(client, channel)
+    go_live(client, channel, handle)
     return True
+
+
+def on_gap(client: Client, channel: str) -> None:
+    """The channel lost publications history could not give back: a subscription that
+    keeps a position resubscribes from it ("insufficient state", 2500); others, with
+    at-most-once delivery, go on."""
+    sub = client.subs.get(channel)
+    if sub is not None and sub.positioned:
+        server_unsubscribe(client, channel, codes.UNSUBSCRIBE_INSUFFICIENT)

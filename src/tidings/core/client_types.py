@@ -3,7 +3,6 @@ subscriptions, and the wire shapes of client infos and publications."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +11,7 @@ import orjson
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import Codec
 
+from .clock import Timer
 from .hub import Formatter
 from .publication import ClientInfo, Publication
 
@@ -57,6 +57,7 @@ class ClientOptions:
     user_boundary: str = "#"
     user_separator: str = ","
     expired_grace: float = 25.0
+    connect_timeout: float = 10.0  # a connection that hasn't connected by then is stale
 
 
 @dataclass(slots=True)
@@ -68,9 +69,10 @@ class Subscription:
     chan_info: bytes | None = None
     expires_at: float = 0.0
     presence: bool = False
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
     delta: bool = False  # fossil deltas negotiated
     delta_ready: bool = False  # the client holds the previous payload: deltas may follow
+    positioned: bool = False  # the client tracks offsets: a lost publication matters
 
 
 def info_dict(info: ClientInfo) -> dict[str, Any]:

@@ -60,36 +60,29 @@ class Hub:
     def __init__(self) -> None:
         self._channels: dict[str, dict[Formatter, dict[Subscriber, None]]] = {}
 
-    def add(self, channel: str, sub: Subscriber) -> bool:
-        """Add ``sub``; True when it is the channel's first local subscriber."""
+    def add(self, channel: str, sub: Subscriber) -> None:
         groups = self._channels.get(channel)
-        first = groups is None
         if groups is None:
             groups = self._channels[channel] = {}
         group = groups.get(sub.formatter)
         if group is None:
             group = groups[sub.formatter] = {}
         group[sub] = None
-        return first
 
     def remove(self, channel: str, sub: Subscriber) -> bool:
-        """Remove ``sub``; True when the channel has no local subscriber left."""
+        """Remove ``sub``; False when it was not there."""
         groups = self._channels.get(channel)
         if groups is None:
             return False
         group = groups.get(sub.formatter)
-        if group is not None and sub in group:
-            del group[sub]
-            if not group:
-                del groups[sub.formatter]
+        if group is None or sub not in group:
+            return False
+        del group[sub]
+        if not group:
+            del groups[sub.formatter]
             if not groups:
                 del self._channels[channel]
-                return True
-        return False
-
-    def replace(self, channel: str, old: Subscriber, new: Subscriber) -> None:
-        self.remove(channel, old)
-        self.add(channel, new)
+        return True
 
     def pop(self, channel: str) -> list[Subscriber]:
         """Remove and return every subscriber of ``channel``."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from tidings.exceptions import InvalidChannel
+from tidings.exceptions import DisconnectError, InvalidChannel, ReplyError
 from tidings.protocol.centrifuge import codes
 
 from .channels import ChannelOptions, validate_channel
-from .errors import DisconnectError, ReplyError
 
 if TYPE_CHECKING:
     from .client import Client

@@ -17,13 +17,11 @@ from typing import Any
 import jwt
 import orjson
 
-from tidings.exceptions import TidingsError
+from tidings.exceptions import InvalidToken, TokenExpired
 
 __all__ = [
     "ConnectToken",
-    "InvalidToken",
     "SubscribeToken",
-    "TokenExpired",
     "TokenVerifier",
     "mint_token",
 ]
@@ -31,14 +29,6 @@ __all__ = [
 HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
 RSA_ALGORITHMS = ["RS256", "RS384", "RS512"]
 EC_ALGORITHMS = ["ES256", "ES384", "ES512"]
-
-
-class InvalidToken(TidingsError):
-    """A token that can't be trusted: bad signature, algorithm, audience, issuer or shape."""
-
-
-class TokenExpired(TidingsError):
-    """A valid token whose ``exp`` has passed: the client should refresh it."""
 
 
 @dataclass(slots=True)

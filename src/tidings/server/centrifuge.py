@@ -17,8 +17,9 @@ from tidings.core.client import Client
 from tidings.core.client_types import pub_dict
 from tidings.core.hub import Formatter
 from tidings.core.publication import Publication
+from tidings.exceptions import DecodeError
 from tidings.protocol.centrifuge import codes
-from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
+from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec
 from tidings.protocol.centrifuge.fossil import make_delta
 from tidings.protocol.http import Request
 from tidings.protocol.websocket import (
@@ -30,13 +31,14 @@ from tidings.protocol.websocket import (
     text_frame,
 )
 
+from .decisions import StreamStart
 from .outbox import Outbox
 from .request import websocket_key
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import Context
 
-__all__ = ["ClientWebSocket", "PushFormat", "accept_client_websocket"]
+__all__ = ["ClientConnection", "ClientWebSocket", "PushFormat", "client_websocket"]
 
 log = logging.getLogger("tidings.server")
 
@@ -142,6 +144,11 @@ class ClientConnection(Outbox):
     def ping(self) -> None:
         self.client.ping()
 
+    def opened(self, leftover: bytes) -> None:
+        """The transport is ours: read what came with the handshake."""
+        if leftover:
+            self.data_received(leftover)
+
 
 GOODBYES = {"slow": codes.SLOW, "shutdown": codes.SHUTDOWN}
 
@@ -158,17 +165,17 @@ class ClientWebSocket(ClientConnection):
 
     def __init__(
         self,
-        server: Server,
+        ctx: Context,
         transport: asyncio.Transport,
         codec: Codec,
         formatter: Formatter | None = None,
     ) -> None:
-        super().__init__(server, transport)
+        super().__init__(ctx, transport)
         self.codec = codec
         self.formatter: Formatter = formatter or WS_PUSH[codec.name]
         self.delta_formats = DELTA_PAIRS[self.formatter]
         self.reader: WebSocketReader | None = None
-        self.client = Client(server.node, self, server.client_options)
+        self.client = Client(ctx.node, self, ctx.client_options)
 
     # ClientTransport
     def send(self, data: bytes) -> None:
@@ -181,7 +188,7 @@ class ClientWebSocket(ClientConnection):
     def data_received(self, data: bytes) -> None:
         reader = self.reader
         if reader is None:
-            reader = self.reader = WebSocketReader(self.server.config.max_message_bytes)
+            reader = self.reader = WebSocketReader(self.ctx.config.max_message_bytes)
         messages, out = reader.receive_data(data)
         if reader.closed:
             if self.closed:
@@ -223,10 +230,8 @@ class ClientWebSocket(ClientConnection):
         super().finish(last, wait_close=not answered)
 
 
-def accept_client_websocket(
-    server: Server, request: Request, transport: asyncio.Transport
-) -> ClientWebSocket:
-    """Complete the handshake of ``/connection/websocket``; raises ``HttpError``."""
+def client_websocket(request: Request) -> StreamStart:
+    """The handshake of ``/connection/websocket``; raises ``HttpError``."""
     key = websocket_key(request)
     offered = [p.strip() for p in request.header("sec-websocket-protocol").split(",")]
     # An empty or unknown Sec-WebSocket-Protocol means JSON (older SDKs send an empty one).
@@ -236,5 +241,6 @@ def accept_client_websocket(
     else:
         codec = JSON
         chosen = "centrifuge-json" if "centrifuge-json" in offered else None
-    transport.write(accept_response(key, chosen))
-    return ClientWebSocket(server, transport, codec)
+    return StreamStart(
+        accept_response(key, chosen), lambda ctx, transport: ClientWebSocket(ctx, transport, codec)
+    )

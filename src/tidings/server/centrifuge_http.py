@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from tidings.core.client import Client
 from tidings.core.hub import Formatter
-from tidings.exceptions import HttpError
+from tidings.core.node_control import b64
+from tidings.exceptions import ControlError, DecodeError, HttpError
 from tidings.protocol.centrifuge import codes
-from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec, DecodeError
+from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec
 from tidings.protocol.http import Request, chunk, response_head
 
 from .centrifuge import DELTA_PAIRS, ClientConnection, PushFormat, register
+from .decisions import Response, StreamStart
 
 if TYPE_CHECKING:
-    from .server import Server
+    from tidings.app import App
 
-__all__ = ["ClientHttpStream", "emulation", "open_http_stream", "open_sse"]
+    from .context import Context
+
+__all__ = ["ClientHttpStream", "emulation", "http_stream", "sse"]
 
 log = logging.getLogger("tidings.server")
 
@@ -67,13 +71,13 @@ class ClientHttpStream(ClientConnection):
     emulated = True
     unidirectional = False
 
-    def __init__(self, server: Server, transport: asyncio.Transport, key: str) -> None:
-        super().__init__(server, transport)
+    def __init__(self, ctx: Context, transport: asyncio.Transport, key: str) -> None:
+        super().__init__(ctx, transport)
         self.name = key.partition("/")[0]
         self.codec, self.frame = FRAMES[key]
         self.formatter = PUSH_FORMATS[key]
         self.delta_formats = DELTA_PAIRS[self.formatter]
-        self.client = Client(server.node, self, server.client_options)
+        self.client = Client(ctx.node, self, ctx.client_options)
 
     def send(self, data: bytes) -> None:
         self.push(self.frame(data))
@@ -102,14 +106,8 @@ class ClientHttpStream(ClientConnection):
 
 
 def _start(
-    server: Server,
-    request: Request,
-    transport: asyncio.Transport,
-    key: str,
-    frame_data: bytes,
-    headers: list[tuple[str, str]],
-    preface: bytes = b"",
-) -> ClientHttpStream:
+    request: Request, key: str, frame_data: bytes, headers: list[tuple[str, str]]
+) -> StreamStart:
     codec = FRAMES[key][0]
     try:
         commands = codec.decode_commands(frame_data)
@@ -117,27 +115,27 @@ def _start(
         raise HttpError(400, "bad connect command") from None
     if not commands or "connect" not in commands[0]:
         raise HttpError(400, "the first command must be connect")
-    transport.write(response_head(200, [*headers, ("Transfer-Encoding", "chunked"), *NO_CACHE]))
-    conn = ClientHttpStream(server, transport, key)
-    conn.client.feed(commands)
-    return conn
+
+    def make(ctx: Context, transport: asyncio.Transport) -> ClientHttpStream:
+        conn = ClientHttpStream(ctx, transport, key)
+        conn.client.feed(commands)
+        return conn
+
+    head = response_head(200, [*headers, ("Transfer-Encoding", "chunked"), *NO_CACHE])
+    return StreamStart(head, make)
 
 
-def open_http_stream(
-    server: Server, request: Request, transport: asyncio.Transport, cors: list[tuple[str, str]]
-) -> ClientHttpStream:
+def http_stream(request: Request, cors: list[tuple[str, str]]) -> StreamStart:
     """``POST /connection/http_stream``: the body holds the connect command."""
     if request.method != "POST":
         raise HttpError(405, "method not allowed", [("Allow", "POST, OPTIONS")])
     binary = request.header("content-type").split(";")[0].strip() == "application/octet-stream"
     key = "http_stream/protobuf" if binary else "http_stream/json"
     ctype = "application/octet-stream" if binary else "application/json"
-    return _start(server, request, transport, key, request.body, [("Content-Type", ctype), *cors])
+    return _start(request, key, request.body, [("Content-Type", ctype), *cors])
 
 
-def open_sse(
-    server: Server, request: Request, transport: asyncio.Transport, cors: list[tuple[str, str]]
-) -> ClientHttpStream:
+def sse(request: Request, cors: list[tuple[str, str]]) -> StreamStart:
     """``GET /connection/sse?cf_connect=<connect command JSON>`` (or POST with it as body)."""
     if request.method == "GET":
         data = request.query.get("cf_connect", "").encode()
@@ -148,24 +146,40 @@ def open_sse(
     else:
         raise HttpError(405, "method not allowed", [("Allow", "GET, POST, OPTIONS")])
     headers = [("Content-Type", "text/event-stream; charset=utf-8"), *cors]
-    return _start(server, request, transport, "sse/json", data, headers, preface=chunk(b"\r\n"))
+    return _start(request, "sse/json", data, headers)
 
 
-def emulation(server: Server, request: Request) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """``POST /emulation``: commands for an emulated connection; 204 when delivered."""
+def emulation(app: App, request: Request) -> Response | Awaitable[Response]:
+    """``POST /emulation``: commands for an emulated connection, 204 once delivered to the
+    node that holds the session (through the controller when that is another node)."""
     if request.method != "POST":
         raise HttpError(405, "method not allowed", [("Allow", "POST, OPTIONS")])
     binary = request.header("content-type").split(";")[0].strip() == "application/octet-stream"
     codec = PROTOBUF if binary else JSON
     try:
         req = codec.decode_emulation(request.body)
-        commands = codec.decode_commands(req.get("data", b""))
+        data = req.get("data", b"")
+        commands = codec.decode_commands(data)
     except DecodeError:
         raise HttpError(400, "bad emulation request") from None
-    if req.get("node") and req["node"] != server.node.id:
-        raise HttpError(404, "unknown node")
-    client = server.node.sessions.get(req.get("session", ""))
-    if client is None or not client.transport.emulated:
+    node = app.node
+    session = req.get("session", "")
+    target = req.get("node") or node.id
+    if target == node.id:
+        client = node.sessions.get(session)
+        if client is None or not client.transport.emulated:
+            raise HttpError(404, "unknown session")
+        client.feed(commands)
+        return 204, b"", []
+    return _forward(app, target, session, codec.name, data)
+
+
+async def _forward(app: App, target: str, session: str, codec: str, data: bytes) -> Response:
+    command = {"method": "emulation", "session": session, "codec": codec, "b64data": b64(data)}
+    try:
+        answer = await app.node.controller.send(target, command)
+    except ControlError:
+        raise HttpError(404, "unknown node") from None
+    if not answer.get("found"):
         raise HttpError(404, "unknown session")
-    client.feed(commands)
     return 204, b"", []

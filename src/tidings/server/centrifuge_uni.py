@@ -15,20 +15,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from tidings.exceptions import HttpError
+from tidings.exceptions import DecodeError, HttpError
 from tidings.protocol.centrifuge import codes
-from tidings.protocol.centrifuge.codec import _SCHEMA, JSON, DecodeError, _from_json
+from tidings.protocol.centrifuge.codec import _SCHEMA, JSON, _from_json
 from tidings.protocol.http import Request, chunk, response_head
 from tidings.protocol.websocket import accept_response, text_frame
 
 from .centrifuge import ClientWebSocket, PushFormat, register
 from .centrifuge_http import NO_CACHE, ClientHttpStream
+from .decisions import StreamStart
 from .request import websocket_key
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import Context
 
-__all__ = ["ClientUniStream", "ClientUniWebSocket", "open_uni_stream", "open_uni_websocket"]
+__all__ = ["ClientUniStream", "ClientUniWebSocket", "uni_stream", "uni_websocket"]
 
 log = logging.getLogger("tidings.server")
 
@@ -53,8 +54,8 @@ class ClientUniWebSocket(ClientWebSocket):
     name = "uni_websocket"
     unidirectional = True
 
-    def __init__(self, server: Server, transport: asyncio.Transport) -> None:
-        super().__init__(server, transport, JSON, UNI_WS_PUSH)
+    def __init__(self, ctx: Context, transport: asyncio.Transport) -> None:
+        super().__init__(ctx, transport, JSON, UNI_WS_PUSH)
         self.started = False
 
     def send(self, data: bytes) -> None:
@@ -85,24 +86,22 @@ class ClientUniStream(ClientHttpStream):
     emulated = True
 
 
-def open_uni_websocket(
-    server: Server, request: Request, transport: asyncio.Transport
-) -> ClientUniWebSocket:
+def uni_websocket(request: Request) -> StreamStart:
+    """``/connection/uni_websocket``: the connect request comes as the first message, or in
+    ``cf_connect``."""
     key = websocket_key(request)
-    transport.write(accept_response(key))
-    conn = ClientUniWebSocket(server, transport)
-    if "cf_connect" in request.query:
-        conn.start(request.query["cf_connect"].encode())
-    return conn
+    first = request.query.get("cf_connect")
+
+    def make(ctx: Context, transport: asyncio.Transport) -> ClientUniWebSocket:
+        conn = ClientUniWebSocket(ctx, transport)
+        if first is not None:
+            conn.start(first.encode())
+        return conn
+
+    return StreamStart(accept_response(key), make)
 
 
-def open_uni_stream(
-    server: Server,
-    request: Request,
-    transport: asyncio.Transport,
-    name: str,
-    cors: list[tuple[str, str]],
-) -> ClientUniStream:
+def uni_stream(request: Request, name: str, cors: list[tuple[str, str]]) -> StreamStart:
     """``GET|POST /connection/uni_sse`` (``cf_connect`` or body) or ``POST
     /connection/uni_http_stream`` (body)."""
     if name == "uni_sse" and request.method == "GET":
@@ -120,13 +119,13 @@ def open_uni_stream(
         ctype, key, preface = "text/event-stream; charset=utf-8", "uni_sse", chunk(b"\r\n")
     else:
         ctype, key, preface = "application/json", "uni_http_stream", b""
-    transport.write(
-        response_head(
-            200,
-            [("Content-Type", ctype), ("Transfer-Encoding", "chunked"), *NO_CACHE, *cors],
-        )
-        + preface
+    head = response_head(
+        200, [("Content-Type", ctype), ("Transfer-Encoding", "chunked"), *NO_CACHE, *cors]
     )
-    conn = ClientUniStream(server, transport, key)
-    conn.client.feed([{"id": 1, "connect": connect}])
-    return conn
+
+    def make(ctx: Context, transport: asyncio.Transport) -> ClientUniStream:
+        conn = ClientUniStream(ctx, transport, key)
+        conn.client.feed([{"id": 1, "connect": connect}])
+        return conn
+
+    return StreamStart(head + preface, make)

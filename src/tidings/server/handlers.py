@@ -5,31 +5,35 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from collections.abc import Awaitable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tidings.core.channels import validate_channel
-from tidings.core.node import Node
+from tidings.core.node import Node, Published
+from tidings.core.publication import StreamPosition
 from tidings.exceptions import HttpError, InvalidChannel
 from tidings.protocol.http import Request
 from tidings.protocol.positions import format_position
 
+from .decisions import Response
+
 if TYPE_CHECKING:
-    from .server import Server
+    from tidings.app import App
 
 __all__ = [
-    "Response",
+    "channel_infos",
     "check_api_key",
+    "decode_payload",
     "demo_page",
     "health",
+    "json_response",
     "publish_endpoint",
     "server_api",
     "stats",
 ]
-
-Response = tuple[int, bytes, list[tuple[str, str]]]
 
 _EVENT = re.compile(r"[A-Za-z0-9_\-.:@/]{1,64}")
 
@@ -38,9 +42,9 @@ def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None 
     return status, orjson.dumps(body), headers or []
 
 
-def check_api_key(server: Server, request: Request) -> None:
+def check_api_key(app: App, request: Request) -> None:
     """Raise 401 unless the request carries the configured key (compared in constant time)."""
-    key = server.config.api_key
+    key = app.config.api_key
     given = request.header("x-api-key")
     if not given:
         auth = request.header("authorization")
@@ -81,107 +85,152 @@ def _event_name(request: Request) -> str | None:
     return event
 
 
-async def channel_info(node: Node, channel: str) -> dict[str, Any]:
-    info = await node.stream_info(channel)
+def _channel_info(
+    node: Node, channel: str, position: StreamPosition | None, stored: int
+) -> dict[str, Any]:
     result: dict[str, Any] = {"channel": channel, "subscribers": node.hub.count(channel)}
-    if info is None:
+    if position is None:
         result.update(stored=0, published=0, offset=0, epoch="", last_event_id="")
     else:
-        pos = info.position
         result.update(
-            stored=info.stored,
-            published=pos.offset,
-            offset=pos.offset,
-            epoch=pos.epoch,
-            last_event_id=format_position(channel, pos.offset, pos.epoch),
+            stored=stored,
+            published=position.offset,
+            offset=position.offset,
+            epoch=position.epoch,
+            last_event_id=format_position(channel, position.offset, position.epoch),
         )
     return result
 
 
-async def publish_endpoint(server: Server, request: Request, channel: str) -> Response:
-    """POST/PUT publish, GET channel info, DELETE close subscribers and drop history."""
-    check_api_key(server, request)
+async def channel_infos(node: Node, channels: list[str]) -> list[dict[str, Any]]:
+    """Stream and subscriber figures of ``channels``, read from the broker in one call."""
+    infos = await node.stream_info(channels)
+    result = []
+    for channel in channels:
+        info = infos.get(channel)
+        position, stored = (info.position, info.stored) if info is not None else (None, 0)
+        result.append(_channel_info(node, channel, position, stored))
+    return result
+
+
+def _published(channel: str, done: Published) -> Response:
+    pos = done.position
+    return json_response(
+        200,
+        {
+            "channel": channel,
+            "offset": pos.offset,
+            "epoch": pos.epoch,
+            "id": format_position(channel, pos.offset, pos.epoch),
+            "subscribers": done.subscribers,
+        },
+    )
+
+
+def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awaitable[Response]:
+    """POST/PUT publish, GET channel info, DELETE close subscribers and drop history.
+
+    A publish the broker takes synchronously (the memory broker) is answered at once, so
+    publishes pipelined or arriving together are fanned out in the same loop iteration and
+    reach each subscriber in one coalesced write (docs/architecture.md)."""
+    check_api_key(app, request)
     try:
         validate_channel(channel)
     except InvalidChannel as exc:
         raise HttpError(400, f"bad channel name: {exc}") from None
-    node = server.node
+    node = app.node
     method = request.method
     if method in ("POST", "PUT"):
         event = _event_name(request)
         data, is_json = decode_payload(request)
-        pub, reached = await node.publish(channel, data, is_json=is_json, event=event)
-        return json_response(
-            200,
-            {
-                "channel": channel,
-                "offset": pub.offset,
-                "epoch": pub.epoch,
-                "id": format_position(channel, pub.offset, pub.epoch),
-                "subscribers": reached,
-            },
-        )
+        done = node.publish_nowait(channel, data, is_json=is_json, event=event)
+        if done is not None:
+            return _published(channel, done)
+        return _publish(node, channel, data, is_json, event)
     if method == "GET":
-        return json_response(200, await channel_info(node, channel))
+        return _info(node, channel)
     if method == "DELETE":
-        closed = await node.delete_channel(channel)
-        return json_response(200, {"channel": channel, "deleted": True, "subscribers": closed})
+        return _delete(node, channel)
     raise HttpError(405, "method not allowed", [("Allow", "POST, PUT, GET, DELETE, OPTIONS")])
 
 
-async def stats(server: Server, request: Request) -> Response:
+async def _publish(
+    node: Node, channel: str, data: bytes, is_json: bool, event: str | None
+) -> Response:
+    return _published(channel, await node.publish(channel, data, is_json=is_json, event=event))
+
+
+async def _info(node: Node, channel: str) -> Response:
+    return json_response(200, (await channel_infos(node, [channel]))[0])
+
+
+async def _delete(node: Node, channel: str) -> Response:
+    closed = await node.delete_channel(channel)
+    return json_response(200, {"channel": channel, "deleted": True, "subscribers": closed})
+
+
+def stats(app: App, request: Request, rest: str = "") -> Awaitable[Response]:
     """Server and channel statistics: ``?channel=NAME`` for one, ``?prefix=P`` for some."""
-    if not server.config.stats_open:
-        check_api_key(server, request)
+    if not app.config.stats_open:
+        check_api_key(app, request)
     if request.method != "GET":
         raise HttpError(405, "method not allowed", [("Allow", "GET")])
-    node = server.node
     query = request.query
     if "channel" in query:
-        names = [query["channel"]]
         try:
-            validate_channel(names[0])
+            validate_channel(query["channel"])
         except InvalidChannel as exc:
             raise HttpError(400, f"bad channel name: {exc}") from None
+    return _stats(app, query.get("channel"), query.get("prefix", ""))
+
+
+async def _stats(app: App, channel: str | None, prefix: str) -> Response:
+    node = app.node
+    if channel is not None:
+        names = [channel]
     else:
-        prefix = query.get("prefix", "")
         known = set(await node.broker.channels(prefix))
         known.update(ch for ch in node.hub.channels() if ch.startswith(prefix))
         names = sorted(known)[:10000]
-    channels = [await channel_info(node, name) for name in names]
     body = {
         "uptime": round(time.time() - node.started, 3),
-        "connections": server.connection_counts(),
+        "connections": app.connection_counts(),
         "published": node.published,
-        "slow_disconnects": server.stats_slow,
-        "channels": channels,
+        "slow_disconnects": app.slow_disconnects,
+        "channels": await channel_infos(node, names),
     }
     return json_response(200, body)
 
 
-def health(server: Server, request: Request) -> Response:
+def health(app: App, request: Request, rest: str = "") -> Response:
     # HEAD too: load balancers' health checks often use it.
     if request.method not in ("GET", "HEAD"):
         raise HttpError(405, "method not allowed", [("Allow", "GET, HEAD")])
-    return json_response(200, {"status": "ok", "uptime": round(time.time() - server.node.started)})
+    return json_response(200, {"status": "ok", "uptime": round(time.time() - app.node.started)})
 
 
-def demo_page(server: Server, request: Request) -> Response:
+def demo_page(app: App, request: Request, rest: str = "") -> Response:
+    if not app.config.demo or request.method != "GET":
+        raise HttpError(404, "not found")
     page = resources.files("tidings.server").joinpath("static/demo.html").read_bytes()
     # The demo publishes from the page, so it carries the key: the demo is for development.
     # "<" escaped so that no key can close the <script> element it is written into.
-    key = orjson.dumps(server.config.api_key).replace(b"<", b"\\u003c")
+    key = orjson.dumps(app.config.api_key).replace(b"<", b"\\u003c")
     page = page.replace(b"{{API_KEY}}", key)
     return 200, page, [("Content-Type", "text/html; charset=utf-8")]
 
 
-async def server_api(server: Server, request: Request, method: str) -> Response:
+def server_api(app: App, request: Request, method: str) -> Awaitable[Response]:
     """``POST /api/<method>``: the server API (Centrifugo-compatible request/response)."""
-    check_api_key(server, request)
+    check_api_key(app, request)
     if request.method != "POST":
         raise HttpError(405, "method not allowed", [("Allow", "POST")])
     try:
         params = orjson.loads(request.body) if request.body.strip() else {}
     except orjson.JSONDecodeError:
         raise HttpError(400, "body is not valid JSON") from None
-    return json_response(200, await server.api.call(method, params))
+    return _api(app, method, params)
+
+
+async def _api(app: App, method: str, params: Any) -> Response:
+    return json_response(200, await app.api.call(method, params))

@@ -1,87 +1,35 @@
 """The HTTP/1.1 side of a connection: requests, keep-alive, and the hand-over to streaming.
 
-Every accepted socket starts here. Subscribe requests end this object's life: the transport
-is handed to a small streaming protocol (``sessions.py``) and the HTTP parser is dropped.
-Long-polls and request/response endpoints stay here and keep the connection alive.
+Every accepted socket starts here. Each request goes to its endpoint through the route
+table (``routes.py``), which answers with a decision; this object carries it out. A stream
+decision ends this object's life: the transport is handed to a small streaming protocol
+(``sessions.py``, ``centrifuge*.py``) and the HTTP parser is dropped. Long-polls and
+request/response endpoints stay here and keep the connection alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, cast
 
 import orjson
 
-from tidings.core.node import Resume
 from tidings.exceptions import HttpError
-from tidings.protocol.http import Request, RequestParser, chunk, response_head, simple_response
-from tidings.protocol.sse import sse_comment, sse_retry
-from tidings.protocol.websocket import accept_response
+from tidings.protocol.http import Request, RequestParser, simple_response
 
-from . import centrifuge_http, centrifuge_uni, handlers
-from .centrifuge import ClientWebSocket, accept_client_websocket
-from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
+from . import routes
+from .decisions import LongPollStart, Response, StreamStart
 from .longpoll import LongPoll
-from .request import cors_headers, origin_allowed, parse_subscribe, websocket_key
-from .sessions import Session, SseSession, StreamSession, WsSession
+from .outbox import Outbox
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import Context
 
 __all__ = ["HttpConnection"]
 
 log = logging.getLogger("tidings.server")
-
-SUBSCRIBE = ("ws", "sse", "stream", "lp")
-CLIENT_STREAMS = {
-    "/connection/http_stream",
-    "/connection/sse",
-    "/connection/uni_sse",
-    "/connection/uni_http_stream",
-}
-NO_BUFFERING = [
-    ("Cache-Control", "no-cache, no-store, no-transform"),
-    ("X-Accel-Buffering", "no"),  # nginx: don't buffer this response
-]
-
-
-T = TypeVar("T")
-
-
-async def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
-    """Drive ``coro``, started outside a task and suspended on ``waiting`` (a future, or
-    None for a bare yield), to its end, as the task running it would have."""
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                # ``coro`` marked the future as awaited when it yielded it; a task would
-                # have cleared the mark on receiving it. Clear it here, or awaiting the
-                # future again fails with "await wasn't used with future".
-                waiting._asyncio_future_blocking = False
-                await waiting
-        except asyncio.CancelledError as exc:
-            if not (isinstance(waiting, asyncio.Future) and waiting.cancelled()):
-                # This task was cancelled, not the future: deliver that to ``coro``.
-                try:
-                    waiting = coro.throw(exc)
-                except StopIteration as stop:
-                    return cast(T, stop.value)
-                continue
-        except Exception:  # noqa: S110 - ``coro`` takes the outcome from ``waiting`` itself
-            pass
-        try:
-            waiting = coro.send(None)
-        except StopIteration as stop:
-            return cast(T, stop.value)
-
-
-async def _reraise(exc: Exception) -> handlers.Response:
-    """Hands an exception raised by a handler's first step to ``_run``'s handling."""
-    raise exc
 
 
 class HttpConnection(asyncio.Protocol):
@@ -90,27 +38,25 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "busy",
         "closed",
+        "ctx",
         "draining",
         "head",
         "lp",
         "parser",
         "processing",
-        "server",
         "task",
         "timer",
         "transport",
     )
 
-    kind = "http"
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        config = server.config
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        config = ctx.config
         self.parser = RequestParser(
             max_header_bytes=config.max_header_bytes, max_body=config.max_body_bytes
         )
         self.transport: asyncio.Transport | None = None
-        self.busy = False
+        self.busy = False  # a request is being answered; later ones wait in the parser
         self.processing = False
         self.closed = False
         self.draining = False
@@ -119,15 +65,19 @@ class HttpConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
 
+    @property
+    def kind(self) -> str:
+        return "lp" if self.lp is not None else "http"
+
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports don't subclass asyncio.Transport but implement it.
         self.transport = cast(asyncio.Transport, transport)
-        if not self.server.admit(self):
+        if not self.ctx.app.admit(self):
             log.warning("connection limit reached, refusing %s", self.peer())
             self.send_error(503, "too many connections", close=True)
             return
-        self._arm(self.server.config.request_timeout)
+        self._arm(self.ctx.config.request_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -145,7 +95,7 @@ class HttpConnection(asyncio.Protocol):
             if not self.busy and not self.parser.requests and self.transport is not None:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if not self.busy:
-            self._arm(self.server.config.request_timeout)
+            self._arm(self.ctx.config.request_timeout)
         self.process()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -156,7 +106,24 @@ class HttpConnection(asyncio.Protocol):
             self.lp.close()
         if self.task is not None:
             self.task.cancel()
-        self.server.forget(self)
+        self.ctx.app.forget(self)
+
+    # Connection (tidings.app)
+    def ping(self) -> None:
+        """Plain HTTP has no heartbeat."""
+
+    def shutdown(self, reason: str) -> None:
+        """Server shutdown: answer a waiting long-poll, close when idle."""
+        self.draining = True
+        if self.lp is not None:
+            self.lp.respond()
+        elif not self.busy:
+            self.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
     # request dispatch
     def process(self) -> None:
@@ -179,59 +146,35 @@ class HttpConnection(asyncio.Protocol):
         if not request.keep_alive:
             self.draining = True
         self.head = request.method == "HEAD"
-        path = request.path
-        head, _, rest = path[1:].partition("/")
+        app = self.ctx.app
         try:
             if request.method == "OPTIONS":
-                self.preflight(request)
-            elif head in SUBSCRIBE and rest:
-                self.subscribe(head, rest, request)
-            elif head == "api" and rest:
-                self.run(handlers.server_api(self.server, request, rest))
-            elif path == "/connection/websocket":
-                self.client_websocket(request)
-            elif path in CLIENT_STREAMS:
-                self.client_stream(path.rpartition("/")[2], request)
-            elif path == "/connection/uni_websocket":
-                self.client_websocket(request, uni=True)
-            elif path == "/emulation":
-                self.check_origin(request)
-                cors = cors_headers(request, self.server.config.allowed_origins)
-                status, body, headers = centrifuge_http.emulation(self.server, request)
-                self.respond(status, body, [*headers, *cors])
-            elif head == "pub" and rest:
-                self.run(handlers.publish_endpoint(self.server, request, rest))
-            elif path == "/stats":
-                self.run(handlers.stats(self.server, request))
-            elif path == "/health":
-                self.respond(*handlers.health(self.server, request))
-            elif path == "/" and self.server.config.demo and request.method == "GET":
-                self.respond(*handlers.demo_page(self.server, request))
-            else:
-                raise HttpError(404, "not found")
+                self.respond(*routes.preflight(app, request))
+                return
+            endpoint, rest = routes.find(request.path)
+            decision = endpoint(app, request, rest)
         except HttpError as exc:
-            log.info("%s %s -> %s %s", request.method, path, exc.status, exc.reason)
+            log.info("%s %s -> %s %s", request.method, request.path, exc.status, exc.reason)
             self.send_error(exc.status, exc.reason, headers=exc.headers)
-
-    def run(self, handler: Coroutine[Any, Any, handlers.Response]) -> None:
-        """Start ``handler`` at once, not in a new task: one that completes without
-        waiting (a publish to the memory broker) is answered within this call, so the
-        publishes of pipelined or concurrent requests are fanned out in the same loop
-        iteration and reach each subscriber in one coalesced write. A handler that
-        waits goes on in a task."""
-        self.busy = True
-        try:
-            waiting = handler.send(None)
-        except StopIteration as stop:
-            self.respond(*stop.value)
-        except Exception as exc:
-            self.task = self.server.loop.create_task(self._run(_reraise(exc)))
+            return
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            self.send_error(500, "internal error")
+            return
+        if isinstance(decision, tuple):
+            self.respond(*decision)
+        elif isinstance(decision, StreamStart):
+            self.start_stream(decision)
+        elif isinstance(decision, LongPollStart):
+            self.longpoll(decision)
         else:
-            self.task = self.server.loop.create_task(self._run(_resume(handler, waiting)))
+            self.busy = True
+            self.task = self.ctx.loop.create_task(self._wait(decision))
 
-    async def _run(self, handler: Coroutine[Any, Any, handlers.Response]) -> None:
+    async def _wait(self, outcome: Awaitable[Response]) -> None:
+        """An endpoint that has to wait (a remote broker): answer when it is done."""
         try:
-            result = await handler
+            result = await outcome
         except HttpError as exc:
             log.info("request -> %s %s", exc.status, exc.reason)
             self.send_error(exc.status, exc.reason, headers=exc.headers)
@@ -263,7 +206,7 @@ class HttpConnection(asyncio.Protocol):
         if not keep:
             self.close()
             return
-        self._arm(self.server.config.keepalive_timeout)
+        self._arm(self.ctx.config.keepalive_timeout)
         self.process()
 
     def send_error(
@@ -286,18 +229,10 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def shutdown(self) -> None:
-        """Server shutdown: answer a waiting long-poll, close when idle."""
-        self.draining = True
-        if self.lp is not None:
-            self.lp.respond()
-        elif not self.busy:
-            self.close()
-
     def _arm(self, timeout: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.server.loop.call_later(timeout, self._timed_out)
+        self.timer = self.ctx.loop.call_later(timeout, self._timed_out)
 
     def _timed_out(self) -> None:
         self.timer = None
@@ -312,152 +247,31 @@ class HttpConnection(asyncio.Protocol):
     def peer(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
 
-    # subscribe endpoints
-    def subscribe(self, transport_name: str, rest: str, request: Request) -> None:
-        config = self.server.config
-        if request.method != "GET":
-            raise HttpError(405, "method not allowed", [("Allow", "GET, OPTIONS")])
-        if not origin_allowed(request, config.allowed_origins):
-            raise HttpError(403, "origin not allowed")
-        sub = parse_subscribe(
-            request, rest, config.max_channels_per_connection, self.server.node.namespaces
-        )
-        cors = cors_headers(request, config.allowed_origins)
-        if transport_name == "lp":
-            self.longpoll(sub.channels, sub.raw, cors, sub.resume)
-            return
+    # streams
+    def start_stream(self, start: StreamStart) -> None:
+        """Write the stream's head and hand the transport to its connection object; this
+        HTTP connection object is done (its parser and timers go with it)."""
         transport = self.transport
         assert transport is not None
-        session: Session
-        if transport_name == "ws":
-            key = websocket_key(request)
-            # An empty Sec-WebSocket-Protocol is accepted and not echoed.
-            transport.write(accept_response(key))
-            session = WsSession(self.server, transport, WS_FORMATS[sub.raw], sub.channels)
-        elif transport_name == "sse":
-            multi = len(sub.channels) > 1
-            head = [("Content-Type", "text/event-stream; charset=utf-8"), *NO_BUFFERING]
-            transport.write(
-                response_head(200, [*head, ("Connection", "close"), *cors])
-                + sse_retry(config.sse_retry_ms)
-                + sse_comment("ok")
-            )
-            fmt = SSE_FORMATS[(sub.raw, not multi)]
-            session = SseSession(self.server, transport, fmt, sub.channels, multi=multi)
-        else:
-            session = self._stream_session(request, sub.raw, sub.channels, cors)
-        self.hand_over(session, sub.resume)
-
-    def client_websocket(self, request: Request, *, uni: bool = False) -> None:
-        """``/connection/websocket`` (bidirectional) or ``/connection/uni_websocket``."""
-        if request.method != "GET":
-            raise HttpError(405, "method not allowed", [("Allow", "GET")])
-        self.check_origin(request)
-        transport = self.transport
-        assert transport is not None
-        conn: ClientWebSocket
-        if uni:
-            conn = centrifuge_uni.open_uni_websocket(self.server, request, transport)
-        else:
-            conn = accept_client_websocket(self.server, request, transport)
-        self.give_transport(conn)
-        if self.parser.upgrade_data:
-            conn.data_received(self.parser.upgrade_data)
-
-    def check_origin(self, request: Request) -> None:
-        if not origin_allowed(request, self.server.config.allowed_origins):
-            raise HttpError(403, "origin not allowed")
-
-    def client_stream(self, name: str, request: Request) -> None:
-        """``/connection/http_stream`` and ``/connection/sse``: emulated client protocol."""
-        self.check_origin(request)
-        transport = self.transport
-        assert transport is not None
-        cors = cors_headers(request, self.server.config.allowed_origins)
-        conn: centrifuge_http.ClientHttpStream
-        if name.startswith("uni_"):
-            conn = centrifuge_uni.open_uni_stream(self.server, request, transport, name, cors)
-        elif name == "sse":
-            conn = centrifuge_http.open_sse(self.server, request, transport, cors)
-        else:
-            conn = centrifuge_http.open_http_stream(self.server, request, transport, cors)
-        self.give_transport(conn)
-
-    def give_transport(self, conn: asyncio.Protocol) -> None:
-        """Hand the transport to the protocol object of a streaming connection; this HTTP
-        connection object is done (its parser and timers go with it)."""
+        transport.write(start.head)
+        conn: Outbox = start.make(self.ctx, transport)
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        transport = self.transport
-        assert transport is not None
         transport.set_protocol(conn)
-        self.server.replace(self, conn)
+        self.ctx.app.replace(self, conn)
+        conn.opened(self.parser.upgrade_data or b"")
 
-    def _stream_session(
-        self, request: Request, raw: bool, channels: list[str], cors: list[tuple[str, str]]
-    ) -> StreamSession:
-        transport = self.transport
-        assert transport is not None
-        # HTTP/1.0 has no chunked coding (RFC 9112 §7.1): its body ends with the connection.
-        chunked = request.http_minor > 0
-        name = request.query.get("template")
-        if name is not None:
-            template = self.server.templates.get(name)
-            if template is None:
-                raise HttpError(400, "unknown template")
-            fmt: TemplateFormat | None = self.server.template_formats[name]
-            if not chunked:
-                fmt = TemplateFormat(template, chunked=False)  # rare: not shared
-            ctype, header = template.content_type, template.header
-        else:
-            fmt = None
-            ctype = "text/plain; charset=utf-8" if raw else "application/x-ndjson"
-            header = b""
-        framing = ("Transfer-Encoding", "chunked") if chunked else ("Connection", "close")
-        head = [("Content-Type", ctype), framing, *NO_BUFFERING]
-        if header and chunked:
-            header = chunk(header)
-        transport.write(response_head(200, [*head, *cors]) + header)
-        formatter = fmt or STREAM_FORMATS[(raw, chunked)]
-        return StreamSession(self.server, transport, formatter, channels)
-
-    def hand_over(self, session: Session, resume: dict[str, Resume]) -> None:
-        """Give the transport to ``session`` and start its subscriptions."""
-        self.give_transport(session)
-        leftover = self.parser.upgrade_data
-        self.server.node.spawn(session.start(resume))
-        if leftover and isinstance(session, WsSession):
-            session.data_received(leftover)
-
-    def longpoll(
-        self,
-        channels: list[str],
-        raw: bool,
-        cors: list[tuple[str, str]],
-        resume: dict[str, Resume],
-    ) -> None:
+    def longpoll(self, start: LongPollStart) -> None:
         self.busy = True
-        self.lp = LongPoll(self, channels, raw, cors)
-        timeout = self.server.config.longpoll_timeout
-        if self.draining and self.server.stopping:
+        self.lp = LongPoll(self, start.channels, start.raw, start.headers)
+        timeout = self.ctx.config.longpoll_timeout
+        if self.draining and self.ctx.app.stopping:
             timeout = 0
-        self.task = self.server.loop.create_task(self.lp.start(resume, timeout))
+        self.task = self.ctx.loop.create_task(self.lp.start(start.resume, start.last, timeout))
 
     def finish_longpoll(self, body: bytes, headers: list[tuple[str, str]]) -> None:
         self.lp = None
         self.task = None
         self.respond(200, body, headers)
-
-    def preflight(self, request: Request) -> None:
-        allowed = self.server.config.allowed_origins
-        cors = cors_headers(request, allowed)
-        if not cors:
-            raise HttpError(403, "origin not allowed")
-        cors += [
-            ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
-            ("Access-Control-Allow-Headers", "Content-Type, X-API-Key, Last-Event-ID"),
-            ("Access-Control-Max-Age", "600"),
-        ]
-        self.respond(204, b"", cors)

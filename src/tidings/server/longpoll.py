@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tidings.core.hub import Formatter
-from tidings.core.node import Node, Resume
-from tidings.core.publication import ClientInfo, Publication
+from tidings.core.node import Node
+from tidings.core.publication import ClientInfo, Publication, StreamPosition
 from tidings.protocol.envelope import payload_json
 from tidings.protocol.positions import format_positions
 
@@ -64,17 +64,25 @@ class LongPoll:
         self.positions: dict[str, tuple[int, str]] = {}
         self.timer: asyncio.TimerHandle | None = None
 
-    async def start(self, resume: dict[str, Resume], wait: float) -> None:
-        node = self.conn.server.node
+    async def start(self, resume: dict[str, StreamPosition], last: int | None, wait: float) -> None:
+        node = self.conn.ctx.node
         try:
             for channel in self.channels:
                 # Without a position, "last 0" still reports where the stream stands, so
                 # the response's id lets the next poll resume exactly.
-                pos = await node.subscribe(self, channel, resume.get(channel, Resume(last=0)))
-                if pos is not None:
-                    self.positions.setdefault(channel, pos)
+                since = resume.get(channel)
+                limit = None if since else (last or 0)
+                handle = await node.subscribe(self, channel, since, limit)
                 if self.closed:
+                    handle.abort()
                     return
+                if handle.gap is not None:
+                    self.notice("gap", channel, handle.gap.fields())
+                for pub in handle.publications:
+                    self.deliver(pub, b"")
+                position = handle.go_live()
+                if position is not None:
+                    self.positions.setdefault(channel, (position.offset, position.epoch))
         except Exception:
             log.exception("long-poll subscribe failed")
             self.close()
@@ -84,7 +92,7 @@ class LongPoll:
         if self.messages or self.notices:
             self.respond()
         else:
-            self.timer = self.conn.server.loop.call_later(wait, self.respond)
+            self.timer = self.conn.ctx.loop.call_later(wait, self.respond)
 
     def deliver(self, pub: Publication, data: bytes) -> None:
         self.messages.append(pub)
@@ -105,7 +113,7 @@ class LongPoll:
     def _schedule(self) -> None:
         if self.ready and not self.scheduled and not self.closed:
             self.scheduled = True
-            self.conn.server.loop.call_soon(self.respond)
+            self.conn.ctx.loop.call_soon(self.respond)
 
     def respond(self) -> None:
         if self.closed:
@@ -134,8 +142,8 @@ class LongPoll:
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
-        node = self.conn.server.node
-        loop = self.conn.server.loop
+        node = self.conn.ctx.node
+        loop = self.conn.ctx.loop
         for channel in self.channels:
             # Deferred: this may run inside the hub's fan-out over this channel.
             loop.call_soon(self._leave, node, channel)

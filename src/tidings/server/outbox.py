@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import Context
 
 __all__ = ["Flusher", "Outbox"]
 
@@ -50,17 +50,17 @@ class Outbox(asyncio.Protocol):
     Subclasses say how to part with a client (``goodbye``) and what to do on input.
     """
 
-    __slots__ = ("_pending", "_room", "closed", "server", "transport")
+    __slots__ = ("_pending", "_room", "closed", "ctx", "transport")
 
     kind: ClassVar[str] = "stream"
 
-    def __init__(self, server: Server, transport: asyncio.Transport) -> None:
-        self.server = server
+    def __init__(self, ctx: Context, transport: asyncio.Transport) -> None:
+        self.ctx = ctx
         self.transport = transport
         self._pending: list[bytes] | None = None
         # Bytes that may still be queued before the client counts as slow: the bound less
         # what is queued here and what the transport held at the last write.
-        self._room = server.config.max_outgoing_bytes
+        self._room = ctx.config.max_outgoing_bytes
         self.closed = False
 
     def push(self, data: bytes) -> None:
@@ -70,7 +70,7 @@ class Outbox(asyncio.Protocol):
         pending = self._pending
         if pending is None:
             self._pending = [data]
-            self.server.flusher.mark(self)
+            self.ctx.flusher.mark(self)
         else:
             pending.append(data)
         room = self._room - len(data)
@@ -85,12 +85,12 @@ class Outbox(asyncio.Protocol):
         self._pending = None
         transport = self.transport
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        self._room = self.server.config.max_outgoing_bytes - transport.get_write_buffer_size()
+        self._room = self.ctx.config.max_outgoing_bytes - transport.get_write_buffer_size()
 
     def slow(self) -> None:
         """Cut off a client that can't keep up; it resumes from history on return."""
         log.warning("slow consumer cut off: %s", self.describe())
-        self.server.stats_slow += 1
+        self.ctx.app.slow_disconnects += 1
         self.finish(self.goodbye("slow"))
 
     def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
@@ -103,14 +103,14 @@ class Outbox(asyncio.Protocol):
         self._pending = None
         # The hub may be iterating this connection's group right now (a slow consumer is
         # found inside fan-out), so leave the channels on the next loop iteration.
-        loop = self.server.loop
+        loop = self.ctx.loop
         loop.call_soon(self.unsubscribe_all)
         transport = self.transport
         if transport.is_closing():
             return
         if last:
             transport.write(last)
-        grace = self.server.config.shutdown_timeout
+        grace = self.ctx.config.shutdown_timeout
         if wait_close:
             loop.call_later(grace, transport.abort)
             return
@@ -124,6 +124,21 @@ class Outbox(asyncio.Protocol):
 
     def unsubscribe_all(self) -> None:
         """Leave every channel; called once when the connection ends."""
+
+    def opened(self, leftover: bytes) -> None:
+        """The transport is this object's now; ``leftover``: bytes read past the request
+        that started the stream (a WebSocket client may send right after its handshake)."""
+
+    # Connection (tidings.app)
+    def ping(self) -> None:
+        """Streams without a heartbeat of their own have nothing to do."""
+
+    def shutdown(self, reason: str) -> None:
+        self.finish(self.goodbye(reason))
+
+    def abort(self) -> None:
+        self.closed = True
+        self.transport.abort()
 
     def describe(self) -> str:
         peer = self.transport.get_extra_info("peername")
@@ -142,4 +157,4 @@ class Outbox(asyncio.Protocol):
             self.closed = True
             self._pending = None
             self.unsubscribe_all()
-        self.server.forget(self)
+        self.ctx.app.forget(self)

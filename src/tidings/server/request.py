@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tidings.core.channels import Namespaces, validate_channel
-from tidings.core.node import Resume
+from tidings.core.publication import StreamPosition
 from tidings.exceptions import HttpError, InvalidChannel, InvalidPosition, WebSocketError
 from tidings.protocol.http import Request
 from tidings.protocol.positions import parse_positions, parse_since
@@ -14,6 +14,7 @@ from tidings.protocol.websocket import check_handshake
 
 __all__ = [
     "SubscribeRequest",
+    "check_origin",
     "cors_headers",
     "origin_allowed",
     "parse_subscribe",
@@ -25,8 +26,12 @@ MAX_LAST = 10000
 
 @dataclass(slots=True)
 class SubscribeRequest:
+    """Channels, the positions to resume them after, ``?last=N`` for the others, and
+    whether payloads go without the envelope (``?format=raw``)."""
+
     channels: list[str]
-    resume: dict[str, Resume]
+    resume: dict[str, StreamPosition]
+    last: int | None
     raw: bool
 
 
@@ -63,7 +68,7 @@ def parse_subscribe(
     mode = query.get("format", "envelope")
     if mode not in ("envelope", "raw"):
         raise HttpError(400, "format must be 'envelope' or 'raw'")
-    resume: dict[str, Resume] = {}
+    resume: dict[str, StreamPosition] = {}
     try:
         # Precedence: query parameters (explicit) over headers (sent by browsers/caches).
         text = query.get("last_event_id") or request.header("last-event-id")
@@ -71,20 +76,20 @@ def parse_subscribe(
         if text:
             for ch, (offset, epoch) in parse_positions(text).items():
                 if ch in channels:
-                    resume[ch] = Resume(offset, epoch)
+                    resume[ch] = StreamPosition(offset, epoch)
         if "since" in query:
             for ch, (offset, epoch) in parse_since(query["since"], channels).items():
                 if ch in channels:
-                    resume[ch] = Resume(offset, epoch)
+                    resume[ch] = StreamPosition(offset, epoch)
     except InvalidPosition as exc:
         raise HttpError(400, f"bad position: {exc}") from None
+    last = None
     if "last" in query:
-        last = query["last"]
-        if not (last.isascii() and last.isdigit()) or int(last) > MAX_LAST:
+        text = query["last"]
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_LAST:
             raise HttpError(400, f"last must be an integer from 0 to {MAX_LAST}")
-        for ch in channels:
-            resume.setdefault(ch, Resume(last=int(last)))
-    return SubscribeRequest(channels, resume, mode == "raw")
+        last = int(text)
+    return SubscribeRequest(channels, resume, last, mode == "raw")
 
 
 def origin_allowed(request: Request, allowed: list[str]) -> bool:
@@ -111,6 +116,12 @@ def cors_headers(request: Request, allowed: list[str]) -> list[tuple[str, str]]:
         ("Vary", "Origin"),
         ("Access-Control-Expose-Headers", "ETag, X-Tidings-Gap"),
     ]
+
+
+def check_origin(request: Request, allowed: list[str]) -> None:
+    """403 for a browser request from an Origin that is not allowed."""
+    if not origin_allowed(request, allowed):
+        raise HttpError(403, "origin not allowed")
 
 
 def websocket_key(request: Request) -> str:

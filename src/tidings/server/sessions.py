@@ -11,8 +11,8 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tidings.core.hub import Formatter
-from tidings.core.node import Resume
-from tidings.core.publication import ClientInfo, Publication
+from tidings.core.publication import ClientInfo, Publication, StreamPosition
+from tidings.core.subscriptions import SubscribeHandle
 from tidings.protocol.envelope import encode_notice
 from tidings.protocol.http import chunk
 from tidings.protocol.positions import format_positions
@@ -23,7 +23,7 @@ from .formats import TemplateFormat, notice_event
 from .outbox import Outbox
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import Context
 
 __all__ = ["Session", "SseSession", "StreamSession", "WsSession"]
 
@@ -37,26 +37,41 @@ class Session(Outbox):
 
     def __init__(
         self,
-        server: Server,
+        ctx: Context,
         transport: asyncio.Transport,
         formatter: Formatter,
         channels: list[str],
     ) -> None:
-        super().__init__(server, transport)
+        super().__init__(ctx, transport)
         self.formatter = formatter
         self.channels = channels
 
-    async def start(self, resume: dict[str, Resume]) -> None:
-        """Subscribe to every channel, replaying history where a position was given."""
-        node = self.server.node
+    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+        """Subscribe to every channel: after the client's position where it gave one
+        (with a gap notice when history can't fill the gap), else the ``last`` N."""
+        node = self.ctx.node
         try:
             for channel in self.channels:
                 if self.closed:
                     return
-                await node.subscribe(self, channel, resume.get(channel))
+                since = resume.get(channel)
+                handle = await node.subscribe(self, channel, since, None if since else last)
+                if self.closed:
+                    handle.abort()
+                    return
+                self.render(handle)
+                handle.go_live()
         except Exception:
             log.exception("subscribing %s failed", self.describe())
             self.finish(self.goodbye("error"))
+
+    def render(self, handle: SubscribeHandle) -> None:
+        """What a subscribe recovered: the gap notice first, then the publications."""
+        if handle.gap is not None:
+            self.notice("gap", handle.channel, handle.gap.fields())
+        fmt = self.formatter
+        for pub in handle.publications:
+            self.deliver(pub, fmt.encode(pub))
 
     def deliver(self, pub: Publication, data: bytes) -> None:
         self.push(data)
@@ -79,7 +94,7 @@ class Session(Outbox):
             self.finish(self.encode_notice("deleted", channel, {}) + self.goodbye("deleted"))
 
     def unsubscribe_all(self) -> None:
-        node = self.server.node
+        node = self.ctx.node
         for channel in self.channels:
             node.unsubscribe(self, channel)
         self.channels = []
@@ -110,11 +125,15 @@ class WsSession(Session):
         self.reader: WebSocketReader | None = None
         self.seen = True
 
+    def opened(self, leftover: bytes) -> None:
+        if leftover:
+            self.data_received(leftover)
+
     def data_received(self, data: bytes) -> None:
         self.seen = True
         reader = self.reader
         if reader is None:
-            reader = self.reader = WebSocketReader(self.server.config.max_message_bytes)
+            reader = self.reader = WebSocketReader(self.ctx.config.max_message_bytes)
         _, out = reader.receive_data(data)
         if not reader.closed:
             if out:
@@ -162,7 +181,7 @@ class WsSession(Session):
         if not self.seen:
             log.info("%s: no answer to ping, closing", self.describe())
             self.closed = True
-            self.server.loop.call_soon(self.unsubscribe_all)
+            self.ctx.loop.call_soon(self.unsubscribe_all)
             self.transport.abort()
             return
         self.seen = False
@@ -183,20 +202,23 @@ class SseSession(Session):
         super().__init__(*args)
         self.positions: dict[str, tuple[int, str]] | None = {} if multi else None
 
-    async def start(self, resume: dict[str, Resume]) -> None:
+    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
         # On several channels every id lists every position, so that a reconnecting
         # browser resumes all of them: the client's own, else where the stream stands now.
         positions = self.positions
         if positions is not None:
+            unknown = [ch for ch in self.channels if ch not in resume]
+            infos = await self.ctx.node.stream_info(unknown) if unknown else {}
             for channel in self.channels:
                 given = resume.get(channel)
-                if given is not None and given.offset is not None:
+                info = infos.get(channel)
+                if given is not None:
                     positions[channel] = (given.offset, given.epoch)
+                elif info is not None:
+                    positions[channel] = (info.position.offset, info.position.epoch)
                 else:
-                    info = await self.server.node.stream_info(channel)
-                    top = info.position if info is not None else None
-                    positions[channel] = (top.offset, top.epoch) if top else (0, "")
-        await super().start(resume)
+                    positions[channel] = (0, "")
+        await super().start(resume, last)
 
     def deliver(self, pub: Publication, data: bytes) -> None:
         positions = self.positions
@@ -220,7 +242,8 @@ class SseSession(Session):
     def eof_received(self) -> bool:
         return False
 
-    def heartbeat(self) -> None:
+    def ping(self) -> None:
+        """The heartbeat: a comment, so proxies and browsers see the stream alive."""
         self.push(b":\n\n")
 
 

@@ -12,18 +12,15 @@ from typing import Any
 
 import orjson
 
+from tidings.exceptions import DecodeError
 from tidings.protocol.envelope import payload_json
 
 from . import protobuf
 from .protobuf import MessageType, ProtobufError, schema
 
-__all__ = ["JSON", "PROTOBUF", "Codec", "DecodeError", "JsonCodec", "ProtobufCodec"]
+__all__ = ["JSON", "PROTOBUF", "Codec", "JsonCodec", "ProtobufCodec"]
 
 _SCHEMA = schema()
-
-
-class DecodeError(ValueError):
-    """A frame that can't be decoded into commands."""
 
 
 class Codec:
