@@ -1,7 +1,22 @@
 """tidings: real-time push for Python web applications."""
 
-from tidings.client.publisher import Publisher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidings.client.publisher import Publisher
 
 __all__ = ["Publisher", "__version__"]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing any part of tidings (the sans-I/O protocol layer, say) does
+    # not import the publisher's HTTP client.
+    if name == "Publisher":
+        from tidings.client.publisher import Publisher
+
+        return Publisher
+    raise AttributeError(f"module 'tidings' has no attribute {name!r}")

@@ -16,7 +16,16 @@ from typing import Any
 from tidings.config import Config, load_config
 from tidings.exceptions import ConfigError, TidingsError
 
-__all__ = ["main"]
+__all__ = [
+    "DEFAULT_URL",
+    "build_parser",
+    "cmd_bench",
+    "cmd_publish",
+    "cmd_serve",
+    "cmd_subscribe",
+    "cmd_token",
+    "main",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -21,10 +21,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from integration_helpers import ws_close_code, ws_connect
+from integration_helpers import until, ws_close_code, ws_connect
 from websockets.asyncio.client import ClientConnection
 
 from tidings.core.tokens import mint_token
+from tidings.exceptions import BrokerUnavailable
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
@@ -396,3 +397,110 @@ async def test_too_many_queued_commands_is_3013() -> None:
             await send(ws, *flood)
             assert (await closed_with(ws))[0] == 3013
         await assert_serving(server)
+
+
+# Failures mid-subscribe, stale connections, lost deliveries
+
+
+async def test_failed_presence_step_leaves_no_half_subscription(server: Server) -> None:
+    """Regression (defect 1): a subscribe whose presence step failed answered 100 but kept
+    the channel: the retry answered 105 and publications never arrived."""
+    manager = server.app.node.presence_manager
+    real_add = manager.add
+    failures = 0
+
+    async def fail_once(channel: str, info: Any) -> None:
+        nonlocal failures
+        if not failures:
+            failures += 1
+            raise BrokerUnavailable("presence store timed out")  # injected fault
+        await real_add(channel, info)
+
+    manager.add = fail_once  # type: ignore[method-assign]
+    async with raw(server) as ws:
+        await send(ws, connect_cmd(mint_token(SECRET, "42")))
+        await reply(ws, 1)
+        await send(ws, {"id": 2, "subscribe": {"channel": "room"}})
+        assert (await reply(ws, 2))["error"] == {
+            "code": 100,
+            "message": "internal server error",
+            "temporary": True,
+        }
+        assert server.app.node.hub.count("room") == 0
+        await send(ws, {"id": 3, "subscribe": {"channel": "room"}})
+        assert "subscribe" in await reply(ws, 3)
+        await server.app.node.publish("room", b'{"n":1}')
+        pushes: list[dict[str, Any]] = []
+        while not pushes:
+            pushes = [r["push"] for r in await frame(ws) if "pub" in r.get("push", {})]
+        assert pushes == [{"channel": "room", "pub": {"data": {"n": 1}, "offset": 1}}]
+    assert list(await server.app.node.presence_manager.presence("room")) == []
+
+
+@pytest.mark.parametrize("path", ["/connection/websocket", "/connection/uni_websocket"])
+async def test_connection_that_never_connects_is_closed_as_stale(path: str) -> None:
+    """Regression (defect 3): a socket that upgraded and said nothing held its slot forever."""
+    async with (
+        running_server(
+            token_hmac_secret_key=SECRET, default_namespace=CHANNELS, client_connect_timeout=0.3
+        ) as srv,
+        ws_connect(srv, path) as ws,
+    ):
+        assert await closed_with(ws) == (3502, "stale")
+        await until(lambda: srv.app.connection_counts()["client"] == 0, "the slot freed")
+        await assert_serving(srv)
+
+
+async def test_connection_whose_connect_failed_is_closed_as_stale() -> None:
+    async with (
+        running_server(
+            token_hmac_secret_key=SECRET, default_namespace=CHANNELS, client_connect_timeout=0.3
+        ) as srv,
+        raw(srv) as ws,
+    ):
+        expired = mint_token(SECRET, "42", ttl=-10)
+        await send(ws, connect_cmd(expired))
+        assert (await reply(ws, 1))["error"]["code"] == 109
+        assert await closed_with(ws) == (3502, "stale")
+
+
+async def test_connect_subs_count_against_the_channel_limit() -> None:
+    async with (
+        running_server(
+            token_hmac_secret_key=SECRET, default_namespace=CHANNELS, client_max_channels=3
+        ) as srv,
+        raw(srv) as ws,
+    ):
+        wanted = {f"c{i}": {} for i in range(5)}
+        await send(ws, {"id": 1, "connect": {"token": mint_token(SECRET, "42"), "subs": wanted}})
+        assert await closed_with(ws) == (3505, "channel limit")
+        assert srv.app.node.hub.count("c0") == 0
+
+
+async def test_unfillable_gap_resubscribes_a_positioned_subscription() -> None:
+    """A delivery lost between nodes that history can't give back: a subscription that
+    keeps a position is told "insufficient state" (2500) and resubscribes from it."""
+    opts = {**CHANNELS, "force_positioning": True, "history_size": 0, "history_ttl": 0}
+    async with (
+        running_server(token_hmac_secret_key=SECRET, default_namespace=opts) as srv,
+        raw(srv) as ws,
+    ):
+        await send(
+            ws, connect_cmd(mint_token(SECRET, "42")), {"id": 2, "subscribe": {"channel": "g"}}
+        )
+        assert (await replies(ws, 2))[2]["subscribe"]["positioned"] is True
+        node = srv.app.node
+        backend = node.broker.backend  # type: ignore[attr-defined]
+        backend.lose = lambda pub, receiver: pub.offset == 2  # injected fault: lost delivery
+        for i in range(3):
+            await node.publish("g", b'{"n":%d}' % i)
+        pushes: list[dict[str, Any]] = []
+        async with asyncio.timeout(TIMEOUT):
+            while not any("unsubscribe" in p for p in pushes):
+                pushes += [r["push"] for r in await frame(ws) if "push" in r]
+        assert pushes[0]["pub"]["offset"] == 1
+        assert pushes[-1] == {
+            "channel": "g",
+            "unsubscribe": {"code": 2500, "reason": "insufficient state"},
+        }
+        assert node.hub.count("g") == 0

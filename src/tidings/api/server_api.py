@@ -28,7 +28,11 @@ from tidings.exceptions import ApiError, BrokerUnavailable, ControlError, Invali
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.envelope import payload_json
 
-__all__ = ["ServerApi"]
+__all__ = [
+    "BAD_REQUEST",
+    "MAX_HISTORY",
+    "ServerApi",
+]
 
 log = logging.getLogger("tidings.api")
 

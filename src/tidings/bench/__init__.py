@@ -1,1 +1,3 @@
 """``tidings bench``: benchmarks run from the command line (see docs/benchmarks.md)."""
+
+__all__: list[str] = []

@@ -51,7 +51,15 @@ from .peers import (
     wait_ready,
 )
 
-__all__ = ["add_arguments", "run_fanout"]
+__all__ = [
+    "STALL",
+    "Bench",
+    "Phase",
+    "Result",
+    "add_arguments",
+    "report",
+    "run_fanout",
+]
 
 STALL = 3.0  # seconds without a byte, after the last answer, that end a phase early
 

@@ -21,14 +21,20 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 __all__ = [
+    "MAX_HEAD",
+    "READ_BUFFER",
+    "Progress",
     "PublishDriver",
     "Publisher",
     "SampledSubscriber",
     "Subscriber",
     "Totals",
+    "close_all",
     "connect_subscribers",
     "frame_size",
     "make_message",
+    "post_request",
+    "set_read_batch",
 ]
 
 READ_BUFFER = 1 << 18  # what one read may take; shared by every counting subscriber

@@ -18,7 +18,11 @@ import httptools
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-__all__ = ["main"]
+__all__ = [
+    "PublishEndpoint",
+    "main",
+    "serve_peer",
+]
 
 Groups = dict[str, set[ServerConnection]]
 

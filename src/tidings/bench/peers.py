@@ -24,6 +24,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = [
+    "NCHAN_CONF",
+    "NCHAN_MODULES",
     "BenchError",
     "Target",
     "cpu_seconds",

@@ -32,7 +32,12 @@ from tidings.core.clock import Clock, SystemClock
 from tidings.core.publication import ClientInfo, HistoryResult, Publication, StreamPosition
 from tidings.exceptions import BrokerUnavailable
 
-__all__ = ["MemoryBackend", "MemoryBroker"]
+__all__ = [
+    "IDEMPOTENCY_MAX",
+    "SWEEP_INTERVAL",
+    "MemoryBackend",
+    "MemoryBroker",
+]
 
 SWEEP_INTERVAL = 60.0
 IDEMPOTENCY_MAX = 100_000

@@ -1,1 +1,3 @@
 """The hub: channels, publications, fan-out and resume. No socket code."""
+
+__all__: list[str] = []

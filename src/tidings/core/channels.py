@@ -15,7 +15,13 @@ from typing import Any
 
 from tidings.exceptions import ConfigError, InvalidChannel
 
-__all__ = ["ChannelOptions", "Namespaces", "namespace_of", "validate_channel"]
+__all__ = [
+    "MAX_CHANNEL_LENGTH",
+    "ChannelOptions",
+    "Namespaces",
+    "namespace_of",
+    "validate_channel",
+]
 
 MAX_CHANNEL_LENGTH = 255
 _ALLOWED = re.compile(r"[A-Za-z0-9_\-.:@/=!~#$,]+")

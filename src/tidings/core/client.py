@@ -18,7 +18,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tidings.exceptions import DisconnectError, InvalidToken, ReplyError, TokenExpired
+from tidings.exceptions import (
+    BrokerError,
+    DisconnectError,
+    InvalidToken,
+    ReplyError,
+    TokenExpired,
+)
 from tidings.protocol.centrifuge import codes
 
 from . import client_commands as commands
@@ -31,7 +37,13 @@ from .publication import ClientInfo, Publication
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["METHODS", "Client", "Handler"]
+__all__ = [
+    "MAX_QUEUED_COMMANDS",
+    "METHODS",
+    "UNI_ERRORS",
+    "Client",
+    "Handler",
+]
 
 log = logging.getLogger("tidings.client")
 
@@ -179,6 +191,10 @@ class Client:
             self.reply({"id": cmd_id, "error": exc.error.reply()})
         except DisconnectError as exc:
             self.disconnect(exc.disconnect)
+        except BrokerError as exc:
+            # Normal under failure (a timeout, a restart): the client may retry.
+            log.warning("client %s: %s failed: %s", self.id, method, exc)
+            self.reply({"id": cmd_id, "error": codes.INTERNAL.reply()})
         except Exception:
             log.exception("client %s: %s failed", self.id, method)
             self.reply({"id": cmd_id, "error": codes.INTERNAL.reply()})

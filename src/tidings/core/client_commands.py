@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from .channels import ChannelOptions
     from .client import Client
 
-__all__ = ["history", "presence", "presence_stats", "publish", "rpc", "send"]
+__all__ = [
+    "MAX_HISTORY_LIMIT",
+    "history",
+    "presence",
+    "presence_stats",
+    "publish",
+    "rpc",
+    "send",
+]
 
 log = logging.getLogger("tidings.client")
 

@@ -25,11 +25,14 @@ if TYPE_CHECKING:
     from .subscriptions import SubscribeHandle
 
 __all__ = [
+    "FLAG_REJECT_UNRECOVERED",
     "go_live",
     "leave",
     "on_gap",
     "presence_leave",
+    "schedule_expiry",
     "server_side_subscribe",
+    "server_subscribe",
     "server_unsubscribe",
     "sub_refresh",
     "subscribe",

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tidings.exceptions import BrokerError
+
 from .broker import Broker, HistoryQuery, PublishOptions, PublishResult, StreamInfo
 from .channels import Namespaces, validate_channel
 from .clock import Clock, SystemClock, Timer
@@ -29,7 +31,13 @@ if TYPE_CHECKING:
     from .client import Client
     from .tokens import TokenVerifier
 
-__all__ = ["MessageHandler", "Node", "Published", "RpcHandler"]
+__all__ = [
+    "RECOVERY_LIMIT",
+    "MessageHandler",
+    "Node",
+    "Published",
+    "RpcHandler",
+]
 
 RpcHandler = Callable[[ClientInfo, bytes], Awaitable[bytes | None]]
 MessageHandler = Callable[[ClientInfo, bytes], Awaitable[None]]
@@ -269,9 +277,12 @@ class Node:
             self.spawn(self._refresh_entries(list(self._present.items())))
 
     async def _refresh_entries(self, entries: list[tuple[tuple[str, str], ClientInfo]]) -> None:
-        for (channel, client), info in entries:
-            if (channel, client) in self._present:
-                await self.presence_manager.add(channel, info)
+        try:
+            for (channel, client), info in entries:
+                if (channel, client) in self._present:
+                    await self.presence_manager.add(channel, info)
+        except BrokerError as exc:  # the next round tries again; entries live a whole TTL
+            log.warning("refreshing presence failed: %s", exc)
 
     # commands from other nodes
     async def handle_control(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +291,11 @@ class Node:
         return await handle(self, command)
 
     # tasks
+    async def drain(self) -> None:
+        """Wait until the node's background tasks (and those they start) are done."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the node holds on to (the loop keeps only weak ones);
         its failure is logged, not lost."""

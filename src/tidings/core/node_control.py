@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from .client import Client
     from .node import Node
 
-__all__ = ["b64", "current_rss", "handle", "unb64"]
+__all__ = [
+    "METHODS",
+    "b64",
+    "current_rss",
+    "handle",
+    "unb64",
+]
 
 log = logging.getLogger("tidings.control")
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .client import Client
 
 __all__ = [
+    "OVERRIDABLE",
     "apply_override",
     "channel_options",
     "has_history_access",

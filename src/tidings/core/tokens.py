@@ -20,6 +20,9 @@ import orjson
 from tidings.exceptions import InvalidToken, TokenExpired
 
 __all__ = [
+    "EC_ALGORITHMS",
+    "HMAC_ALGORITHMS",
+    "RSA_ALGORITHMS",
     "ConnectToken",
     "SubscribeToken",
     "TokenVerifier",

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from tidings.exceptions import InvalidPosition
 
-__all__ = ["format_position", "format_positions", "parse_positions", "parse_since"]
+__all__ = [
+    "MAX_POSITION_TEXT",
+    "format_position",
+    "format_positions",
+    "parse_positions",
+    "parse_since",
+]
 
 MAX_POSITION_TEXT = 8192
 

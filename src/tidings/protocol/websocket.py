@@ -26,6 +26,7 @@ __all__ = [
     "Message",
     "WebSocketReader",
     "accept_response",
+    "binary_frame",
     "check_handshake",
     "close_frame",
     "text_frame",

@@ -38,7 +38,17 @@ from .request import websocket_key
 if TYPE_CHECKING:
     from .context import Context
 
-__all__ = ["ClientConnection", "ClientWebSocket", "PushFormat", "client_websocket"]
+__all__ = [
+    "DELTA_PAIRS",
+    "GOODBYES",
+    "PROTOBUF_SUBPROTOCOL",
+    "WS_PUSH",
+    "ClientConnection",
+    "ClientWebSocket",
+    "PushFormat",
+    "client_websocket",
+    "register",
+]
 
 log = logging.getLogger("tidings.server")
 

@@ -31,7 +31,15 @@ if TYPE_CHECKING:
 
     from .context import Context
 
-__all__ = ["ClientHttpStream", "emulation", "http_stream", "sse"]
+__all__ = [
+    "FRAMES",
+    "NO_CACHE",
+    "PUSH_FORMATS",
+    "ClientHttpStream",
+    "emulation",
+    "http_stream",
+    "sse",
+]
 
 log = logging.getLogger("tidings.server")
 

@@ -29,7 +29,14 @@ from .request import websocket_key
 if TYPE_CHECKING:
     from .context import Context
 
-__all__ = ["ClientUniStream", "ClientUniWebSocket", "uni_stream", "uni_websocket"]
+__all__ = [
+    "UNI_WS_PUSH",
+    "ClientUniStream",
+    "ClientUniWebSocket",
+    "connect_request",
+    "uni_stream",
+    "uni_websocket",
+]
 
 log = logging.getLogger("tidings.server")
 

@@ -20,6 +20,9 @@ from tidings.protocol.websocket import text_frame
 
 __all__ = [
     "ENVELOPE",
+    "SSE_FORMATS",
+    "STREAM_FORMATS",
+    "WS_FORMATS",
     "EnvelopeFormat",
     "SseFormat",
     "StreamFormat",

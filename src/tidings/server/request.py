@@ -13,10 +13,12 @@ from tidings.protocol.positions import parse_positions, parse_since
 from tidings.protocol.websocket import check_handshake
 
 __all__ = [
+    "MAX_LAST",
     "SubscribeRequest",
     "check_origin",
     "cors_headers",
     "origin_allowed",
+    "parse_channels",
     "parse_subscribe",
     "websocket_key",
 ]

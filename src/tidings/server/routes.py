@@ -28,7 +28,19 @@ if TYPE_CHECKING:
 
     from .context import Context
 
-__all__ = ["EXACT", "PREFIXES", "Endpoint", "find", "preflight"]
+__all__ = [
+    "EXACT",
+    "NO_BUFFERING",
+    "PREFIXES",
+    "Endpoint",
+    "client_stream",
+    "client_websocket",
+    "emulation",
+    "find",
+    "preflight",
+    "subscribe",
+    "uni_websocket",
+]
 
 Endpoint = Callable[["App", Request, str], Decision]
 

@@ -25,7 +25,14 @@ from .outbox import Outbox
 if TYPE_CHECKING:
     from .context import Context
 
-__all__ = ["Session", "SseSession", "StreamSession", "WsSession"]
+__all__ = [
+    "PING",
+    "WS_CLOSE",
+    "Session",
+    "SseSession",
+    "StreamSession",
+    "WsSession",
+]
 
 log = logging.getLogger("tidings.server")
 

@@ -31,10 +31,16 @@ from tidings.core.publication import ClientInfo, Publication, StreamPosition
 
 from . import TIMEOUT
 
-__all__ = ["BROKER_CHECKS", "PRESENCE_CHECKS", "RecordingHandler", "check_broker", "check_presence"]
+__all__ = [
+    "BROKER_CHECKS",
+    "PRESENCE_CHECKS",
+    "RecordingHandler",
+    "check_broker",
+    "check_presence",
+]
 
-KEEP = PublishOptions(history_size=10, history_ttl=300)
-NONE = PublishOptions()
+_KEEP = PublishOptions(history_size=10, history_ttl=300)
+_NONE = PublishOptions()
 
 BrokerFactory = Callable[[], Broker | Awaitable[Broker]]
 MakePresence = Callable[[float], Awaitable[PresenceManager]]
@@ -121,18 +127,18 @@ async def _nodes(factory: BrokerFactory) -> AsyncIterator[_Nodes]:
 async def _marker(publisher: Broker, handler: RecordingHandler, channel: str) -> None:
     """Publish on ``channel`` (which ``handler``'s node subscribes to) and wait for it: all
     that was published before it to that node has been delivered by then."""
-    result = await publisher.publish(channel, b'"marker"', NONE)
+    result = await publisher.publish(channel, b'"marker"', _NONE)
     await handler.wait_for(lambda: result.position.offset in handler.offsets(channel))
 
 
-async def offsets_unique_gap_free_ordered_across_nodes(nodes: _Nodes) -> None:
+async def _offsets_unique_gap_free_ordered_across_nodes(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     c, seen = await nodes.node()
     await c.subscribe("count")
 
     async def publish_many(broker: Broker) -> list[PublishResult]:
-        return [await broker.publish("count", b"%d" % i, KEEP) for i in range(25)]
+        return [await broker.publish("count", b"%d" % i, _KEEP) for i in range(25)]
 
     results = await asyncio.gather(publish_many(a), publish_many(b))
     offsets = sorted(r.position.offset for batch in results for r in batch)
@@ -140,18 +146,18 @@ async def offsets_unique_gap_free_ordered_across_nodes(nodes: _Nodes) -> None:
     assert len({r.position.epoch for batch in results for r in batch}) == 1
     await seen.wait_for(lambda: len(seen.offsets("count")) == 50)
     assert seen.offsets("count") == list(range(1, 51))
-    other = await a.publish("count-2", b"1", KEEP)
+    other = await a.publish("count-2", b"1", _KEEP)
     assert other.position.offset == 1
 
 
-async def publication_reaches_subscribed_nodes_only(nodes: _Nodes) -> None:
+async def _publication_reaches_subscribed_nodes_only(nodes: _Nodes) -> None:
     a, got_a = await nodes.node()
     b, got_b = await nodes.node()
     c, got_c = await nodes.node()
     await b.subscribe("news")
     await c.subscribe("other")
-    await a.publish("news", "héllo".encode(), KEEP, is_json=False, event="ev")
-    await b.publish("news", b'{"n":2}', KEEP)
+    await a.publish("news", "héllo".encode(), _KEEP, is_json=False, event="ev")
+    await b.publish("news", b'{"n":2}', _KEEP)
     await got_b.wait_for(lambda: len(got_b.offsets("news")) == 2)
     first = got_b.publications[0]
     assert (first.data, first.is_json, first.event) == ("héllo".encode(), False, "ev")
@@ -159,32 +165,32 @@ async def publication_reaches_subscribed_nodes_only(nodes: _Nodes) -> None:
     assert got_c.offsets("news") == [] and got_a.offsets("news") == []
 
 
-async def subscribe_is_live_when_it_returns(nodes: _Nodes) -> None:
+async def _subscribe_is_live_when_it_returns(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, got = await nodes.node()
     for i in range(5):
         channel = f"live-{i}"
         await b.subscribe(channel)
-        await a.publish(channel, b"1", NONE)
+        await a.publish(channel, b"1", _NONE)
         await got.wait_for(lambda ch=channel: got.offsets(ch) == [1])  # type: ignore[misc]
 
 
-async def unsubscribe_stops_delivery(nodes: _Nodes) -> None:
+async def _unsubscribe_stops_delivery(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, got = await nodes.node()
     await b.subscribe("gone")
     await b.subscribe("stays")
     await b.unsubscribe("gone")
-    await a.publish("gone", b"1", KEEP)
+    await a.publish("gone", b"1", _KEEP)
     await _marker(a, got, "stays")
     assert got.offsets("gone") == []
 
 
-async def history_is_shared_and_queried(nodes: _Nodes) -> None:
+async def _history_is_shared_and_queried(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     for i in range(5):
-        await a.publish("h", b"%d" % i, KEEP)
+        await a.publish("h", b"%d" % i, _KEEP)
     every = await b.history("h", HistoryQuery())
     assert [p.offset for p in every.publications] == [1, 2, 3, 4, 5]
     assert every.position.offset == 5
@@ -208,7 +214,7 @@ async def history_is_shared_and_queried(nodes: _Nodes) -> None:
     assert pub.data == b"4"
 
 
-async def history_is_bounded_by_size(nodes: _Nodes) -> None:
+async def _history_is_bounded_by_size(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     small = PublishOptions(history_size=3, history_ttl=300)
@@ -219,7 +225,7 @@ async def history_is_bounded_by_size(nodes: _Nodes) -> None:
     assert [p.offset for p in result.publications] == [6, 7, 8]
 
 
-async def history_expires_by_ttl(nodes: _Nodes) -> None:
+async def _history_expires_by_ttl(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     short = PublishOptions(history_size=10, history_ttl=0.3)
@@ -234,25 +240,25 @@ async def history_expires_by_ttl(nodes: _Nodes) -> None:
     assert (await b.history("ttl", TOP)).position.offset == 2  # the offsets stay
 
 
-async def no_history_still_counts_offsets(nodes: _Nodes) -> None:
+async def _no_history_still_counts_offsets(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
-    await a.publish("nohist", b"1", NONE)
-    second = await a.publish("nohist", b"2", NONE)
+    await a.publish("nohist", b"1", _NONE)
+    second = await a.publish("nohist", b"2", _NONE)
     result = await a.history("nohist", HistoryQuery())
     assert result.publications == [] and result.position == second.position
 
 
-async def reading_a_position_fixes_the_epoch(nodes: _Nodes) -> None:
+async def _reading_a_position_fixes_the_epoch(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     assert await a.stream_info(["fresh"]) == {}
     top = (await a.history("fresh", TOP)).position
     assert top.offset == 0 and top.epoch
-    first = await b.publish("fresh", b"1", KEEP)
+    first = await b.publish("fresh", b"1", _KEEP)
     assert first.position == StreamPosition(1, top.epoch)
 
 
-async def expired_stream_starts_a_new_epoch(nodes: _Nodes) -> None:
+async def _expired_stream_starts_a_new_epoch(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     brief = PublishOptions(meta_ttl=0.3)
@@ -268,30 +274,30 @@ async def expired_stream_starts_a_new_epoch(nodes: _Nodes) -> None:
     assert new.position.epoch != old.position.epoch  # (1, epoch) never names two publications
 
 
-async def remove_history_keeps_offsets(nodes: _Nodes) -> None:
+async def _remove_history_keeps_offsets(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     for i in range(3):
-        await a.publish("rm", b"%d" % i, KEEP)
+        await a.publish("rm", b"%d" % i, _KEEP)
     await b.remove_history("rm")
     assert (await a.history("rm", HistoryQuery())).publications == []
-    nxt = await a.publish("rm", b"x", KEEP)
+    nxt = await a.publish("rm", b"x", _KEEP)
     assert nxt.position.offset == 4
 
 
-async def delete_reaches_every_node_and_resets_the_stream(nodes: _Nodes) -> None:
+async def _delete_reaches_every_node_and_resets_the_stream(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, got = await nodes.node()
     await b.subscribe("deleted")
-    old = await a.publish("deleted", b"1", KEEP)
+    old = await a.publish("deleted", b"1", _KEEP)
     await a.delete_channel("deleted")
     await got.wait_for(lambda: "deleted" in got.deleted)
     assert (await b.history("deleted", HistoryQuery())).publications == []
-    new = await a.publish("deleted", b"2", KEEP)
+    new = await a.publish("deleted", b"2", _KEEP)
     assert new.position != old.position and new.position.epoch != old.position.epoch
 
 
-async def idempotent_publish_across_nodes(nodes: _Nodes) -> None:
+async def _idempotent_publish_across_nodes(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, got = await nodes.node()
     await b.subscribe("once")
@@ -308,7 +314,7 @@ async def idempotent_publish_across_nodes(nodes: _Nodes) -> None:
     assert got.offsets("once")[:2] == [1, 2]
 
 
-async def join_and_leave_reach_subscribed_nodes(nodes: _Nodes) -> None:
+async def _join_and_leave_reach_subscribed_nodes(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, got = await nodes.node()
     await b.subscribe("room")
@@ -319,22 +325,22 @@ async def join_and_leave_reach_subscribed_nodes(nodes: _Nodes) -> None:
     assert got.joins == [("room", info)] and got.leaves == [("room", info)]
 
 
-async def publication_carries_info_and_tags(nodes: _Nodes) -> None:
+async def _publication_carries_info_and_tags(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
     info = ClientInfo("7", "c7", b'{"a":1}', b'{"b":2}')
-    await a.publish("tagged", b"1", KEEP, info=info, tags={"k": "v"})
+    await a.publish("tagged", b"1", _KEEP, info=info, tags={"k": "v"})
     (pub,) = (await b.history("tagged", HistoryQuery())).publications
     assert pub.info == info and pub.tags == {"k": "v"}
 
 
-async def stream_info_batched_and_channels(nodes: _Nodes) -> None:
+async def _stream_info_batched_and_channels(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
-    await a.publish("room:1", b"1", KEEP)
-    await b.publish("room:1", b"2", KEEP)
-    await a.publish("room:2", b"1", NONE)
-    await a.publish("other", b"1", KEEP)
+    await a.publish("room:1", b"1", _KEEP)
+    await b.publish("room:1", b"2", _KEEP)
+    await a.publish("room:2", b"1", _NONE)
+    await a.publish("other", b"1", _KEEP)
     infos = await b.stream_info(["room:1", "room:2", "missing"])
     assert set(infos) == {"room:1", "room:2"}
     assert infos["room:1"].position.offset == 2 and infos["room:1"].stored == 2
@@ -343,24 +349,24 @@ async def stream_info_batched_and_channels(nodes: _Nodes) -> None:
 
 
 BROKER_CHECKS: dict[str, Callable[[_Nodes], Awaitable[None]]] = {
-    f.__name__: f
+    f.__name__[1:]: f
     for f in (
-        offsets_unique_gap_free_ordered_across_nodes,
-        publication_reaches_subscribed_nodes_only,
-        subscribe_is_live_when_it_returns,
-        unsubscribe_stops_delivery,
-        history_is_shared_and_queried,
-        history_is_bounded_by_size,
-        history_expires_by_ttl,
-        no_history_still_counts_offsets,
-        reading_a_position_fixes_the_epoch,
-        expired_stream_starts_a_new_epoch,
-        remove_history_keeps_offsets,
-        delete_reaches_every_node_and_resets_the_stream,
-        idempotent_publish_across_nodes,
-        join_and_leave_reach_subscribed_nodes,
-        publication_carries_info_and_tags,
-        stream_info_batched_and_channels,
+        _offsets_unique_gap_free_ordered_across_nodes,
+        _publication_reaches_subscribed_nodes_only,
+        _subscribe_is_live_when_it_returns,
+        _unsubscribe_stops_delivery,
+        _history_is_shared_and_queried,
+        _history_is_bounded_by_size,
+        _history_expires_by_ttl,
+        _no_history_still_counts_offsets,
+        _reading_a_position_fixes_the_epoch,
+        _expired_stream_starts_a_new_epoch,
+        _remove_history_keeps_offsets,
+        _delete_reaches_every_node_and_resets_the_stream,
+        _idempotent_publish_across_nodes,
+        _join_and_leave_reach_subscribed_nodes,
+        _publication_carries_info_and_tags,
+        _stream_info_batched_and_channels,
     )
 }
 
@@ -373,7 +379,7 @@ async def check_broker(factory: BrokerFactory, *, only: Iterable[str] | None = N
 
 
 # presence
-async def presence_is_shared(make: Callable[[float], Awaitable[PresenceManager]]) -> None:
+async def _presence_is_shared(make: Callable[[float], Awaitable[PresenceManager]]) -> None:
     a, b = await make(60.0), await make(60.0)
     ann, bob = ClientInfo("ann", "c1", b'{"x":1}'), ClientInfo("bob", "c2")
     await a.add("room", ann)
@@ -389,7 +395,7 @@ async def presence_is_shared(make: Callable[[float], Awaitable[PresenceManager]]
     assert (await a.stats("empty")).num_clients == 0
 
 
-async def entries_of_a_silent_node_expire(
+async def _entries_of_a_silent_node_expire(
     make: Callable[[float], Awaitable[PresenceManager]],
 ) -> None:
     dying, living = await make(0.4), await make(0.4)
@@ -406,7 +412,7 @@ async def entries_of_a_silent_node_expire(
 
 PRESENCE_CHECKS: dict[
     str, Callable[[Callable[[float], Awaitable[PresenceManager]]], Awaitable[None]]
-] = {f.__name__: f for f in (presence_is_shared, entries_of_a_silent_node_expire)}
+] = {f.__name__[1:]: f for f in (_presence_is_shared, _entries_of_a_silent_node_expire)}
 
 
 async def check_presence(factory: PresenceFactory, *, only: Iterable[str] | None = None) -> None:

@@ -18,7 +18,14 @@ from tidings.protocol.envelope import payload_json
 from . import protobuf
 from .protobuf import MessageType, ProtobufError, schema
 
-__all__ = ["JSON", "PROTOBUF", "Codec", "JsonCodec", "ProtobufCodec"]
+__all__ = [
+    "ALWAYS",
+    "JSON",
+    "PROTOBUF",
+    "Codec",
+    "JsonCodec",
+    "ProtobufCodec",
+]
 
 _SCHEMA = schema()
 

@@ -9,7 +9,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Disconnect", "Error", "Unsubscribe"]
+__all__ = [
+    "ALREADY_SUBSCRIBED",
+    "BAD_REQUEST",
+    "BAD_REQUEST_DISCONNECT",
+    "CHANNEL_LIMIT",
+    "CONNECTION_CLOSED",
+    "CONNECTION_EXPIRED",
+    "CONNECTION_LIMIT",
+    "EXPIRED",
+    "FORCE_DISCONNECT",
+    "FORCE_RECONNECT",
+    "INAPPROPRIATE_PROTOCOL",
+    "INSUFFICIENT_STATE",
+    "INTERNAL",
+    "INVALID_TOKEN",
+    "LIMIT_EXCEEDED",
+    "METHOD_NOT_FOUND",
+    "NOT_AVAILABLE",
+    "NOT_AVAILABLE_DISCONNECT",
+    "NO_PONG",
+    "PERMISSION_DENIED",
+    "PERMISSION_DENIED_DISCONNECT",
+    "SERVER_ERROR",
+    "SHUTDOWN",
+    "SLOW",
+    "STALE",
+    "STATE_INVALIDATED",
+    "SUBSCRIPTION_EXPIRED",
+    "TOKEN_EXPIRED",
+    "TOO_MANY_ERRORS",
+    "TOO_MANY_REQUESTS",
+    "TOO_MANY_REQUESTS_DISCONNECT",
+    "UNAUTHORIZED",
+    "UNKNOWN_CHANNEL",
+    "UNRECOVERABLE_POSITION",
+    "UNSUBSCRIBE_EXPIRED",
+    "UNSUBSCRIBE_INSUFFICIENT",
+    "UNSUBSCRIBE_SERVER",
+    "WRITE_ERROR",
+    "Disconnect",
+    "Error",
+    "Unsubscribe",
+]
 
 
 @dataclass(frozen=True, slots=True)

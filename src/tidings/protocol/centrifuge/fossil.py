@@ -9,7 +9,15 @@ The checksum adds up the target as big-endian 32-bit words (the last one zero-pa
 
 from __future__ import annotations
 
-__all__ = ["DeltaError", "apply_delta", "checksum", "make_delta"]
+__all__ = [
+    "BLOCK",
+    "DIGITS",
+    "MAX_PROBES",
+    "DeltaError",
+    "apply_delta",
+    "checksum",
+    "make_delta",
+]
 
 DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _VALUE = {d: i for i, d in enumerate(DIGITS)}

@@ -16,11 +16,15 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
+    "MAX_DEPTH",
+    "Field",
+    "MessageType",
     "ProtobufError",
     "decode",
     "decode_delimited",
     "encode",
     "encode_delimited",
+    "parse_proto",
     "schema",
 ]
 
