@@ -10,6 +10,8 @@ import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
+import pytest
+
 from tidings.testing import TIMEOUT
 
 CLI = [sys.executable, "-m", "tidings.cli"]
@@ -103,20 +105,27 @@ async def test_bad_configuration_exits_2(tmp_path):
 
 
 async def test_token_mints_what_the_server_verifies(tmp_path):
-    from tidings.core.tokens import TokenVerifier
+    from tidings.core.tokens import InvalidToken, TokenVerifier
 
     secret = "s" * 32
     config = tmp_path / "tidings.toml"
     config.write_text(f'token_hmac_secret_key = "{secret}"\ntoken_audience = "app"\n')
     code, out, err = await run("token", "--user", "42", "--config", str(config))
     assert code == 0, err
-    claims = TokenVerifier(hmac_secret=secret, audience="app").connect_token(out.strip())
+    verifier = TokenVerifier(hmac_secret=secret, audience="app")
+    connection_token = out.strip()
+    claims = verifier.connect_token(connection_token)
     assert claims.user == "42" and claims.exp > 0
     code, out, _ = await run(
         "token", "--user", "42", "--channel", "$room", "--ttl", "0", "--config", str(config)
     )
-    sub = TokenVerifier(hmac_secret=secret, audience="app").subscribe_token(out.strip())
+    sub = verifier.subscribe_token(out.strip())
     assert (code, sub.channel, sub.exp) == (0, "$room", 0)
+    # Each kind for its own use only.
+    with pytest.raises(InvalidToken):
+        verifier.connect_token(out.strip())
+    with pytest.raises(InvalidToken):
+        verifier.subscribe_token(connection_token)
 
 
 async def test_token_without_a_secret_says_so(tmp_path):
