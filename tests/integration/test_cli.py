@@ -6,12 +6,17 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 
+from tidings import cli
+from tidings.config import Config
+from tidings.server import Server
 from tidings.testing import TIMEOUT
 
 CLI = [sys.executable, "-m", "tidings.cli"]
@@ -131,3 +136,61 @@ async def test_token_mints_what_the_server_verifies(tmp_path):
 async def test_token_without_a_secret_says_so(tmp_path):
     code, _, err = await run("token", "--user", "1", env={"PATH": os.environ["PATH"]})
     assert code == 2 and "token_hmac_secret_key" in err
+
+
+async def test_out_of_range_setting_exits_2_naming_it(tmp_path):
+    config = tmp_path / "tidings.toml"
+    config.write_text("ping_interval = 0\n")
+    code, out, err = await run("serve", "--config", str(config), "--port", "0")
+    assert code == 2 and "serving on" not in out
+    assert err.strip() == (
+        "tidings: configuration error: ping_interval = 0 is out of range: "
+        "allowed 1 to 3,600 seconds"
+    )
+
+
+async def test_demo_on_a_public_address_is_refused_before_binding():
+    code, out, err = await run("serve", "--demo", "--host", "0.0.0.0", "--port", "0")
+    assert code == 2 and "serving on" not in out
+    assert "configuration error" in err and "'0.0.0.0'" in err
+    assert "API key" in err and "--demo-public" in err  # the risk, and how to force it
+
+
+def test_demo_forced_public_starts_and_warns(monkeypatch, capsys):
+    # In-process, so that nothing is bound on a public address: the serving step is
+    # replaced by one that records what it would have served.
+    served: list[Config] = []
+
+    async def serve(config: Config, generated: bool) -> int:
+        served.append(config)
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", serve)
+    monkeypatch.setattr(cli, "_raise_open_files_limit", lambda: None)
+    argv = ["serve", "--demo", "--demo-public", "--host", "0.0.0.0", "--port", "0"]
+    assert cli.main([*argv, "--api-key", "k"]) == 0
+    assert [(c.host, c.demo, c.demo_public) for c in served] == [("0.0.0.0", True, True)]
+    err = capsys.readouterr().err
+    assert err.startswith("tidings: warning: the demo page on '0.0.0.0'")
+    assert "API key" in err
+
+
+def test_demo_warning_only_when_public():
+    assert cli.demo_warning(Config(demo=True)) is None
+    assert cli.demo_warning(Config(host="0.0.0.0")) is None
+    assert cli.demo_warning(Config(demo=True, demo_public=True, host="::")) is not None
+
+
+async def test_a_forced_demo_server_serves_the_page():
+    config = Config(demo=True, demo_public=True, host="0.0.0.0", port=0, api_key="k")
+    server = Server(config)
+    # Configured for every address, listening on loopback only (the socket given).
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        await server.start(sock=sock)
+        try:
+            url = f"http://127.0.0.1:{server.port}"
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as c:
+                response = await c.get("/", timeout=TIMEOUT)
+            assert response.status_code == 200 and "tidings demo" in response.text
+        finally:
+            await server.aclose()
