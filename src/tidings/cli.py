@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.config import Config, load_config
+from tidings.config import Config, is_loopback_host, load_config
 from tidings.exceptions import ConfigError, TidingsError
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "cmd_serve",
     "cmd_subscribe",
     "cmd_token",
+    "demo_warning",
     "main",
 ]
 
@@ -48,6 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "api_key": args.api_key,
                 "log_level": args.log_level,
                 "demo": True if args.demo else None,
+                "demo_public": True if args.demo_public else None,
                 "allowed_origins": args.allowed_origin or None,
                 "reuse_port": True if args.reuse_port else None,
             },
@@ -55,6 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tidings: configuration error: {exc}", file=sys.stderr)
         return 2
+    warning = demo_warning(config)
+    if warning:
+        print(f"tidings: warning: {warning}", file=sys.stderr, flush=True)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -64,6 +69,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.api_key = secrets.token_urlsafe(18)
     _raise_open_files_limit()
     return int(_run(_serve(config, generated)) or 0)
+
+
+def demo_warning(config: Config) -> str | None:
+    """What to warn of when the demo page was forced onto a public address."""
+    if not config.demo or is_loopback_host(config.host):
+        return None
+    return (
+        f"the demo page on {config.host!r} (demo_public) hands the publish API key to "
+        "anyone who can reach this address"
+    )
 
 
 def _raise_open_files_limit() -> None:
@@ -174,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="key for the publish API (default: generated)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--demo", action="store_true", help="serve the demo page at /")
+    serve.add_argument(
+        "--demo-public",
+        action="store_true",
+        help="allow --demo on a non-loopback address (the page carries the API key)",
+    )
     serve.add_argument("--allowed-origin", action="append", help="allowed browser Origin")
     serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT for workers")
     serve.set_defaults(func=cmd_serve)

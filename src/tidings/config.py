@@ -8,6 +8,7 @@ Every key of ``Config`` can be set in the TOML file (top level) or as ``TIDINGS_
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -20,7 +21,7 @@ from tidings.core.tokens import TokenVerifier
 from tidings.exceptions import ConfigError
 from tidings.protocol.template import MessageTemplate
 
-__all__ = ["Config", "load_config"]
+__all__ = ["BOUNDS", "Bound", "Config", "is_loopback_host", "load_config"]
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Config:
     stats_open: bool = False
     allowed_origins: list[str] = field(default_factory=list)
     demo: bool = False
+    demo_public: bool = False
     log_level: str = "info"
     max_connections: int = 10000
     max_channels_per_connection: int = 16
@@ -114,17 +116,115 @@ class Config:
         return result
 
     def validate(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError("port must be 0..65535")
-        for name in ("max_connections", "max_channels_per_connection", "max_header_bytes"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
-        for name in ("max_body_bytes", "max_message_bytes", "max_outgoing_bytes"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
+        """Refuse, with a ``ConfigError`` naming the key, what a server can't run with: a
+        number outside its ``BOUNDS``, the demo page on a public address unless
+        ``demo_public``, bad namespaces or templates."""
+        for name, bound in BOUNDS.items():
+            bound.check(name, getattr(self, name))
+        tables = [("default_namespace", self.default_namespace)]
+        if isinstance(self.namespaces, dict):
+            tables += [(f"namespaces.{ns}", opts) for ns, opts in self.namespaces.items()]
+        for table, opts in tables:
+            for key in ("history_size", "history_ttl", "history_meta_ttl"):
+                if isinstance(opts, dict) and key in opts:
+                    BOUNDS[key].check(f"{table}.{key}", opts[key])
+        if self.demo and not self.demo_public and not is_loopback_host(self.host):
+            raise ConfigError(
+                f"demo = true on {self.host!r}, not a loopback address: the demo page hands "
+                "the publish API key to anyone who can reach it. Bind 127.0.0.1, or force it "
+                "with --demo-public (demo_public = true)"
+            )
         self.channel_namespaces()
         self.message_templates()
         ChannelOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The values a numeric setting may take: ``low`` to ``high``, both included, or with
+    ``above`` anything more than ``low`` up to ``high``."""
+
+    low: float
+    high: float
+    unit: str = ""
+    above: bool = False
+
+    def allows(self, value: float) -> bool:
+        # Written so that NaN is refused: every comparison with it is false.
+        return (value > self.low if self.above else value >= self.low) and value <= self.high
+
+    def describe(self) -> str:
+        """The range as docs/configuration.md shows it: ``1 to 3,600``."""
+        low, high = _number(self.low, grouped=True), _number(self.high, grouped=True)
+        return f"more than {low} up to {high}" if self.above else f"{low} to {high}"
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ``ConfigError`` naming ``name``, the value and the range unless allowed."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        if not self.allows(value):
+            unit = f" {self.unit}" if self.unit else ""
+            raise ConfigError(
+                f"{name} = {_number(value)} is out of range: allowed {self.describe()}{unit}"
+            )
+
+
+def _number(value: float, *, grouped: bool = False) -> str:
+    """``25.0`` as ``25``; with ``grouped``, thousands separated by commas."""
+    if isinstance(value, float) and not value.is_integer():
+        return repr(value)
+    return f"{int(value):,}" if grouped else str(int(value))
+
+
+_DAY = 86400.0
+_MIB = 1 << 20
+
+# What a sane deployment can need, and no more; docs/configuration.md shows each range.
+BOUNDS: dict[str, Bound] = {
+    "port": Bound(0, 65535),
+    # Each connection is a file descriptor; by default Linux lets a process have at most
+    # 1,048,576 (fs.nr_open).
+    "max_connections": Bound(1, 1_000_000),
+    "max_channels_per_connection": Bound(1, 1024),
+    "max_header_bytes": Bound(4096, _MIB, "bytes"),
+    "max_body_bytes": Bound(1024, 64 * _MIB, "bytes"),
+    "max_message_bytes": Bound(1024, 64 * _MIB, "bytes"),
+    "max_outgoing_bytes": Bound(64 * 1024, 256 * _MIB, "bytes"),
+    "keepalive_timeout": Bound(0, _DAY, "seconds", above=True),
+    "request_timeout": Bound(0, _DAY, "seconds", above=True),
+    "longpoll_timeout": Bound(0, _DAY, "seconds", above=True),
+    # The client protocol announces its ping interval in whole seconds; 0 would be a
+    # heartbeat loop that never sleeps.
+    "ping_interval": Bound(1, 3600, "seconds"),
+    # Below it, browsers would retry a failing stream in a tight loop.
+    "sse_retry_ms": Bound(100, 3_600_000, "milliseconds"),
+    "shutdown_timeout": Bound(0, _DAY, "seconds", above=True),
+    # The same ranges as a namespace's own (core/channels.py, _options).
+    "history_size": Bound(0, 1_000_000),
+    "history_ttl": Bound(0, 30 * _DAY, "seconds"),
+    "history_meta_ttl": Bound(0, 30 * _DAY, "seconds"),
+    "recovery_max_publications": Bound(1, 100_000),
+    # Presence is refreshed every third of this: below a few seconds that is a busy store.
+    "presence_ttl": Bound(3, _DAY, "seconds"),
+    "client_max_channels": Bound(1, 65536),
+    # Connections that don't say ``connect`` in time are closed (3502 stale).
+    "client_connect_timeout": Bound(0, 3600, "seconds", above=True),
+}
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` binds loopback only: an address in 127.0.0.0/8 (also written
+    ``::ffff:127.…``), ``::1``, or ``localhost``. A wildcard (``0.0.0.0``, ``::``, ``""``) or
+    any other name is not: a name could resolve anywhere."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 _FIELDS = {f.name: f for f in fields(Config)}

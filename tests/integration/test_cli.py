@@ -6,10 +6,17 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
+import httpx
+import pytest
+
+from tidings import cli
+from tidings.config import Config
+from tidings.server import Server
 from tidings.testing import TIMEOUT
 
 CLI = [sys.executable, "-m", "tidings.cli"]
@@ -103,22 +110,87 @@ async def test_bad_configuration_exits_2(tmp_path):
 
 
 async def test_token_mints_what_the_server_verifies(tmp_path):
-    from tidings.core.tokens import TokenVerifier
+    from tidings.core.tokens import InvalidToken, TokenVerifier
 
     secret = "s" * 32
     config = tmp_path / "tidings.toml"
     config.write_text(f'token_hmac_secret_key = "{secret}"\ntoken_audience = "app"\n')
     code, out, err = await run("token", "--user", "42", "--config", str(config))
     assert code == 0, err
-    claims = TokenVerifier(hmac_secret=secret, audience="app").connect_token(out.strip())
+    verifier = TokenVerifier(hmac_secret=secret, audience="app")
+    connection_token = out.strip()
+    claims = verifier.connect_token(connection_token)
     assert claims.user == "42" and claims.exp > 0
     code, out, _ = await run(
         "token", "--user", "42", "--channel", "$room", "--ttl", "0", "--config", str(config)
     )
-    sub = TokenVerifier(hmac_secret=secret, audience="app").subscribe_token(out.strip())
+    sub = verifier.subscribe_token(out.strip())
     assert (code, sub.channel, sub.exp) == (0, "$room", 0)
+    # Each kind for its own use only.
+    with pytest.raises(InvalidToken):
+        verifier.connect_token(out.strip())
+    with pytest.raises(InvalidToken):
+        verifier.subscribe_token(connection_token)
 
 
 async def test_token_without_a_secret_says_so(tmp_path):
     code, _, err = await run("token", "--user", "1", env={"PATH": os.environ["PATH"]})
     assert code == 2 and "token_hmac_secret_key" in err
+
+
+async def test_out_of_range_setting_exits_2_naming_it(tmp_path):
+    config = tmp_path / "tidings.toml"
+    config.write_text("ping_interval = 0\n")
+    code, out, err = await run("serve", "--config", str(config), "--port", "0")
+    assert code == 2 and "serving on" not in out
+    assert err.strip() == (
+        "tidings: configuration error: ping_interval = 0 is out of range: "
+        "allowed 1 to 3,600 seconds"
+    )
+
+
+async def test_demo_on_a_public_address_is_refused_before_binding():
+    code, out, err = await run("serve", "--demo", "--host", "0.0.0.0", "--port", "0")
+    assert code == 2 and "serving on" not in out
+    assert "configuration error" in err and "'0.0.0.0'" in err
+    assert "API key" in err and "--demo-public" in err  # the risk, and how to force it
+
+
+def test_demo_forced_public_starts_and_warns(monkeypatch, capsys):
+    # In-process, so that nothing is bound on a public address: the serving step is
+    # replaced by one that records what it would have served.
+    served: list[Config] = []
+
+    async def serve(config: Config, generated: bool) -> int:
+        served.append(config)
+        return 0
+
+    monkeypatch.setattr(cli, "_serve", serve)
+    monkeypatch.setattr(cli, "_raise_open_files_limit", lambda: None)
+    argv = ["serve", "--demo", "--demo-public", "--host", "0.0.0.0", "--port", "0"]
+    assert cli.main([*argv, "--api-key", "k"]) == 0
+    assert [(c.host, c.demo, c.demo_public) for c in served] == [("0.0.0.0", True, True)]
+    err = capsys.readouterr().err
+    assert err.startswith("tidings: warning: the demo page on '0.0.0.0'")
+    assert "API key" in err
+
+
+def test_demo_warning_only_when_public():
+    assert cli.demo_warning(Config(demo=True)) is None
+    assert cli.demo_warning(Config(host="0.0.0.0")) is None
+    assert cli.demo_warning(Config(demo=True, demo_public=True, host="::")) is not None
+
+
+async def test_a_forced_demo_server_serves_the_page():
+    config = Config(demo=True, demo_public=True, host="0.0.0.0", port=0, api_key="k")
+    server = Server(config)
+    # Configured for every address, listening on loopback only (the socket given).
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        await server.start(sock=sock)
+        try:
+            url = f"http://127.0.0.1:{server.port}"
+            async with httpx.AsyncClient(base_url=url, trust_env=False) as c:
+                response = await c.get("/", timeout=TIMEOUT)
+            assert response.status_code == 200 and "tidings demo" in response.text
+        finally:
+            await server.aclose()

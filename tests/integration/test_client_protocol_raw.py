@@ -270,6 +270,45 @@ async def test_expired_token_is_an_error_reply(server: Server) -> None:
     await assert_serving(server)
 
 
+@pytest.mark.parametrize("channel", ["$room", "room"])
+async def test_subscription_token_does_not_connect(server: Server, channel: str) -> None:
+    # A grant for one channel must not open a session as its user (Centrifugo: a connection
+    # token can't carry a channel claim).
+    assert await refused(server, mint_token(SECRET, "42", channel=channel)) == (
+        3500,
+        "invalid token",
+    )
+
+
+async def test_subscription_token_does_not_refresh_a_connection(server: Server) -> None:
+    async with raw(server) as ws:
+        await send(ws, connect_cmd(mint_token(SECRET, "42")))
+        assert "connect" in await reply(ws, 1)
+        sub_token = mint_token(SECRET, "42", channel="$room")
+        await send(ws, {"id": 2, "refresh": {"token": sub_token}})
+        assert await closed_with(ws) == (3500, "invalid token")
+    await assert_serving(server)
+
+
+async def test_connection_token_does_not_authorise_a_subscription(server: Server) -> None:
+    connection_token = mint_token(SECRET, "42")
+    sub_token = mint_token(SECRET, "42", channel="$room")
+    async with raw(server) as ws:
+        await send(
+            ws,
+            connect_cmd(connection_token),
+            {"id": 2, "subscribe": {"channel": "$room", "token": connection_token}},
+            {"id": 3, "subscribe": {"channel": "$room", "token": sub_token}},
+        )
+        got = await replies(ws, 3)
+        assert got[2]["error"]["code"] == 103  # permission denied
+        assert "subscribe" in got[3], got[3]  # what a subscription token is for
+        # Nor refresh one: on sub_refresh a bad token is a disconnect.
+        await send(ws, {"id": 4, "sub_refresh": {"channel": "$room", "token": connection_token}})
+        assert await closed_with(ws) == (3500, "invalid token")
+    await assert_serving(server)
+
+
 def pem_public(key: Any) -> str:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -123,7 +123,8 @@ async def test_several_channels_without_history_yet(server: Server) -> None:
 
 
 async def test_heartbeat_comments() -> None:
-    async with running_server(ping_interval=0.05) as srv, chunks_connect(srv, "/sse/beat") as sse:
+    # The shortest interval allowed (a second).
+    async with running_server(ping_interval=1) as srv, chunks_connect(srv, "/sse/beat") as sse:
         received = b""
         while received.count(b":\n\n") < 2:
             received += await sse.next()

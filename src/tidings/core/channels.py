@@ -125,14 +125,16 @@ class Namespaces:
 
 
 def _options(base: ChannelOptions, values: dict[str, Any]) -> ChannelOptions:
+    # The history ranges are those of tidings.config.BOUNDS (a test holds them equal).
     checked: dict[str, Any] = {}
     for key, value in values.items():
         if key == "history_size":
-            if not isinstance(value, int) or value < 0 or value > 1_000_000:
-                raise ConfigError("history_size must be an integer from 0 to 1000000")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**6:
+                raise ConfigError("history_size must be an integer from 0 to 1,000,000")
         elif key in ("history_ttl", "history_meta_ttl"):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{key} must be a non-negative number of seconds")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not 0 <= value <= 30 * 86400:
+                raise ConfigError(f"{key} must be from 0 to 2,592,000 seconds (30 days)")
         elif key == "allowed_delta_types":
             if not isinstance(value, list | tuple) or not set(value) <= {"fossil"}:
                 raise ConfigError('allowed_delta_types: a list holding at most "fossil"')

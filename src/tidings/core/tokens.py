@@ -4,6 +4,12 @@ Only the algorithms of the configured keys are accepted: HS256/384/512 with the 
 RS256/384/512 with the RSA public key, ES256/384/512 with the ECDSA public key. ``alg: none``
 and any other algorithm are refused before a signature is even looked at. Expiry (``exp``)
 is always checked; ``aud`` and ``iss`` when configured.
+
+The two kinds are told apart by the ``channel`` claim, as in Centrifugo: a subscription token
+must name its channel, and a connection token must not name one (its maintainers: "connection
+token can't contain channel claim", centrifugal/centrifugo#635). Otherwise a grant for one
+channel would open a session as its user, and a session token would pass for a channel grant.
+The kind is checked before expiry, so a token of the wrong kind is invalid even when expired.
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ class TokenVerifier:
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    def _decode(self, token: str, *, subscription: bool) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -96,8 +102,21 @@ class TokenVerifier:
         keys = [key for key, algorithms in self._keys if alg in algorithms]
         if not keys:
             raise InvalidToken("algorithm not allowed")
-        key = keys[0]
-        options = {"require": ["sub"], "verify_aud": bool(self.audience)}
+        try:
+            claims = self._verified(token, keys[0], alg, verify_exp=True)
+        except jwt.ExpiredSignatureError:
+            # Genuine but past its exp (RFC 7519 §4.1.4). One of the wrong kind is invalid
+            # rather than expired (Centrifugo's order), so no client is sent to refresh it.
+            claims = self._verified(token, keys[0], alg, verify_exp=False)
+            _check_kind(claims, subscription=subscription)
+            raise TokenExpired("token expired") from None
+        _check_kind(claims, subscription=subscription)
+        return claims
+
+    def _verified(self, token: str, key: Any, alg: str, *, verify_exp: bool) -> dict[str, Any]:
+        """The claims of a token whose signature, ``aud``, ``iss`` and (when asked) ``exp``
+        hold; ``jwt.ExpiredSignatureError`` passes through, anything else is ``InvalidToken``."""
+        options = {"require": ["sub"], "verify_aud": bool(self.audience), "verify_exp": verify_exp}
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -109,7 +128,7 @@ class TokenVerifier:
                 options=options,  # type: ignore[arg-type]
             )
         except jwt.ExpiredSignatureError:
-            raise TokenExpired("token expired") from None
+            raise
         except jwt.InvalidTokenError as exc:
             raise InvalidToken(f"invalid token: {type(exc).__name__}") from None
         if not isinstance(claims.get("sub"), str):
@@ -117,7 +136,8 @@ class TokenVerifier:
         return claims
 
     def connect_token(self, token: str) -> ConnectToken:
-        claims = self._decode(token)
+        """A connection token's claims; one with a ``channel`` claim is ``InvalidToken``."""
+        claims = self._decode(token, subscription=False)
         channels = claims.get("channels", [])
         subs = claims.get("subs", {})
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
@@ -135,10 +155,9 @@ class TokenVerifier:
         )
 
     def subscribe_token(self, token: str) -> SubscribeToken:
-        claims = self._decode(token)
-        channel = claims.get("channel")
-        if not isinstance(channel, str) or not channel:
-            raise InvalidToken("channel claim missing")
+        """A subscription token's claims; one without a ``channel`` claim is ``InvalidToken``."""
+        claims = self._decode(token, subscription=True)
+        channel = claims["channel"]
         override = claims.get("override", {})
         if not isinstance(override, dict):
             raise InvalidToken("override must be an object")
@@ -150,6 +169,19 @@ class TokenVerifier:
             info=_info(claims),
             override=override,
         )
+
+
+def _check_kind(claims: dict[str, Any], *, subscription: bool) -> None:
+    """Refuse a connection token where a subscription token is due, and the reverse.
+
+    A subscription token names a channel (a non-empty string); a connection token names none
+    (its ``channel`` is absent, null or empty). Any other ``channel`` fits neither."""
+    channel = claims.get("channel")
+    if subscription:
+        if not isinstance(channel, str) or not channel:
+            raise InvalidToken("not a subscription token: no channel claim")
+    elif channel not in (None, ""):
+        raise InvalidToken("not a connection token: it has a channel claim")
 
 
 def _optional_int(claims: dict[str, Any], name: str) -> int | None:
