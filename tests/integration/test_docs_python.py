@@ -65,7 +65,7 @@ def test_python_example_runs(code: str, threaded_server: Server) -> None:
     namespace: dict[str, Any] = {"server": threaded_server}
 
     async def run() -> None:
-        result = eval(compiled, namespace)  # noqa: S307 - our own documentation
+        result = eval(compiled, namespace)
         if asyncio.iscoroutine(result):
             await result
         for value in namespace.values():  # an example may leave a client open for later
