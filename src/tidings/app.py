@@ -10,6 +10,7 @@ builds the node itself.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from tidings.core.node import Node
 from tidings.core.presence import PresenceManager
 from tidings.exceptions import ConfigError
 
-__all__ = ["KINDS", "App", "Backend", "Connection", "make_backend"]
+__all__ = ["KINDS", "AddressLimits", "App", "Backend", "Connection", "make_backend"]
 
 log = logging.getLogger("tidings.app")
 
@@ -75,6 +76,77 @@ def make_backend(config: Config, clock: Clock | None = None) -> Backend:
     )
 
 
+class AddressLimits:
+    """Per client address: at most ``max_connections_per_ip`` at once and a token bucket
+    of new connections (``connection_rate_per_ip`` a second, ``connection_burst_per_ip``
+    at once). Loopback addresses — a reverse proxy's, the machine's own — are exempt unless
+    ``limit_loopback``."""
+
+    def __init__(self, config: Config, clock: Clock) -> None:
+        self.clock = clock
+        self.max_open = config.max_connections_per_ip
+        self.rate = config.connection_rate_per_ip
+        self.burst = float(config.connection_burst_per_ip)
+        self.loopback = config.limit_loopback
+        self.open: dict[str, int] = {}
+        self.address_of: dict[Connection, str] = {}
+        self.buckets: dict[str, tuple[float, float]] = {}  # address → (tokens, when)
+
+    def _applies(self, address: str) -> bool:
+        if not (self.max_open or self.rate):
+            return False
+        if self.loopback:
+            return True
+        try:
+            return not ipaddress.ip_address(address).is_loopback
+        except ValueError:
+            return True
+
+    def admit(self, conn: Connection, address: str) -> bool:
+        if not self._applies(address):
+            return True
+        if self.max_open and self.open.get(address, 0) >= self.max_open:
+            log.warning("connections from %s: at the limit of %d", address, self.max_open)
+            return False
+        if self.rate:
+            now = self.clock.monotonic()
+            tokens, then = self.buckets.get(address, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            if tokens < 1:
+                self.buckets[address] = (tokens, now)
+                log.warning("new connections from %s: over %s a second", address, self.rate)
+                return False
+            self.buckets[address] = (tokens - 1, now)
+        self.open[address] = self.open.get(address, 0) + 1
+        self.address_of[conn] = address
+        return True
+
+    def replace(self, old: Connection, new: Connection) -> None:
+        address = self.address_of.pop(old, None)
+        if address is not None:
+            self.address_of[new] = address
+
+    def forget(self, conn: Connection) -> None:
+        address = self.address_of.pop(conn, None)
+        if address is not None:
+            left = self.open[address] - 1
+            if left:
+                self.open[address] = left
+            else:
+                del self.open[address]
+
+    def prune(self) -> None:
+        """Drop the buckets that are full again: memory follows recent addresses only."""
+        now = self.clock.monotonic()
+        full = [
+            address
+            for address, (tokens, then) in self.buckets.items()
+            if tokens + (now - then) * self.rate >= self.burst
+        ]
+        for address in full:
+            del self.buckets[address]
+
+
 class App:
     """Config → node, broker, presence, controller, server API, templates, connections."""
 
@@ -102,6 +174,7 @@ class App:
         self.client_options = config.client_options()
         self.templates = config.message_templates()
         self.connections: set[Connection] = set()
+        self.limits = AddressLimits(config, self.clock)
         self.slow_disconnects = 0
         self.stopping = False
         self._heartbeat: Timer | None = None
@@ -112,19 +185,25 @@ class App:
         self._heartbeat = self.clock.call_later(self.config.ping_interval, self._beat)
 
     # connection registry
-    def admit(self, conn: Connection) -> bool:
-        """Register a new connection; False at the connection limit or when stopping."""
+    def admit(self, conn: Connection, address: str | None = None) -> str | None:
+        """Register a new connection from ``address``; None when admitted, else why not:
+        ``"limit"`` (``max_connections``, or stopping) or ``"address"`` (per-address
+        limits)."""
         if len(self.connections) >= self.config.max_connections or self.stopping:
-            return False
+            return "limit"
+        if address is not None and not self.limits.admit(conn, address):
+            return "address"
         self.connections.add(conn)
-        return True
+        return None
 
     def replace(self, old: Connection, new: Connection) -> None:
         self.connections.discard(old)
         self.connections.add(new)
+        self.limits.replace(old, new)
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.limits.forget(conn)
         if self.stopping and not self.connections:
             self._empty.set()
 
@@ -137,6 +216,7 @@ class App:
         for conn in list(self.connections):
             if not conn.closed:
                 conn.ping()
+        self.limits.prune()
         self._heartbeat = self.clock.call_later(self.config.ping_interval, self._beat)
 
     # shutdown

@@ -37,6 +37,10 @@ class Config:
     demo_public: bool = False
     log_level: str = "info"
     max_connections: int = 10000
+    max_connections_per_ip: int = 1000
+    connection_rate_per_ip: float = 100.0
+    connection_burst_per_ip: int = 200
+    limit_loopback: bool = False
     max_channels_per_connection: int = 16
     max_header_bytes: int = 16384
     max_body_bytes: int = 65536
@@ -65,6 +69,8 @@ class Config:
     allow_anonymous_connect_without_token: bool = False
     client_max_channels: int = 128
     client_connect_timeout: float = 10.0
+    client_command_rate: float = 100.0
+    client_command_burst: int = 500
     default_namespace: dict[str, Any] = field(default_factory=dict)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -104,6 +110,8 @@ class Config:
             allow_anonymous_connect_without_token=self.allow_anonymous_connect_without_token,
             max_channels=self.client_max_channels,
             connect_timeout=self.client_connect_timeout,
+            command_rate=self.client_command_rate,
+            command_burst=self.client_command_burst,
         )
 
     def message_templates(self) -> dict[str, MessageTemplate]:
@@ -185,6 +193,9 @@ BOUNDS: dict[str, Bound] = {
     # Each connection is a file descriptor; by default Linux lets a process have at most
     # 1,048,576 (fs.nr_open).
     "max_connections": Bound(1, 1_000_000),
+    "max_connections_per_ip": Bound(0, 1_000_000),
+    "connection_rate_per_ip": Bound(0, 1_000_000, "per second"),
+    "connection_burst_per_ip": Bound(1, 1_000_000),
     "max_channels_per_connection": Bound(1, 1024),
     "max_header_bytes": Bound(4096, _MIB, "bytes"),
     "max_body_bytes": Bound(1024, 64 * _MIB, "bytes"),
@@ -209,6 +220,8 @@ BOUNDS: dict[str, Bound] = {
     "client_max_channels": Bound(1, 65536),
     # Connections that don't say ``connect`` in time are closed (3502 stale).
     "client_connect_timeout": Bound(0, 3600, "seconds", above=True),
+    "client_command_rate": Bound(0, 1_000_000, "per second"),
+    "client_command_burst": Bound(1, 1_000_000),
 }
 
 

@@ -74,3 +74,19 @@ async def test_subscribe_reply_comes_before_the_first_publication(node):
     kinds = ["pub" if "push" in m else m.get("id") for m in transport.messages]
     assert kinds == [1, 2, "pub"]
     assert transport.pushes("pub") == [{"channel": "news", "pub": {"data": {"n": 1}, "offset": 1}}]
+
+
+async def test_commands_past_the_rate_get_111_then_a_flood_is_cut_off(node):
+    c, transport = client(node, command_rate=1, command_burst=5)
+    rpc = [{"id": i, "rpc": {"method": "none"}} for i in range(2, 9)]
+    c.feed([{"id": 1, "connect": {"token": mint_token(SECRET, "42")}}, *rpc])
+    await transport.wait_for(lambda: all(transport.reply_to(i) for i in range(1, 9)))
+    codes_of = {i: transport.reply_to(i).get("error", {}).get("code") for i in range(2, 9)}
+    assert codes_of == {2: 104, 3: 104, 4: 104, 5: 104, 6: 111, 7: 111, 8: 111}
+    assert transport.reply_to(6)["error"]["temporary"] is True
+    node.clock.advance(2)  # two tokens back
+    c.feed([{"id": 9, "rpc": {"method": "none"}}, {"id": 10, "rpc": {"method": "none"}}])
+    await transport.wait_for(lambda: transport.reply_to(10) is not None)
+    assert transport.reply_to(10)["error"]["code"] == 104
+    c.feed([{"id": 11 + i, "rpc": {"method": "none"}} for i in range(6)])  # 6 > burst refusals
+    assert transport.closed_with == codes.TOO_MANY_REQUESTS_DISCONNECT

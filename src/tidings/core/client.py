@@ -82,7 +82,10 @@ class Client:
         "_busy",
         "_expire_timer",
         "_inbox",
+        "_refused",
         "_stale_timer",
+        "_stamp",
+        "_tokens",
         "awaiting_pong",
         "closed",
         "connect_failed",
@@ -119,6 +122,9 @@ class Client:
         self.subs: dict[str, Subscription] = {}
         self.subscribing: set[str] = set()  # channels whose subscribe is in progress
         self._inbox: deque[dict[str, Any]] = deque()
+        self._tokens = float(options.command_burst)
+        self._stamp = node.clock.monotonic()
+        self._refused = 0
         self._busy = False
         self._expire_timer: Timer | None = None
         # Centrifugo closes connections that don't connect in time (3502 stale): they
@@ -135,10 +141,15 @@ class Client:
 
     # input
     def feed(self, commands: list[dict[str, Any]]) -> None:
-        """Queue decoded commands; they run in order. A client that queues more than
-        ``MAX_QUEUED_COMMANDS`` unanswered commands is cut off (3013)."""
+        """Queue decoded commands; they run in order. Past the command rate a command is
+        answered 111 (too many requests); a client that goes on regardless, or queues more
+        than ``MAX_QUEUED_COMMANDS`` unanswered commands, is cut off (3013)."""
         if self.closed:
             return
+        if self.options.command_rate:
+            commands = self._admit(commands)
+            if self.closed:
+                return
         if len(self._inbox) + len(commands) > MAX_QUEUED_COMMANDS:
             log.info("client %s: too many queued commands", self.id)
             self.disconnect(codes.TOO_MANY_REQUESTS_DISCONNECT)
@@ -147,6 +158,32 @@ class Client:
         if not self._busy:
             self._busy = True
             self.node.spawn(self._drain())
+
+    def _admit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A token bucket per connection: ``command_rate`` a second, ``command_burst`` at
+        once. Refused commands are answered at once with 111, so the client backs off."""
+        options = self.options
+        now = self.node.clock.monotonic()
+        tokens = min(
+            float(options.command_burst), self._tokens + (now - self._stamp) * options.command_rate
+        )
+        self._stamp = now
+        admitted = []
+        for cmd in commands:
+            if tokens >= 1:
+                tokens -= 1
+                self._refused = 0
+                admitted.append(cmd)
+                continue
+            self._refused += 1
+            if self._refused > options.command_burst:
+                log.info("client %s: went on past the command rate", self.id)
+                self.disconnect(codes.TOO_MANY_REQUESTS_DISCONNECT)
+                return []
+            if cmd.get("id"):
+                self.reply({"id": cmd["id"], "error": codes.TOO_MANY_REQUESTS.reply()})
+        self._tokens = tokens
+        return admitted
 
     async def _drain(self) -> None:
         try:

@@ -58,6 +58,8 @@ class ClientOptions:
     user_separator: str = ","
     expired_grace: float = 25.0
     connect_timeout: float = 10.0  # a connection that hasn't connected by then is stale
+    command_rate: float = 100.0  # commands a second per connection (0: no limit)
+    command_burst: int = 500  # commands at once
 
 
 @dataclass(slots=True)

@@ -73,9 +73,15 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports don't subclass asyncio.Transport but implement it.
         self.transport = cast(asyncio.Transport, transport)
-        if not self.ctx.app.admit(self):
-            log.warning("connection limit reached, refusing %s", self.peer())
+        peer = self.peer()
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        refused = self.ctx.app.admit(self, address)
+        if refused == "limit":
+            log.warning("connection limit reached, refusing %s", peer)
             self.send_error(503, "too many connections", close=True)
+            return
+        if refused is not None:
+            self.send_error(429, "too many connections from this address", close=True)
             return
         self._arm(self.ctx.config.request_timeout)
 
