@@ -210,8 +210,7 @@ class ClientWebSocket(ClientConnection):
             self.finish(out)
             return
         if out:
-            self.flush()
-            self.transport.write(out)
+            self.push(out)  # pongs count against the outgoing bound like replies
         for message in messages:
             self.on_message(message.data, message.text)
 

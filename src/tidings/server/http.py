@@ -44,9 +44,12 @@ class HttpConnection(asyncio.Protocol):
         "lp",
         "parser",
         "processing",
+        "reading",
+        "started",
         "task",
         "timer",
         "transport",
+        "writing",
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -64,6 +67,11 @@ class HttpConnection(asyncio.Protocol):
         self.lp: LongPoll | None = None
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        # When the first byte of the request being received came: its deadline runs from
+        # there, whatever trickles in after it (a slowloris gets its 408 in time).
+        self.started: float | None = None
+        self.reading = True  # False while reading is paused (backpressure)
+        self.writing = True  # False while the transport asks us to stop writing
 
     @property
     def kind(self) -> str:
@@ -83,7 +91,9 @@ class HttpConnection(asyncio.Protocol):
         if refused is not None:
             self.send_error(429, "too many connections from this address", close=True)
             return
-        self._arm(self.ctx.config.request_timeout)
+        # A new connection must send its request in time, like one that sent a byte of it.
+        self.started = self.ctx.loop.time()
+        self._arm_at(self.started + self.ctx.config.request_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -100,9 +110,8 @@ class HttpConnection(asyncio.Protocol):
             # not while an earlier pipelined response is still to be written.
             if not self.busy and not self.parser.requests and self.transport is not None:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not self.busy:
-            self._arm(self.ctx.config.request_timeout)
         self.process()
+        self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -113,6 +122,31 @@ class HttpConnection(asyncio.Protocol):
         if self.task is not None:
             self.task.cancel()
         self.ctx.app.forget(self)
+
+    # Backpressure: every byte held for this connection is bounded. While its answers go
+    # unread (the transport's buffer is over its high-water mark) or while it waits on a
+    # request (an endpoint or a long-poll) with the next one already queued, the socket is
+    # not read: pipelined requests pile up in the client's socket, not in our memory.
+    def pause_writing(self) -> None:
+        self.writing = False
+        self._hold()
+
+    def resume_writing(self) -> None:
+        self.writing = True
+        self._release()
+        self.process()
+        self._watch()
+
+    def _hold(self) -> None:
+        if self.reading and self.transport is not None and not self.closed:
+            self.reading = False
+            self.transport.pause_reading()
+
+    def _release(self) -> None:
+        if not self.reading and self.writing and not self.busy and not self.closed:
+            self.reading = True
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     # Connection (tidings.app)
     def ping(self) -> None:
@@ -140,8 +174,10 @@ class HttpConnection(asyncio.Protocol):
         self.processing = True
         try:
             queue = self.parser.requests
-            while queue and not self.busy and not self.closed:
+            while queue and not self.busy and not self.closed and self.writing:
                 self.handle(queue.popleft())
+            if self.busy and queue:
+                self._hold()
         finally:
             self.processing = False
 
@@ -149,6 +185,7 @@ class HttpConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.started = None
         if not request.keep_alive:
             self.draining = True
         self.head = request.method == "HEAD"
@@ -212,8 +249,9 @@ class HttpConnection(asyncio.Protocol):
         if not keep:
             self.close()
             return
-        self._arm(self.ctx.config.keepalive_timeout)
+        self._release()
         self.process()
+        self._watch()
 
     def send_error(
         self,
@@ -235,10 +273,24 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _arm(self, timeout: float) -> None:
+    def _watch(self) -> None:
+        """Arm the one timer for the phase the connection is in: a request under way must
+        be complete ``request_timeout`` after its first byte; an idle keep-alive connection
+        is closed after ``keepalive_timeout``; nothing runs while a request is answered."""
+        if self.busy or self.closed:
+            return
+        now = self.ctx.loop.time()
+        if self.parser.pending() or self.parser.requests:
+            if self.started is None:
+                self.started = now
+                self._arm_at(now + self.ctx.config.request_timeout)
+        elif self.started is None and self.timer is None:
+            self._arm_at(now + self.ctx.config.keepalive_timeout)
+
+    def _arm_at(self, when: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.ctx.loop.call_later(timeout, self._timed_out)
+        self.timer = self.ctx.loop.call_at(when, self._timed_out)
 
     def _timed_out(self) -> None:
         self.timer = None

@@ -144,8 +144,9 @@ class WsSession(Session):
         _, out = reader.receive_data(data)
         if not reader.closed:
             if out:
-                self.flush()  # keep frames whole and in order: pending data first
-                self.transport.write(out)
+                # Pongs are queued like any other frame: bytes the client leaves unread
+                # count against the same bound (a client pinging without reading is slow).
+                self.push(out)
             return
         if self.closed:
             # We sent our close frame first; the client's answer completes the handshake.
