@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_URL",
     "build_parser",
     "cmd_bench",
+    "cmd_bench_attack",
     "cmd_publish",
     "cmd_serve",
     "cmd_subscribe",
@@ -178,6 +179,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(run_fanout(args))
 
 
+def cmd_bench_attack(args: argparse.Namespace) -> int:
+    from tidings.bench.attack import run_attack
+
+    return int(run_attack(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(fanout)
     fanout.set_defaults(func=cmd_bench)
+    attack = bench_sub.add_parser(
+        "attack", help="slowloris, non-reading pipeliners and stalled subscribers at once"
+    )
+    from tidings.bench.attack import add_arguments as add_attack_arguments
+
+    add_attack_arguments(attack)
+    attack.set_defaults(func=cmd_bench_attack)
     return parser
 
 

@@ -11,13 +11,24 @@ from .outbox import Flusher
 if TYPE_CHECKING:
     from tidings.app import App
 
-__all__ = ["Context"]
+__all__ = ["READ_SIZE", "Context"]
+
+READ_SIZE = 32768
 
 
 class Context:
     """The application, the loop, the write coalescer and the shared template formats."""
 
-    __slots__ = ("app", "client_options", "config", "flusher", "loop", "node", "template_formats")
+    __slots__ = (
+        "app",
+        "client_options",
+        "config",
+        "flusher",
+        "loop",
+        "node",
+        "read_buffer",
+        "template_formats",
+    )
 
     def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -27,3 +38,6 @@ class Context:
         self.loop = loop
         self.flusher = Flusher(loop)
         self.template_formats = {n: TemplateFormat(t) for n, t in app.templates.items()}
+        # Every HTTP connection of this loop reads into this one buffer and copies out what
+        # it got at once, so no read holds more than its size (RFC 9112 needs no more).
+        self.read_buffer = memoryview(bytearray(READ_SIZE))

@@ -32,10 +32,22 @@ __all__ = ["HttpConnection"]
 log = logging.getLogger("tidings.server")
 
 
-class HttpConnection(asyncio.Protocol):
-    """Parses requests and answers them one at a time (pipelined ones wait their turn)."""
+# Parsed requests waiting for their turn are bounded, and so are the bytes read ahead of
+# them: a parsed request costs far more memory than its bytes, so a burst of pipelined
+# requests stays bytes until its turn comes.
+MAX_QUEUED = 16
+PARSE_STEP = 4096
+MAX_BACKLOG = 65536
+
+
+class HttpConnection(asyncio.BufferedProtocol):
+    """Parses requests and answers them one at a time (pipelined ones wait their turn).
+
+    It reads into its context's one read buffer (``get_buffer``), so a read never holds
+    more than that buffer's size, whatever the loop's own read size."""
 
     __slots__ = (
+        "backlog",
         "busy",
         "closed",
         "ctx",
@@ -45,6 +57,7 @@ class HttpConnection(asyncio.Protocol):
         "parser",
         "processing",
         "reading",
+        "refusal",
         "started",
         "task",
         "timer",
@@ -72,6 +85,8 @@ class HttpConnection(asyncio.Protocol):
         self.started: float | None = None
         self.reading = True  # False while reading is paused (backpressure)
         self.writing = True  # False while the transport asks us to stop writing
+        self.backlog: bytes | None = None  # bytes read and not yet given to the parser
+        self.refusal: HttpError | None = None  # a request that can't be taken, to answer
 
     @property
     def kind(self) -> str:
@@ -95,15 +110,17 @@ class HttpConnection(asyncio.Protocol):
         self.started = self.ctx.loop.time()
         self._arm_at(self.started + self.ctx.config.request_timeout)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.ctx.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.ctx.read_buffer[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        try:
-            self.parser.feed(data)
-        except HttpError as exc:
-            log.info("bad request from %s: %s %s", self.peer(), exc.status, exc.reason)
-            self.send_error(exc.status, exc.reason, close=True)
-            return
+        self.backlog = self.backlog + data if self.backlog else data
+        self._parse()
         if self.parser.expect_continue:
             self.parser.expect_continue = False
             # The client waits for this before sending its body (curl does past 1 KiB);
@@ -112,6 +129,28 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.process()
         self._watch()
+
+    def _parse(self) -> None:
+        """Give the parser what was read, while few requests wait; hold the rest as bytes
+        and stop reading while too many of them wait."""
+        parser = self.parser
+        while (
+            self.backlog
+            and len(parser.requests) < MAX_QUEUED
+            and parser.upgrade_data is None
+            and self.refusal is None
+        ):
+            piece, rest = self.backlog[:PARSE_STEP], self.backlog[PARSE_STEP:]
+            self.backlog = rest or None
+            try:
+                parser.feed(piece)
+            except HttpError as exc:
+                # Answered after the complete requests before it (RFC 9112 §9.3.2:
+                # responses in request order), then the connection closes.
+                self.refusal = exc
+                self.backlog = None
+        if self.backlog and len(self.backlog) > MAX_BACKLOG:
+            self._hold()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -143,7 +182,14 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _release(self) -> None:
-        if not self.reading and self.writing and not self.busy and not self.closed:
+        backlogged = self.backlog is not None and len(self.backlog) > MAX_BACKLOG
+        if (
+            not self.reading
+            and self.writing
+            and not self.busy
+            and not self.closed
+            and not backlogged
+        ):
             self.reading = True
             if self.transport is not None:
                 self.transport.resume_reading()
@@ -176,8 +222,17 @@ class HttpConnection(asyncio.Protocol):
             queue = self.parser.requests
             while queue and not self.busy and not self.closed and self.writing:
                 self.handle(queue.popleft())
-            if self.busy and queue:
+                if self.backlog and not self.closed:
+                    self._parse()
+            refusal = self.refusal
+            if refusal is not None and not queue and not self.busy and not self.closed:
+                log.info("bad request from %s: %s %s", self.peer(), refusal.status, refusal.reason)
+                self.head = False  # the error has a body, whatever the request before was
+                self.send_error(refusal.status, refusal.reason, close=True)
+            if self.busy and (queue or self.backlog):
                 self._hold()
+            elif not self.busy:
+                self._release()
         finally:
             self.processing = False
 
@@ -280,7 +335,7 @@ class HttpConnection(asyncio.Protocol):
         if self.busy or self.closed:
             return
         now = self.ctx.loop.time()
-        if self.parser.pending() or self.parser.requests:
+        if self.parser.pending() or self.parser.requests or self.backlog:
             if self.started is None:
                 self.started = now
                 self._arm_at(now + self.ctx.config.request_timeout)
@@ -297,7 +352,7 @@ class HttpConnection(asyncio.Protocol):
         if self.busy or self.closed:
             return
         # Idle keep-alive connections close quietly; a half-sent request gets 408.
-        if self.parser.pending():
+        if self.parser.pending() or self.backlog:
             self.send_error(408, "request timeout", close=True)
         else:
             self.close()
@@ -319,7 +374,7 @@ class HttpConnection(asyncio.Protocol):
             self.timer = None
         transport.set_protocol(conn)
         self.ctx.app.replace(self, conn)
-        conn.opened(self.parser.upgrade_data or b"")
+        conn.opened((self.parser.upgrade_data or b"") + (self.backlog or b""))
 
     def longpoll(self, start: LongPollStart) -> None:
         self.busy = True
