@@ -160,13 +160,21 @@ class RequestParser:
 
 
 def response_head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    """Status line and header block, ending with the blank line."""
+    """Status line and header block, ending with the blank line.
+
+    Raises ``ValueError`` for a header name or value holding CR, LF or NUL (RFC 9110 §5.5:
+    field values hold none of them): one would end the field and start another.
+    """
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Unknown"
     lines = [f"HTTP/1.1 {status} {phrase}"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
+    for name, value in headers:
+        line = f"{name}: {value}"
+        if "\r" in line or "\n" in line or "\0" in line:
+            raise ValueError(f"CR, LF or NUL in the {name!r} header")
+        lines.append(line)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
