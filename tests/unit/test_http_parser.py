@@ -58,6 +58,13 @@ def test_upgrade_keeps_bytes_after_the_request():
     assert parser.upgrade_data == b"\x81\x85"
 
 
+def refused(data: bytes, **limits) -> int:
+    """The status of the error that ended parsing ``data``."""
+    parser = parse(data, **limits)
+    assert isinstance(parser.error, HttpError)
+    return parser.error.status
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -68,25 +75,50 @@ def test_upgrade_keeps_bytes_after_the_request():
     ],
 )
 def test_malformed_requests_are_400(data):
-    with pytest.raises(HttpError) as info:
-        parse(data)
-    assert info.value.status == 400
+    assert refused(data) == 400
 
 
 def test_headers_over_the_limit_are_431():
-    with pytest.raises(HttpError) as info:
-        parse(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n", max_header_bytes=1024)
-    assert info.value.status == 431
+    assert (
+        refused(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n", max_header_bytes=1024) == 431
+    )
 
 
 def test_declared_body_over_the_limit_is_413():
-    with pytest.raises(HttpError) as info:
-        parse(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", max_body=10)
-    assert info.value.status == 413
+    assert refused(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", max_body=10) == 413
 
 
 def test_chunked_body_over_the_limit_is_413():
     data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"8\r\n12345678\r\n" * 3
-    with pytest.raises(HttpError) as info:
-        parse(data, max_body=16)
-    assert info.value.status == 413
+    assert refused(data, max_body=16) == 413
+
+
+# Pipelining (RFC 9112 §9.3.2): an error keeps the complete requests before it.
+
+
+@pytest.mark.parametrize(
+    ("bad", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /%ff HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    ],
+    ids=["garbage", "bad-url", "413", "431"],
+)
+def test_complete_requests_before_an_error_are_kept(bad, status):
+    parser = parse(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\nGET /a HTTP/1.1\r\n\r\n" + bad)
+    assert [r.path for r in parser.requests] == ["/health", "/a"]
+    assert parser.error is not None and parser.error.status == status
+
+
+def test_nothing_is_parsed_after_an_error():
+    parser = parse(b"GARBAGE\r\n\r\n")
+    parser.feed(b"GET /late HTTP/1.1\r\n\r\n")
+    assert not parser.requests
+    assert parser.error is not None and parser.error.status == 400
+
+
+def test_no_error_for_good_input():
+    parser = parse(b"GET / HTTP/1.1\r\n\r\n")
+    assert parser.error is None

@@ -1,7 +1,10 @@
 """HTTP/1.1 requests in, responses out (RFC 9112), on top of httptools' parser.
 
-``RequestParser.feed(bytes)`` collects complete requests; errors come out as ``HttpError``
-with the status to answer (400 malformed, 413 body too large, 431 headers too large).
+``RequestParser.feed(bytes)`` queues complete requests. A request that must be refused
+(400 malformed, 413 body too large, 431 headers too large) ends the parse: ``feed`` keeps
+the complete requests before it and records the ``HttpError`` in ``error``, which the
+caller answers after those requests, then closes (RFC 9112 §9.3.2: pipelined requests are
+answered in order). Nothing after an error is parsed.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class RequestParser:
         "_in_message",
         "_parser",
         "_url",
+        "error",
         "expect_continue",
         "max_body",
         "max_header_bytes",
@@ -60,6 +64,8 @@ class RequestParser:
         self.max_body = max_body
         self.requests: deque[Request] = deque()
         self.upgrade_data: bytes | None = None
+        # The refused request that ended the parse; answered after ``requests``.
+        self.error: HttpError | None = None
         # Set when a request's headers ask for "100 Continue" and its body hasn't come yet;
         # the caller answers (RFC 9110 §10.1.1) and clears it.
         self.expect_continue = False
@@ -75,7 +81,10 @@ class RequestParser:
         self._in_message = False
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; raises ``HttpError`` for a request that must be refused."""
+        """Parse ``data``: complete requests go to ``requests``; a request that must be
+        refused sets ``error`` and ends parsing (later input is ignored). Never raises."""
+        if self.error is not None:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -83,11 +92,9 @@ class RequestParser:
             self.upgrade_data = data[offset:]
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, HttpError):
-                raise cause from None
-            raise HttpError(400, "Bad Request") from None
+            self.error = cause if isinstance(cause, HttpError) else HttpError(400, "Bad Request")
         except httptools.HttpParserError:
-            raise HttpError(400, "Bad Request") from None
+            self.error = HttpError(400, "Bad Request")
 
     # httptools callbacks
     def on_message_begin(self) -> None:

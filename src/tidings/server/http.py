@@ -132,12 +132,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        try:
-            self.parser.feed(data)
-        except HttpError as exc:
-            log.info("bad request from %s: %s %s", self.peer(), exc.status, exc.reason)
-            self.send_error(exc.status, exc.reason, close=True)
-            return
+        self.parser.feed(data)
         if self.parser.expect_continue:
             self.parser.expect_continue = False
             # The client waits for this before sending its body (curl does past 1 KiB);
@@ -169,6 +164,13 @@ class HttpConnection(asyncio.Protocol):
             queue = self.parser.requests
             while queue and not self.busy and not self.closed:
                 self.handle(queue.popleft())
+            # A refused request is answered after the complete ones before it, then the
+            # connection closes (RFC 9112 §9.3.2: responses in request order).
+            error = self.parser.error
+            if error is not None and not queue and not self.busy and not self.closed:
+                log.info("bad request from %s: %s %s", self.peer(), error.status, error.reason)
+                self.head = False  # the error has a body, whatever the request before was
+                self.send_error(error.status, error.reason, close=True)
         finally:
             self.processing = False
 
