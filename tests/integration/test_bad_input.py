@@ -141,6 +141,26 @@ async def test_error_after_a_head_request_has_its_body(server: Server, bystander
         assert await read_to_eof(reader) == b""
 
 
+H2C = (
+    "Upgrade: h2c",
+    "Connection: Upgrade, HTTP2-Settings",
+    "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA",
+)
+
+
+async def test_ignored_upgrade_keeps_the_connection_http(server: Server, bystander: None) -> None:
+    """``curl --http2`` asks for h2c; the server answers in HTTP/1.1 without switching, so
+    what follows on the connection is HTTP (RFC 9110 §7.8), pipelined or sent later."""
+    async with raw_connection(server) as (reader, writer):
+        writer.write(request("GET /health HTTP/1.1", *H2C) + request("GET /health HTTP/1.1"))
+        assert (await read_response(reader)).status == 200
+        assert (await read_response(reader)).status == 200
+        writer.write(request("GET /health HTTP/1.1", *H2C))
+        assert (await read_response(reader)).status == 200
+        writer.write(request("GET /nowhere HTTP/1.1"))
+        assert (await read_response(reader)).status == 404
+
+
 async def test_oversized_headers_are_431(server: Server, bystander: None) -> None:
     big = "X-Big: " + "a" * (server.config.max_header_bytes + 10)
     resp = await raw_request(server, request("GET /health HTTP/1.1", big))

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from tidings.exceptions import HttpError
@@ -122,3 +124,43 @@ def test_nothing_is_parsed_after_an_error():
 def test_no_error_for_good_input():
     parser = parse(b"GET / HTTP/1.1\r\n\r\n")
     assert parser.error is None
+
+
+@pytest.mark.parametrize("version", [b"HTTP/0.9", b"HTTP/2.0"])
+def test_versions_other_than_1_0_and_1_1_are_400(version):
+    # llhttp takes these; HTTP/0.9 came out as http_minor 9, HTTP/2.0 as HTTP/1.0.
+    assert refused(b"GET / " + version + b"\r\nHost: h\r\n\r\n") == 400
+
+
+UPGRADE = b"GET /ws/x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_bytes_after_an_upgrade_in_later_feeds_are_kept():
+    parser = RequestParser()
+    parser.feed(UPGRADE[:-1])
+    parser.feed(UPGRADE[-1:] + b"\x89")
+    parser.feed(b"\x80")
+    parser.feed(b"abcd")
+    assert parser.error is None
+    assert parser.upgrade_data == b"\x89\x80abcd"
+
+
+def test_an_upgrade_answered_without_switching_goes_on_as_http():
+    parser = parse(UPGRADE + b"GET /a HTTP/1.1\r\n\r\nGET /b HT")
+    assert [r.path for r in parser.requests] == ["/ws/x"]
+    parser.requests.clear()
+    parser.continue_http()
+    assert parser.upgrade_data is None
+    parser.feed(b"TP/1.1\r\n\r\n")
+    assert [r.path for r in parser.requests] == ["/a", "/b"]
+    assert parser.error is None
+
+
+def test_repeated_headers_are_joined_in_linear_time():
+    # Appending to the joined text per repeat took ~10 s here (quadratic); now well under 1.
+    n = 600_000
+    data = b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * n + b"\r\n"
+    start = time.perf_counter()
+    parser = parse(data, max_header_bytes=len(data))
+    assert time.perf_counter() - start < 3.0
+    assert parser.requests[0].header("x") == ",".join(["y"] * n)

@@ -265,6 +265,8 @@ class HttpConnection(asyncio.Protocol):
         if not keep:
             self.close()
             return
+        if not self.parser.requests and self.parser.upgrade_data is not None:
+            self.parser.continue_http()  # Upgrade answered without switching (RFC 9110 §7.8)
         self._arm(self.server.config.keepalive_timeout)
         self.process()
 
