@@ -227,6 +227,7 @@ def run_long(name: str, one_input: Callable[[Source], None], argv: list[str]) ->
 
         instrument(atheris, ("tidings.protocol", "websockets", "httptools"))
         flags = [f"-max_total_time={args.seconds}", "-timeout=10", "-print_final_stats=1"]
+        flags += ["-max_len=4096", "-len_control=10"]  # structured cases need bytes
         atheris.Setup([argv[0], *flags, *rest], test_one_input)
         atheris.Fuzz()
         return
