@@ -3,7 +3,8 @@
 Each case is a byte string and the points where it is cut into ``feed`` calls. The oracle:
 
 - ``feed`` never raises; a refusal is ``parser.error``, an ``HttpError`` of 400, 413 or 431;
-- the result doesn't depend on how the bytes were cut (one ``feed`` or many);
+- the result doesn't depend on how the bytes were cut (one ``feed`` or many), except that
+  a head over the size limit may get 431 where it would otherwise get 400 or not be over;
 - what is accepted keeps the limits (header bytes, body size) and carries no CR, LF or NUL
   in a header (those are written back into responses);
 - a case takes bounded time, and its peak memory (tracemalloc) is linear in its size.
@@ -330,7 +331,7 @@ def header_value(src: Source, name: bytes) -> bytes:
         return src.choice(known)
     if src.bool(0.2):
         return src.bytes(24)
-    return b"v" * src.int(0, 40)
+    return b"v" * src.int(0, 40 if src.bool(0.9) else 3000)  # long ones meet the limit
 
 
 def chunked_body(src: Source) -> bytes:
@@ -462,7 +463,21 @@ def check_http(data: bytes, at: list[int], max_header: int, max_body: int) -> No
             assert whole.upgrade_data is None
         if at:
             cut = parse(data, at, max_header, max_body, decline)
-            assert cut == whole, f"cut at {at}:\n{cut}\nwhole:\n{whole}"
+            assert same(cut, whole), f"cut at {at}:\n{cut}\nwhole:\n{whole}"
+
+
+def same(a: Parsed, b: Parsed) -> bool:
+    """The same outcome, but for the one way reads may matter: a head over the size limit
+    may be refused (431) in one, and in the other be refused as malformed (400) or still be
+    incomplete, as the limit applies to what has been read."""
+    if (a.requests, a.upgrade_data) != (b.requests, b.upgrade_data):
+        return False
+    if a.status == b.status:
+        return a.pending == b.pending
+    for one, other in ((a, b), (b, a)):
+        if one.status == 431 and (other.status == 400 or (other.status is None and other.pending)):
+            return True
+    return False
 
 
 def one_input(src: Source) -> None:

@@ -164,3 +164,29 @@ def test_repeated_headers_are_joined_in_linear_time():
     parser = parse(data, max_header_bytes=len(data))
     assert time.perf_counter() - start < 3.0
     assert parser.requests[0].header("x") == ",".join(["y"] * n)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [b"GET / HTTP/1.1\r\nX: ", b"GET / HTTP/1.1\r\n", b"GET / HTTP/1.1\r\nA: b\r\nX-"],
+    ids=["value", "name", "after-a-header"],
+)
+def test_a_header_line_that_never_ends_is_431(start):
+    # httptools keeps an incomplete header line and reports it only once complete: 4 MB
+    # streamed into one header value took ~6 s (quadratic) and all that memory, unrefused.
+    parser = RequestParser(max_header_bytes=1024)
+    parser.feed(start)
+    reads = 0
+    while parser.error is None and reads < 4000:
+        parser.feed(b"a" * 1024)
+        reads += 1
+    assert parser.error is not None and parser.error.status == 431
+    assert reads <= 3  # twice the limit, in reads after the first
+
+
+def test_a_head_split_over_reads_within_the_limit_is_fine():
+    data = b"GET / HTTP/1.1\r\nX: " + b"a" * 900 + b"\r\n\r\n"
+    parser = RequestParser(max_header_bytes=1024)
+    for i in range(len(data)):
+        parser.feed(data[i : i + 1])
+    assert parser.error is None and parser.requests[0].header("x") == "a" * 900

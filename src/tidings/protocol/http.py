@@ -4,7 +4,9 @@
 (400 malformed, 413 body too large, 431 headers too large) ends the parse: ``feed`` keeps
 the complete requests before it and records the ``HttpError`` in ``error``, which the
 caller answers after those requests, then closes (RFC 9112 §9.3.2: pipelined requests are
-answered in order). Nothing after an error is parsed.
+answered in order). Nothing after an error is parsed. The size limits apply to what has been
+read, so a head that is both too long and malformed gets 431 or 400 depending on where the
+reads end.
 
 A request asking to switch protocols (``Upgrade``, RFC 9110 §7.8) also ends the parse: what
 follows it, now and in later ``feed`` calls, is kept in ``upgrade_data`` for the protocol
@@ -49,10 +51,13 @@ class RequestParser:
     """Feeds bytes to httptools and queues complete requests; enforces size limits."""
 
     __slots__ = (
+        "_began",
         "_body",
         "_body_size",
+        "_head_later",
         "_header_bytes",
         "_headers",
+        "_in_head",
         "_in_message",
         "_parser",
         "_repeated",
@@ -87,6 +92,9 @@ class RequestParser:
         self._body: list[bytes] = []
         self._body_size = 0
         self._in_message = False
+        self._in_head = False  # the request line and headers are not complete yet
+        self._began = False  # a request began during the current feed
+        self._head_later = 0  # bytes fed for the head after the feed it began in
 
     @property
     def upgrade_data(self) -> bytes | None:
@@ -101,8 +109,16 @@ class RequestParser:
         if self._upgrade is not None:
             self._upgrade += data
             return
+        self._began = False
         try:
             self._parser.feed_data(data)
+            if self._in_head and not self._began:
+                # httptools keeps an incomplete header line in memory and reports it only
+                # once complete, so the limit can't see it: bound what the head took in
+                # later reads (twice the limit leaves room for what it doesn't count).
+                self._head_later += len(data)
+                if self._head_later > 2 * self.max_header_bytes:
+                    self.error = HttpError(431, "Request Header Fields Too Large")
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self._upgrade = bytearray(data[offset:])
@@ -126,7 +142,7 @@ class RequestParser:
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._reset()
-        self._in_message = True
+        self._in_message = self._in_head = self._began = True
 
     def pending(self) -> bool:
         """True while a request has begun but is not complete."""
@@ -150,6 +166,7 @@ class RequestParser:
             self._repeated[key] = [self._headers[key], text]
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         for key, texts in self._repeated.items():
             self._headers[key] = ",".join(texts)
         # llhttp also takes "HTTP/0.9" and others; HTTP/1.1 syntax is for major version 1
