@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit system-deps js-deps clean
+.PHONY: serve test lint typecheck unit fuzz system-deps js-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,28 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
+# The long fuzz run of the HTTP request parser and the WebSocket reader (tests/fuzz), bounded
+# by FUZZ_SECONDS in all: coverage-guided with atheris where it installs, random cases
+# otherwise. Crashing inputs and the growing corpus stay in FUZZ_DIR. (The same targets run
+# briefly in `make unit`; TIDINGS_FUZZ_EXAMPLES=N runs N Hypothesis examples per test.)
+FUZZ_SECONDS ?= 600
+FUZZ_DIR ?= .fuzz
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+
+$(FUZZ_STAMP): $(STAMP)
+	-$(BIN)/python -m pip install -q -e '.[fuzz]'
+	touch $(FUZZ_STAMP)
+
+fuzz: $(FUZZ_STAMP)
+	mkdir -p $(FUZZ_DIR)/http $(FUZZ_DIR)/websocket
+	$(BIN)/python tests/fuzz/test_fuzz_http.py --seconds $$(($(FUZZ_SECONDS) / 2)) \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/http
+	$(BIN)/python tests/fuzz/test_fuzz_websocket.py --seconds $$(($(FUZZ_SECONDS) / 2)) \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/websocket
+
 # Branch coverage is reported (in-process code; the CLI and bench run in subprocesses).
 test: system-deps js-deps lint typecheck
 	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(FUZZ_DIR)

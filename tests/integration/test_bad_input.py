@@ -92,6 +92,75 @@ async def test_malformed_http_closes_the_connection(server: Server, bystander: N
         assert await read_to_eof(reader) == b""
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ],
+    ids=["garbage", "bad-url", "content-length"],
+)
+async def test_valid_request_before_a_malformed_one_is_answered(
+    server: Server, bystander: None, bad: bytes
+) -> None:
+    """RFC 9112 §9.3.2: pipelined requests are answered in order; the malformed one gets its
+    400 after the complete request before it, then the connection closes."""
+    async with raw_connection(server) as (reader, writer):
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + bad)
+        first = await read_response(reader)
+        assert first.status == 200
+        assert first.json()["status"] == "ok"
+        second = await read_response(reader)
+        assert second.status == 400
+        assert second.headers["connection"] == "close"
+        assert second.json() == {"error": "Bad Request"}
+        assert await read_to_eof(reader) == b""
+
+
+async def test_publish_before_an_oversized_one_is_answered(server: Server, bystander: None) -> None:
+    limit = server.config.max_body_bytes
+    good = request("POST /pub/pl HTTP/1.1", "Content-Length: 2", "X-API-Key: test-key", body=b"{}")
+    big = request("POST /pub/pl HTTP/1.1", f"Content-Length: {limit + 1}", "X-API-Key: test-key")
+    async with raw_connection(server) as (reader, writer):
+        writer.write(good + big)
+        first = await read_response(reader)
+        assert (first.status, first.json()["offset"]) == (200, 1)
+        assert (await read_response(reader)).status == 413
+        assert await read_to_eof(reader) == b""
+
+
+async def test_error_after_a_head_request_has_its_body(server: Server, bystander: None) -> None:
+    async with raw_connection(server) as (reader, writer):
+        writer.write(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        second = await read_response(reader)  # the HEAD response had no content
+        assert second.status == 400
+        assert second.json() == {"error": "Bad Request"}
+        assert await read_to_eof(reader) == b""
+
+
+H2C = (
+    "Upgrade: h2c",
+    "Connection: Upgrade, HTTP2-Settings",
+    "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA",
+)
+
+
+async def test_ignored_upgrade_keeps_the_connection_http(server: Server, bystander: None) -> None:
+    """``curl --http2`` asks for h2c; the server answers in HTTP/1.1 without switching, so
+    what follows on the connection is HTTP (RFC 9110 §7.8), pipelined or sent later."""
+    async with raw_connection(server) as (reader, writer):
+        writer.write(request("GET /health HTTP/1.1", *H2C) + request("GET /health HTTP/1.1"))
+        assert (await read_response(reader)).status == 200
+        assert (await read_response(reader)).status == 200
+        writer.write(request("GET /health HTTP/1.1", *H2C))
+        assert (await read_response(reader)).status == 200
+        writer.write(request("GET /nowhere HTTP/1.1"))
+        assert (await read_response(reader)).status == 404
+
+
 async def test_oversized_headers_are_431(server: Server, bystander: None) -> None:
     big = "X-Big: " + "a" * (server.config.max_header_bytes + 10)
     resp = await raw_request(server, request("GET /health HTTP/1.1", big))
@@ -222,6 +291,9 @@ async def test_too_many_channels_is_400(server: Server, bystander: None, kind: s
         "last_event_id=ch:abc:e",
         "last_event_id=ch:-1:e",
         "last_event_id=:1:e",
+        "last_event_id=ch:1:x%0D%0A%0D%0Adata%0D%0Adata%0D%0A",
+        "last_event_id=ch:1:a%22b",
+        "last_event_id=ch:1:a%00b",
         "since=abc",
         "since=ch:x",
         "since=-5",

@@ -111,6 +111,23 @@ async def test_several_channels_id_lists_every_position(server: Server) -> None:
         assert e3.event == "ev"
 
 
+@pytest.mark.parametrize("channels", ["a,b", "a"])
+async def test_crafted_epoch_is_refused_not_written_into_the_stream(
+    server: Server, channels: str
+) -> None:
+    """An epoch is copied into every ``id:`` line of a several-channel stream: one holding
+    CR/LF would add fields and events to the requester's stream (WHATWG HTML §9.2.5), here
+    an early dispatch, an extra event and an ``id`` that resets the resume position."""
+    evil = "a:0:x\n\ndata\ndata\n\nid"
+    async with (
+        http_client(server) as c,
+        c.stream("GET", f"/sse/{channels}", params={"last_event_id": evil}) as resp,
+    ):
+        assert resp.status_code == 400
+        body = json.loads(await resp.aread())
+        assert body["error"].startswith("bad position")
+
+
 async def test_several_channels_without_history_yet(server: Server) -> None:
     async with sse_connect(server, "/sse/x,y?format=raw") as sse:
         await subscribed(server, "x")

@@ -87,9 +87,7 @@ async def test_several_channels(server: Server) -> None:
 
 TEMPLATES = {
     "js": {
-        "template": (
-            "<script>p(~text~, '~channel~', '~id~', '~event~', ~offset~, '~epoch~');</script>\n"
-        ),
+        "template": ("<script>p(~text~, ~channel~, ~id~, ~event~, ~offset~, ~epoch~);</script>\n"),
         "content_type": "text/html; charset=utf-8",
         "header": "<html><body>\n",
         "footer": "</body></html>\n",
@@ -109,13 +107,35 @@ async def test_template() -> None:
         first = await publish(srv, "tpl", {"x": 1}, event="ev")
         epoch = first["epoch"]
         assert await stream.next() == (
-            f"<script>p({{\"x\": 1}}, 'tpl', 'tpl:1:{epoch}', 'ev', 1, '{epoch}');"
+            f'<script>p({{"x": 1}}, "tpl", "tpl:1:{epoch}", "ev", 1, "{epoch}");'
             "</script>\n".encode()
         )
         await publish(srv, "tpl", "plain", text=True)
         assert await stream.next() == (
-            f"<script>p(plain, 'tpl', 'tpl:2:{epoch}', '', 2, '{epoch}');</script>\n".encode()
+            f'<script>p("plain", "tpl", "tpl:2:{epoch}", "", 2, "{epoch}");</script>\n'.encode()
         )
+
+
+async def test_html_template_payload_cannot_end_the_script_element() -> None:
+    """In a text/html template the payload is an escaped JS literal: ``</script>`` in it
+    can't close the element, and the message is still the intended call."""
+    xss = "</script><script>alert(1)</script>"
+    async with (
+        running_server(templates=TEMPLATES) as srv,
+        chunks_connect(srv, "/stream/x?template=js") as stream,
+    ):
+        assert await stream.next() == b"<html><body>\n"
+        await subscribed(srv, "x")
+        first = await publish(srv, "x", xss, text=True)
+        await publish(srv, "x", {"html": xss})
+        epoch = first["epoch"]
+        escaped = "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)\\u003c/script\\u003e"
+        assert await stream.next() == (
+            f'<script>p("{escaped}", "x", "x:1:{epoch}", "", 1, "{epoch}");</script>\n'.encode()
+        )
+        second = await stream.next()
+        assert second.count(b"<") == 2  # the template's own <script> and </script>
+        assert second.startswith(b'<script>p({"html": "\\u003c/script\\u003e')
 
 
 async def test_template_footer_on_shutdown() -> None:
@@ -186,7 +206,7 @@ async def test_http10_template_stream() -> None:
         await subscribed(srv, "old")
         await publish(srv, "old", "x", text=True)
         assert (await asyncio.wait_for(reader.readline(), TIMEOUT)).startswith(
-            b"<script>p(x, 'old'"
+            b'<script>p("x", "old"'
         )
         await srv.aclose()
         rest = await asyncio.wait_for(reader.read(), TIMEOUT)

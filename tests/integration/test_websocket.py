@@ -22,6 +22,7 @@ from integration_helpers import (
 from websockets.frames import Frame, Opcode
 
 from tidings.server import Server
+from tidings.server.http import HttpConnection
 from tidings.testing import TIMEOUT, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -137,6 +138,30 @@ async def test_handshake_with_leftover_frame_bytes(server: Server) -> None:
         assert head[0] == 0x8A  # FIN + pong
         payload = await asyncio.wait_for(reader.readexactly(head[1] & 0x7F), TIMEOUT)
         assert payload == b"early"
+
+
+async def test_handshake_behind_a_long_poll_keeps_frames_of_a_later_packet(
+    server: Server,
+) -> None:
+    """A handshake pipelined behind a waiting long-poll waits its turn (the connection is
+    not read meanwhile); frame bytes sent in a later packet belong to the WebSocket."""
+    async with raw_connection(server) as (reader, writer):
+        writer.write(b"GET /lp/lpw HTTP/1.1\r\nHost: x\r\n\r\n" + ws_handshake("/ws/later"))
+        await subscribed(server, "lpw")
+        ping = Frame(Opcode.PING, b"later").serialize(mask=True)
+        writer.write(ping)
+
+        def held() -> bool:
+            conns = [c for c in server.app.connections if isinstance(c, HttpConnection)]
+            return any(not c.reading for c in conns)
+
+        await until(held, "reading paused behind the long-poll")
+        await publish(server, "lpw", 1)
+        assert (await read_response(reader)).status == 200  # the long-poll, first
+        assert (await read_response(reader)).status == 101
+        head = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        assert head == b"\x8a\x05"  # FIN + pong, 5 bytes
+        assert await asyncio.wait_for(reader.readexactly(5), TIMEOUT) == b"later"
 
 
 async def test_server_pings_and_cuts_off_silent_clients() -> None:

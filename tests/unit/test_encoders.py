@@ -3,7 +3,7 @@ import pytest
 
 from tidings.protocol.envelope import encode_envelope, encode_notice, payload_json
 from tidings.protocol.http import chunk, response_head, simple_response
-from tidings.protocol.sse import sse_comment, sse_event, sse_retry
+from tidings.protocol.sse import sse_comment, sse_event, sse_id, sse_retry
 from tidings.protocol.template import MessageTemplate
 
 
@@ -90,3 +90,33 @@ def test_simple_response():
 @pytest.mark.parametrize("status", [101, 200, 431, 599])
 def test_response_head_status_line(status):
     assert response_head(status, []).startswith(f"HTTP/1.1 {status} ".encode())
+
+
+# WHATWG HTML §9.2.5: a field ends at CR or LF, so none may reach a field's value.
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r", "\r\n", "\x00"])
+def test_sse_id_with_cr_lf_or_nul_is_left_out(bad):
+    out = sse_event(b"x", id=f"a:1:e{bad}event: evil{bad}data: injected")
+    assert out == b"data: x\n\n"
+    assert sse_id(f"a:1:{bad}") == b""
+
+
+def test_sse_id_line():
+    assert sse_id("a:1:k3x9,b:2:k3x9") == b"id: a:1:k3x9,b:2:k3x9\n"
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r", "\x00"])
+def test_sse_event_name_is_one_field(bad):
+    out = sse_event(b"x", event=f"a{bad}data: injected")
+    assert out == b"event: a data: injected\ndata: x\n\n"
+
+
+@pytest.mark.parametrize("bad", ["\r\n", "\n", "\r", "\x00"])
+@pytest.mark.parametrize("where", ["name", "value"])
+def test_response_head_refuses_cr_lf_nul_in_headers(bad, where):
+    header = ("X-A" + bad + "Set-Cookie", "1") if where == "name" else ("ETag", f'"a{bad}X: 1"')
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        response_head(200, [header])
+    with pytest.raises(ValueError):
+        simple_response(200, b"", headers=[header])

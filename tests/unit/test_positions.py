@@ -1,12 +1,20 @@
+import secrets
+import string
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidings.exceptions import InvalidPosition
 from tidings.protocol.positions import (
     format_position,
     format_positions,
+    is_epoch,
     parse_positions,
     parse_since,
 )
+
+URLSAFE = set(string.ascii_letters + string.digits + "-_")
 
 
 def test_round_trip_with_namespaced_channels():
@@ -53,3 +61,45 @@ def test_since_per_channel():
 def test_since_malformed(text):
     with pytest.raises(InvalidPosition):
         parse_since(text, ["news"])
+
+
+# Epochs come back in SSE id: lines and ETag headers: only the broker's alphabet passes.
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [
+        "x\nevent: evil",
+        "x\r\ndata: evil",
+        "x\rdata",
+        "x\x00y",
+        "a b",
+        'a"b',
+        "<script>",
+        "é",
+        "a=",
+        "a+b/c",
+        "a" * 65,
+    ],
+)
+def test_epoch_outside_the_urlsafe_alphabet_is_refused(epoch):
+    assert not is_epoch(epoch)
+    with pytest.raises(InvalidPosition):
+        parse_positions(f"news:1:{epoch}")
+    with pytest.raises(InvalidPosition):
+        parse_positions(f"news:1:k3x9,chat:2:{epoch}")
+
+
+@pytest.mark.parametrize("epoch", ["", "k3x9Qa1b", "A-_z09", "a" * 64, secrets.token_urlsafe(6)])
+def test_urlsafe_epochs_are_accepted(epoch):
+    assert parse_positions(f"news:1:{epoch}") == {"news": (1, epoch)}
+
+
+@given(st.text(max_size=80))
+def test_a_parsed_epoch_never_holds_anything_but_the_alphabet(text):
+    try:
+        positions = parse_positions(text)
+    except InvalidPosition:
+        return
+    for _, epoch in positions.values():
+        assert set(epoch) <= URLSAFE and len(epoch) <= 64

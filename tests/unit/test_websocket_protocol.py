@@ -134,3 +134,55 @@ def test_close_reason_is_cut_to_fit_a_control_frame():
     frame = close_frame(1001, "é" * 100)
     assert len(frame) <= 2 + 125
     frame[4:].decode()  # still valid UTF-8 after cutting
+
+
+# Found by tests/fuzz/test_fuzz_websocket.py.
+
+
+def test_nothing_after_invalid_utf8_is_delivered_or_answered():
+    # §7.1.7: after failing the connection, no more data from the peer is processed.
+    reader = WebSocketReader(1024)
+    data = client_frame(1, b"\xff") + client_frame(9, b"ping") + client_frame(1, b"after")
+    msgs, out = reader.receive_data(data)
+    assert msgs == []
+    assert reader.close_code == 1007
+    assert out[:1] == b"\x88"  # the close frame only, no pong
+
+
+def test_the_close_code_does_not_depend_on_how_bytes_arrive():
+    data = client_frame(1, b"\xff") + client_frame(3, b"")  # invalid UTF-8, then opcode 3
+    whole = WebSocketReader(1024)
+    whole.receive_data(data)
+    split = WebSocketReader(1024)
+    for i in range(len(data)):
+        split.receive_data(data[i : i + 1])
+    assert whole.close_code == split.close_code == 1007
+
+
+def test_invalid_utf8_fails_as_soon_as_a_fragment_shows_it():
+    reader = WebSocketReader(1024)
+    _, out = reader.receive_data(client_frame(1, b"ok \xc3\x28", fin=False))
+    assert reader.close_code == 1007 and out[:1] == b"\x88"
+
+
+def test_a_ping_between_fragments_does_not_count_against_the_message_size():
+    # §5.4: control frames may come between fragments; they aren't part of the message.
+    reader = WebSocketReader(125)
+    data = client_frame(2, b"x" * 100, fin=False) + client_frame(9, b"p" * 100)
+    msgs, out = reader.receive_data(data + client_frame(0, b"y" * 25))
+    assert not reader.closed
+    assert msgs[0].data == b"x" * 100 + b"y" * 25
+    assert out == b"\x8a\x64" + b"p" * 100
+
+
+def test_a_fragmented_message_over_max_size_fails_with_1009():
+    reader = WebSocketReader(125)
+    reader.receive_data(client_frame(2, b"x" * 100, fin=False) + client_frame(0, b"y" * 26))
+    assert reader.close_code == 1009
+
+
+def test_bytes_after_eof_are_ignored():
+    reader = WebSocketReader(1024)
+    reader.receive_eof()
+    assert reader.receive_data(client_frame(1, b"late")) == ([], b"")
+    assert reader.closed and reader.close_code == 1006

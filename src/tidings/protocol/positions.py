@@ -4,21 +4,37 @@ A position names, per channel, the last publication a client has: ``channel:offs
 Several channels are joined with ``,``: ``news:12:k3x9,chat:1:4:k3x9``. Channel names may hold
 ``:`` (namespaces) but not ``,`` on the simple endpoints, so each part splits from the right.
 The same text is the SSE ``id:``, the long-poll ``ETag`` and the ``?last_event_id=`` value.
+
+An epoch is a token the broker draws (``secrets.token_urlsafe``: URL-safe base64). A parsed
+epoch must be one: the text comes from a request and is written back into SSE ``id:`` lines
+and ``ETag`` headers, so anything else (CR, LF, NUL, quotes, ``<``) is refused here.
 """
 
 from __future__ import annotations
 
+import re
+
 from tidings.exceptions import InvalidPosition
 
 __all__ = [
+    "MAX_EPOCH",
     "MAX_POSITION_TEXT",
     "format_position",
     "format_positions",
+    "is_epoch",
     "parse_positions",
     "parse_since",
 ]
 
 MAX_POSITION_TEXT = 8192
+MAX_EPOCH = 64
+# The URL-safe base64 alphabet (RFC 4648 §5), without padding; empty means "not known".
+_EPOCH = re.compile(rf"[A-Za-z0-9_-]{{0,{MAX_EPOCH}}}")
+
+
+def is_epoch(text: str) -> bool:
+    """True for up to ``MAX_EPOCH`` characters of the URL-safe base64 alphabet."""
+    return _EPOCH.fullmatch(text) is not None
 
 
 def format_position(channel: str, offset: int, epoch: str) -> str:
@@ -53,6 +69,8 @@ def parse_positions(text: str) -> dict[str, tuple[int, str]]:
         if len(pieces) != 3 or not pieces[0]:
             raise InvalidPosition("expected channel:offset:epoch")
         channel, offset, epoch = pieces
+        if not is_epoch(epoch):
+            raise InvalidPosition("epoch must be URL-safe base64")
         result[channel] = (_offset(offset), epoch)
     return result
 

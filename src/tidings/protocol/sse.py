@@ -1,8 +1,15 @@
-"""Server-Sent Events encoding (WHATWG HTML, "Server-sent events", §9.2)."""
+"""Server-Sent Events encoding (WHATWG HTML, "Server-sent events", §9.2).
+
+A field value ends at CR or LF (§9.2.5), so a value holding either would end the field early
+and let the rest of it add fields or whole events. Whatever the caller passes, the encoders
+here write no CR or LF inside a field: ``data`` is split into one ``data:`` line per line,
+an ``event:`` name has them replaced by spaces, and an ``id:`` holding CR, LF or NUL is left
+out (§9.2.6: a browser ignores an id containing NUL anyway).
+"""
 
 from __future__ import annotations
 
-__all__ = ["sse_comment", "sse_event", "sse_retry"]
+__all__ = ["sse_comment", "sse_event", "sse_id", "sse_retry"]
 
 
 def sse_event(data: bytes, *, event: str | None = None, id: str | None = None) -> bytes:
@@ -10,8 +17,7 @@ def sse_event(data: bytes, *, event: str | None = None, id: str | None = None) -
     newlines (LF, CR or CRLF: §9.2.5 splits on all three) arrives joined with LF."""
     parts: list[bytes] = []
     if id is not None:
-        # §9.2.6: an id containing NUL is ignored by the browser; ours never holds CR/LF/NUL.
-        parts.append(b"id: " + id.encode() + b"\n")
+        parts.append(sse_id(id))
     if event:
         parts.append(b"event: " + _line(event) + b"\n")
     if b"\r" in data:
@@ -20,6 +26,13 @@ def sse_event(data: bytes, *, event: str | None = None, id: str | None = None) -
         parts.append(b"data: " + line + b"\n")
     parts.append(b"\n")
     return b"".join(parts)
+
+
+def sse_id(id: str) -> bytes:
+    """The ``id:`` field line; empty (no field) when ``id`` holds CR, LF or NUL."""
+    if "\n" in id or "\r" in id or "\0" in id:
+        return b""
+    return b"id: " + id.encode() + b"\n"
 
 
 def sse_comment(text: str = "") -> bytes:
@@ -33,4 +46,4 @@ def sse_retry(milliseconds: int) -> bytes:
 
 
 def _line(text: str) -> bytes:
-    return text.replace("\r", " ").replace("\n", " ").encode()
+    return text.replace("\r", " ").replace("\n", " ").replace("\0", " ").encode()

@@ -2,8 +2,9 @@
 
 The opening handshake is checked here against the already parsed HTTP request (§4.2.1);
 frames are parsed by ``websockets.protocol.Protocol``, which enforces masking, control frame
-rules, fragmentation order and the message size limit. This module adds what that layer
-leaves to its callers: reassembling fragmented messages and UTF-8 validation of text (§8.1).
+rules, fragmentation order and the frame size limit. This module adds what that layer
+leaves to its callers: the size limit of a whole fragmented message, UTF-8 validation of
+text (§8.1), both checked frame by frame as the frames are parsed, and reassembly.
 Outgoing server frames are built once per message and shared by every connection.
 """
 
@@ -11,10 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 from dataclasses import dataclass
 
+from websockets.exceptions import PayloadTooBig
+from websockets.extensions import Extension
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
+from websockets.typing import ExtensionName
 from websockets.utils import accept_key
 
 from tidings.exceptions import WebSocketError
@@ -97,6 +102,45 @@ class Message:
     text: bool
 
 
+class _MessageChecks(Extension):
+    """Checks each data frame as ``websockets`` parses it: the size of the message so far,
+    and that a text message is valid UTF-8 so far (§8.1: it may fail as soon as a byte
+    can't be). Never negotiated, never on the wire: ``websockets`` calls ``decode`` on every
+    frame it parses before acting on it, so an exception here fails the connection at this
+    frame (UnicodeDecodeError: 1007, PayloadTooBig: 1009), and the frames after it are
+    neither answered nor delivered (§7.1.7). Frames that break the framing rules are let
+    through: ``websockets`` refuses them right after (1002)."""
+
+    name = ExtensionName("tidings-message-checks")
+
+    def __init__(self, max_size: int) -> None:
+        self._max_size = max_size
+        self._size: int | None = None  # bytes of the fragmented message so far
+        self._utf8: codecs.IncrementalDecoder | None = None
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        op = frame.opcode
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            return frame
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            if self._size is not None:
+                return frame  # a new message inside a fragmented one
+            self._size = 0
+            self._utf8 = codecs.getincrementaldecoder("utf-8")() if op is Opcode.TEXT else None
+        elif op is not Opcode.CONT or self._size is None:
+            return frame  # a control frame, or a continuation of nothing
+        size = self._size + len(frame.data)
+        if size > self._max_size:
+            raise PayloadTooBig(len(frame.data), self._max_size - self._size)
+        if self._utf8 is not None:
+            self._utf8.decode(frame.data, frame.fin)
+        self._size = None if frame.fin else size
+        return frame
+
+    def encode(self, frame: Frame) -> Frame:
+        return frame
+
+
 class WebSocketReader:
     """Parses client frames; collects messages and the bytes the protocol must answer.
 
@@ -105,18 +149,26 @@ class WebSocketReader:
     are written; ``close_code``/``close_reason`` say why.
     """
 
-    __slots__ = ("_fragments", "_proto", "_text", "close_code", "close_reason", "closed")
+    __slots__ = ("_eof", "_fragments", "_proto", "_text", "close_code", "close_reason", "closed")
 
     def __init__(self, max_size: int) -> None:
-        self._proto = Protocol(Side.SERVER, state=State.OPEN, max_size=max_size)
+        # websockets checks each frame's declared length before reading it; the size of a
+        # whole fragmented message is checked by _MessageChecks, which doesn't count the
+        # control frames between fragments (§5.4: they aren't part of the message).
+        self._proto = Protocol(Side.SERVER, state=State.OPEN, max_size=(None, max_size))
+        self._proto.extensions = [_MessageChecks(max_size)]
         self._fragments: list[bytes] | None = None
         self._text = False
+        self._eof = False
         self.closed = False
         self.close_code: int | None = None
         self.close_reason = ""
 
     def receive_data(self, data: bytes) -> tuple[list[Message], bytes]:
-        """Feed bytes; return (complete messages, bytes to send back)."""
+        """Feed bytes; return (complete messages, bytes to send back). Bytes after
+        ``receive_eof`` are ignored."""
+        if self._eof:
+            return [], b""
         proto = self._proto
         proto.receive_data(data)
         messages: list[Message] = []
@@ -128,6 +180,8 @@ class WebSocketReader:
         return messages, out
 
     def receive_eof(self) -> bytes:
+        """The peer's end of stream; return the bytes to send back."""
+        self._eof = True
         self._proto.receive_eof()
         out = b"".join(self._proto.data_to_send())
         self._check_closed()
@@ -153,14 +207,8 @@ class WebSocketReader:
         # PING (the protocol queued the PONG), PONG and CLOSE need nothing more here.
 
     def _complete(self, data: bytes, text: bool, messages: list[Message]) -> None:
-        if text:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                # §8.1: invalid UTF-8 in a text message fails the connection with 1007.
-                self._proto.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
-                return
-        messages.append(Message(bytes(data), text))
+        # Text is valid UTF-8 here: _MessageChecks failed the connection otherwise.
+        messages.append(Message(data, text))
 
     def _check_closed(self) -> None:
         proto = self._proto

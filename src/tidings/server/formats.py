@@ -120,6 +120,7 @@ class TemplateFormat(Formatter):
                 event=pub.event,
                 offset=pub.offset,
                 epoch=pub.epoch,
+                is_json=pub.is_json,
             )
         )
 
@@ -132,6 +133,7 @@ class TemplateFormat(Formatter):
                 event=notice_event(kind),
                 offset=0,
                 epoch="",
+                is_json=True,
             )
         )
 

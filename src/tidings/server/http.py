@@ -27,7 +27,12 @@ from .outbox import Outbox
 if TYPE_CHECKING:
     from .context import Context
 
-__all__ = ["HttpConnection"]
+__all__ = [
+    "MAX_BACKLOG",
+    "MAX_QUEUED",
+    "PARSE_STEP",
+    "HttpConnection",
+]
 
 log = logging.getLogger("tidings.server")
 
@@ -57,7 +62,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         "parser",
         "processing",
         "reading",
-        "refusal",
         "started",
         "task",
         "timer",
@@ -86,7 +90,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.reading = True  # False while reading is paused (backpressure)
         self.writing = True  # False while the transport asks us to stop writing
         self.backlog: bytes | None = None  # bytes read and not yet given to the parser
-        self.refusal: HttpError | None = None  # a request that can't be taken, to answer
 
     @property
     def kind(self) -> str:
@@ -138,17 +141,13 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.backlog
             and len(parser.requests) < MAX_QUEUED
             and parser.upgrade_data is None
-            and self.refusal is None
+            and parser.error is None
         ):
             piece, rest = self.backlog[:PARSE_STEP], self.backlog[PARSE_STEP:]
             self.backlog = rest or None
-            try:
-                parser.feed(piece)
-            except HttpError as exc:
-                # Answered after the complete requests before it (RFC 9112 §9.3.2:
-                # responses in request order), then the connection closes.
-                self.refusal = exc
-                self.backlog = None
+            parser.feed(piece)
+        if parser.error is not None:
+            self.backlog = None  # nothing after a refused request is read
         if self.backlog and len(self.backlog) > MAX_BACKLOG:
             self._hold()
 
@@ -224,11 +223,13 @@ class HttpConnection(asyncio.BufferedProtocol):
                 self.handle(queue.popleft())
                 if self.backlog and not self.closed:
                     self._parse()
-            refusal = self.refusal
-            if refusal is not None and not queue and not self.busy and not self.closed:
-                log.info("bad request from %s: %s %s", self.peer(), refusal.status, refusal.reason)
+            # A refused request is answered after the complete ones before it, then the
+            # connection closes (RFC 9112 §9.3.2: responses in request order).
+            error = self.parser.error
+            if error is not None and not queue and not self.busy and not self.closed:
+                log.info("bad request from %s: %s %s", self.peer(), error.status, error.reason)
                 self.head = False  # the error has a body, whatever the request before was
-                self.send_error(refusal.status, refusal.reason, close=True)
+                self.send_error(error.status, error.reason, close=True)
             if self.busy and (queue or self.backlog):
                 self._hold()
             elif not self.busy:
@@ -252,11 +253,11 @@ class HttpConnection(asyncio.BufferedProtocol):
             endpoint, rest = routes.find(request.path)
             decision = endpoint(app, request, rest)
         except HttpError as exc:
-            log.info("%s %s -> %s %s", request.method, request.path, exc.status, exc.reason)
+            log.info("%s %r -> %s %s", request.method, request.path, exc.status, exc.reason)
             self.send_error(exc.status, exc.reason, headers=exc.headers)
             return
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %r failed", request.method, request.path)
             self.send_error(500, "internal error")
             return
         if isinstance(decision, tuple):
@@ -304,6 +305,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         if not keep:
             self.close()
             return
+        if not self.parser.requests and self.parser.upgrade_data is not None:
+            self.parser.continue_http()  # Upgrade answered without switching (RFC 9110 §7.8)
         self._release()
         self.process()
         self._watch()

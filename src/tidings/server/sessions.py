@@ -16,7 +16,7 @@ from tidings.core.subscriptions import SubscribeHandle
 from tidings.protocol.envelope import encode_notice
 from tidings.protocol.http import chunk
 from tidings.protocol.positions import format_positions
-from tidings.protocol.sse import sse_event
+from tidings.protocol.sse import sse_event, sse_id
 from tidings.protocol.websocket import CloseCode, WebSocketReader, close_frame, text_frame
 
 from .formats import TemplateFormat, notice_event
@@ -234,7 +234,7 @@ class SseSession(Session):
             self.push(data)
             return
         positions[pub.channel] = (pub.offset, pub.epoch)
-        self.push(b"id: " + format_positions(positions).encode() + b"\n" + data)
+        self.push(sse_id(format_positions(positions)) + data)
 
     def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
         return sse_event(encode_notice(kind, channel, **fields), event=notice_event(kind))
