@@ -5,6 +5,7 @@ The tree::
     TidingsError
     ├── InvalidChannel        a channel name breaks the naming rules
     ├── InvalidPosition       a resume position (id, offset, epoch) can't be parsed
+    ├── InvalidPayload        a JSON payload nested deeper than tidings carries
     ├── ConfigError           configuration that can't be used
     ├── PublishError          a publication was refused (client side: by the server)
     │   └── Unauthorized      missing or wrong API key
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "HttpError",
     "InvalidChannel",
+    "InvalidPayload",
     "InvalidPosition",
     "ProtocolError",
     "PublishError",
@@ -40,6 +42,10 @@ class InvalidChannel(TidingsError, ValueError):
 
 class InvalidPosition(TidingsError, ValueError):
     """A resume position can't be parsed."""
+
+
+class InvalidPayload(TidingsError, ValueError):
+    """A JSON payload nested deeper than ``envelope.MAX_JSON_DEPTH`` levels."""
 
 
 class ConfigError(TidingsError, ValueError):
