@@ -22,7 +22,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from tidings.exceptions import InvalidPayload
-from tidings.protocol.envelope import check_json_payload
+from tidings.protocol.envelope import MAX_JSON_DEPTH, check_json_payload
 
 from .schema import MAX_DEPTH, SCHEMA, MessageType
 
@@ -114,27 +114,30 @@ def _to_dict(msg: Message, depth: int) -> dict[str, Any]:
     if depth > MAX_DEPTH:
         raise ProtobufError("message nested too deeply")
     out: dict[str, Any] = {}
+    plan = _PLAN
     for fld, value in msg.ListFields():
-        name, kind = _PLAN[fld]
+        name, kind = plan[fld]
         if kind == _SCALAR:
-            out[name] = value
-        elif kind == _BYTES:
-            # The JSON encoding embeds payloads as JSON: refuse what it couldn't re-encode.
-            try:
-                check_json_payload(value)
-            except InvalidPayload as exc:
-                raise ProtobufError(f"{name}: {exc}") from None
             out[name] = value
         elif kind == _MESSAGE:
             out[name] = _to_dict(value, depth + 1)
-        elif kind == _SCALAR_LIST:
-            out[name] = list(value)
+        elif kind == _BYTES:
+            # The JSON encoding embeds payloads as JSON: refuse what it couldn't re-encode
+            # (check_json_payload's own shortcut, inlined: this is the hot path).
+            if value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH:
+                try:
+                    check_json_payload(value)
+                except InvalidPayload as exc:
+                    raise ProtobufError(f"{name}: {exc}") from None
+            out[name] = value
+        elif kind == _MESSAGE_MAP:
+            out[name] = {key: _to_dict(item, depth + 1) for key, item in value.items()}
         elif kind == _MESSAGE_LIST:
             out[name] = [_to_dict(item, depth + 1) for item in value]
         elif kind == _SCALAR_MAP:
             out[name] = dict(value)
         else:
-            out[name] = {key: _to_dict(item, depth + 1) for key, item in value.items()}
+            out[name] = list(value)
     return out
 
 
@@ -161,9 +164,8 @@ def encode_delimited(name: str, value: dict[str, Any]) -> bytes:
 
 def decode(name: str, data: bytes) -> dict[str, Any]:
     """Decode one message ``name`` from ``data``."""
-    msg = CLASSES[name]()
     try:
-        msg.ParseFromString(data)
+        msg = CLASSES[name].FromString(data)
     except DecodeError:
         raise ProtobufError(f"malformed {name}") from None
     return _to_dict(msg, 0)
@@ -172,6 +174,11 @@ def decode(name: str, data: bytes) -> dict[str, Any]:
 def _read_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """The varint at ``pos`` (at most ten bytes) and the position after it; the value must
     fit in what is left of the frame."""
+    result = data[pos] if pos < end else 0x80
+    if result < 0x80:  # the common case: a message shorter than 128 bytes
+        if result > end - pos - 1:
+            raise ProtobufError("message length past the end of the frame")
+        return result, pos + 1
     result = shift = 0
     for i in range(pos, min(pos + 10, end)):
         byte = data[i]
