@@ -1,8 +1,9 @@
 """What every fuzz target asserts of a client-protocol decoder, whatever the input:
 
 - it returns, or raises ``DecodeError``, and nothing else;
-- it takes at most ``time_limit(len(data))`` seconds of CPU time (the thread's own: the
-  machine's other load doesn't count; tracemalloc's tracing does, which is most of it);
+- it takes at most ``time_limit(len(data))`` seconds of CPU time: the thread's own, with
+  the garbage collector paused (the machine's other load and a collection of the fuzzer's
+  own heap don't count; tracemalloc's tracing does, and is most of it);
 - it allocates at most ``MEMORY_FACTOR`` times the input plus ``MEMORY_SLACK`` (Python
   allocations, as ``tracemalloc`` sees them; upb's arenas are C memory, outside it, and
   bounded in the long runs by libFuzzer's ``-rss_limit_mb``);
@@ -16,6 +17,7 @@ targets (``atheris_decoders.py``).
 
 from __future__ import annotations
 
+import gc
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -103,6 +105,7 @@ def run(target: str, data: bytes) -> bool:
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
+    gc.disable()  # decoding makes trees of dicts and lists: no cycles left to collect
     start = time.thread_time()
     try:
         result = decode(data)
@@ -110,6 +113,7 @@ def run(target: str, data: bytes) -> bool:
         result = None
     finally:
         elapsed = time.thread_time() - start
+        gc.enable()
         allocated = tracemalloc.get_traced_memory()[1] - before
         if started:
             tracemalloc.stop()

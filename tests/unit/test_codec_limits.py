@@ -7,6 +7,8 @@ small multiple of the bytes it was given, whatever lengths those bytes claim.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 
@@ -100,6 +102,53 @@ def test_a_length_past_the_end_is_a_decode_error_and_allocates_nothing(frame: by
     with pytest.raises(DecodeError):
         decode(frame)
     assert peak_allocated(decode, frame) < 64 * 1024
+
+
+CHILD = """
+import resource, sys
+from google.protobuf.message import DecodeError
+from tidings.protocol.centrifuge.protobuf import CLASSES, encode
+
+def failure(frame):
+    try:
+        CLASSES["Command"].FromString(frame)
+    except DecodeError as exc:
+        return str(exc).lower()
+    return "decoded"
+
+control = encode("Command", {"publish": {"data": b"x" * 100 * 2**20}})
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 64 * 2**20, resource.RLIM_INFINITY))
+# The limit holds: a real 100 MB payload can't be copied any more.
+assert "alloc" in failure(control), failure(control)
+for frame in sys.stdin.read().split():
+    why = failure(bytes.fromhex(frame))
+    assert "corrupt" in why and "alloc" not in why, (frame, why)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_lengths_are_checked_before_upb_allocates() -> None:
+    # tracemalloc doesn't see upb's allocations (C arenas). A child process whose address
+    # space can't hold what the lengths claim decodes every lying Command: had upb
+    # allocated first, it would fail for want of memory, not find the bytes corrupt.
+    frames = lying(2**31)
+    bodies = [
+        frame[1:]  # each body is shorter than 128 bytes: a one-byte length prefix
+        for name, frame in frames.items()
+        if name not in ("the frame's message length", "an emulation request's data length")
+    ]
+    assert all(len(body) < 128 for body in bodies)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        input=" ".join(body.hex() for body in bodies),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.stdout.strip() == "ok", child.stderr[-2000:]
 
 
 MALFORMED = {
