@@ -5,6 +5,7 @@ The tree::
     TidingsError
     ├── InvalidChannel        a channel name breaks the naming rules
     ├── InvalidPosition       a resume position (id, offset, epoch) can't be parsed
+    ├── InvalidPayload        a JSON payload nested deeper than tidings carries
     ├── ConfigError           configuration that can't be used
     ├── TokenError            a JWT that can't be accepted
     │   ├── InvalidToken      bad signature, algorithm, audience, issuer, type or shape
@@ -47,6 +48,7 @@ __all__ = [
     "DisconnectError",
     "HttpError",
     "InvalidChannel",
+    "InvalidPayload",
     "InvalidPosition",
     "InvalidToken",
     "ProtocolError",
@@ -71,6 +73,10 @@ class InvalidChannel(TidingsError, ValueError):
 
 class InvalidPosition(TidingsError, ValueError):
     """A resume position can't be parsed."""
+
+
+class InvalidPayload(TidingsError, ValueError):
+    """A JSON payload nested deeper than ``envelope.MAX_JSON_DEPTH`` levels."""
 
 
 class ConfigError(TidingsError, ValueError):

@@ -23,9 +23,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from integration_helpers import until, ws_close_code, ws_connect
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
 from tidings.core.tokens import mint_token
 from tidings.exceptions import BrokerUnavailable
+from tidings.protocol.centrifuge import protobuf
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
@@ -543,3 +545,101 @@ async def test_unfillable_gap_resubscribes_a_positioned_subscription() -> None:
             "unsubscribe": {"code": 2500, "reason": "insufficient state"},
         }
         assert node.hub.count("g") == 0
+
+
+# Hostile frames: each is answered with a protocol code, never a traceback (the module's
+# no_server_errors fixture fails any test during which the server logged an error).
+
+
+@asynccontextmanager
+async def raw_protobuf(server: Server) -> AsyncIterator[ClientConnection]:
+    async with ws_connect(
+        server, "/connection/websocket", subprotocols=[Subprotocol("centrifuge-protobuf")]
+    ) as ws:
+        assert ws.subprotocol == "centrifuge-protobuf"
+        yield ws
+
+
+async def protobuf_replies(ws: ClientConnection, count: int) -> dict[int, dict[str, Any]]:
+    """Read until ``count`` command replies arrived; keyed by id (pushes and pings skipped)."""
+    got: dict[int, dict[str, Any]] = {}
+    async with asyncio.timeout(TIMEOUT):
+        while len(got) < count:
+            data = await ws.recv()
+            assert isinstance(data, bytes)
+            got.update((r["id"], r) for r in protobuf.decode_delimited("Reply", data) if "id" in r)
+    return got
+
+
+def nested_json(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # Command{id 1, connect{subs{entry: a key as a varint of 150,000,000}}}: the
+        # reported frame, which made the server allocate 143 MB.
+        bytes.fromhex("0b080122071a050880a3c347"),
+        # Command{id 1, connect{subs{entry{key "a", value: a varint}}}}: a varint where a
+        # message is expected (the old decoder raised TypeError).
+        bytes.fromhex("0b080122071a050a01611005"),
+    ],
+    ids=["reported-frame", "varint-for-message"],
+)
+async def test_protobuf_frames_that_lie_about_types_connect_without_a_token(
+    server: Server, frame: bytes
+) -> None:
+    # Each decodes to a connect without a token (the bad map entry dropped), refused as
+    # any such connect is.
+    async with raw_protobuf(server) as ws:
+        await ws.send(frame)
+        assert await closed_with(ws) == (3501, "bad request")
+    await assert_serving(server)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\x8b\x80\xc3\x47\x08\x01",  # a message length of 150,000,000 in a 6-byte frame
+        b"\x0b\x08\x01\x22\x07\x1a\x05\x0a\x80\xa3\xc3\x47",  # a map key of that length
+        b"\x01" + b"\x0f",  # wire type 7
+        b"\xff" * 11,  # an eleven-byte varint
+    ],
+    ids=["message-length", "map-key-length", "wire-type-7", "long-varint"],
+)
+async def test_malformed_protobuf_frames_are_3501(server: Server, frame: bytes) -> None:
+    async with raw_protobuf(server) as ws:
+        await ws.send(frame)
+        assert await closed_with(ws) == (3501, "bad request")
+    await assert_serving(server)
+
+
+@pytest.mark.parametrize(("levels", "accepted"), [(254, True), (255, False), (1024, False)])
+async def test_json_payloads_deeper_than_254_levels_are_3501(
+    server: Server, levels: int, accepted: bool
+) -> None:
+    payload = nested_json(levels)
+    for binary in (False, True):
+        connection = raw_protobuf(server) if binary else raw(server)
+        async with connection as ws:
+            start = [
+                connect_cmd(mint_token(SECRET, "42")),
+                {"id": 2, "subscribe": {"channel": "r"}},
+            ]
+            if binary:
+                await ws.send(b"".join(protobuf.encode_delimited("Command", c) for c in start))
+                assert "subscribe" in (await protobuf_replies(ws, 2))[2]
+                publish = {"id": 3, "publish": {"channel": "r", "data": payload}}
+                await ws.send(protobuf.encode_delimited("Command", publish))
+            else:
+                await send(ws, *start)
+                assert "subscribe" in (await replies(ws, 2))[2]
+                line = b'{"id":3,"publish":{"channel":"r","data":' + payload + b"}}"
+                await ws.send(line.decode())  # a text frame
+            if accepted:
+                got = (await protobuf_replies(ws, 1)) if binary else (await replies(ws, 1))
+                assert got[3] == {"id": 3, "publish": {}}
+            else:
+                assert await closed_with(ws) == (3501, "bad request")
+    await assert_serving(server)

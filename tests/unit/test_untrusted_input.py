@@ -64,8 +64,8 @@ def test_protobuf_commands_decode_or_decode_error(data):
     except DecodeError:
         return
     for command in commands:
-        # Whatever decoded must encode again.
-        protobuf.encode("Command", command)
+        # Whatever decoded must encode again, to the same command.
+        assert protobuf.decode("Command", protobuf.encode("Command", command)) == command
 
 
 @SETTINGS
@@ -74,6 +74,21 @@ def test_json_commands_decode_or_decode_error(values):
     frame = b"\n".join(orjson.dumps(v) for v in values)
     with contextlib.suppress(DecodeError):
         JSON.decode_commands(frame)
+
+
+@SETTINGS
+@given(st.integers(1, 1100), st.sampled_from([b"[", b'{"a":']), st.sampled_from(["rpc", "send"]))
+def test_json_payloads_of_any_depth_decode_and_encode_again_or_decode_error(levels, opener, method):
+    closer = b"]" if opener == b"[" else b"}"
+    payload = opener * (levels - 1) + b"[]" + closer * (levels - 1)
+    line = b'{"id":1,"' + method.encode() + b'":{"data":' + payload + b"}}"
+    try:
+        (command,) = JSON.decode_commands(line)
+    except DecodeError:
+        assert levels > 254
+        return
+    assert levels <= 254
+    assert orjson.dumps(orjson.loads(command[method]["data"])) == payload
 
 
 @SETTINGS

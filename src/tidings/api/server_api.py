@@ -24,9 +24,15 @@ from tidings.core.client_types import info_dict
 from tidings.core.node import Node
 from tidings.core.node_control import b64
 from tidings.core.publication import Publication, StreamPosition
-from tidings.exceptions import ApiError, BrokerUnavailable, ControlError, InvalidChannel
+from tidings.exceptions import (
+    ApiError,
+    BrokerUnavailable,
+    ControlError,
+    InvalidChannel,
+    InvalidPayload,
+)
 from tidings.protocol.centrifuge import codes
-from tidings.protocol.envelope import payload_json
+from tidings.protocol.envelope import check_json_payload, json_payload, payload_json
 
 __all__ = [
     "BAD_REQUEST",
@@ -59,13 +65,20 @@ def _json_or_b64(params: dict[str, Any], name: str) -> tuple[bytes, bool] | None
         except (binascii.Error, ValueError):
             raise BAD_REQUEST from None
         try:
+            check_json_payload(raw)
+        except InvalidPayload:
+            raise BAD_REQUEST from None
+        try:
             orjson.loads(raw)
             return raw, True
         except orjson.JSONDecodeError:
             return raw, False
     if name not in params:
         return None
-    return orjson.dumps(params[name]), True
+    try:
+        return json_payload(params[name]), True
+    except InvalidPayload:  # deeper than any subscriber's encoder could write it
+        raise BAD_REQUEST from None
 
 
 def _position(since: dict[str, Any]) -> StreamPosition:

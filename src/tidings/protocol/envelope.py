@@ -4,6 +4,11 @@ A publication travels as ``{"channel", "offset", "epoch", "event"?, "data"}``; `
 payload itself when it is JSON and a JSON string when it is text. Raw mode sends the payload
 alone. Notices (``{"notice": "gap" | "deleted" | ...}``) tell a client what the stream can't
 say by itself: that history could not fill a gap, or that the channel was deleted.
+
+A JSON payload nests at most ``MAX_JSON_DEPTH`` (254) levels of arrays and objects: the
+deepest ``orjson.dumps`` encodes (``orjson.loads`` reads up to 1,024), so every payload
+tidings accepts can be encoded again wherever it travels. ``json_payload`` and
+``check_json_payload`` raise ``InvalidPayload`` for deeper ones.
 """
 
 from __future__ import annotations
@@ -13,7 +18,40 @@ from typing import Any
 
 import orjson
 
-__all__ = ["encode_envelope", "encode_notice", "payload_json"]
+from tidings.exceptions import InvalidPayload
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "check_json_payload",
+    "encode_envelope",
+    "encode_notice",
+    "json_payload",
+    "payload_json",
+]
+
+MAX_JSON_DEPTH = 254
+
+
+def json_payload(value: Any) -> bytes:
+    """``value``, as ``orjson.loads`` returns it, as compact JSON text; ``InvalidPayload``
+    when it nests more than ``MAX_JSON_DEPTH`` levels."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        # The only failure for a parsed value: orjson's recursion limit (the tests pin it).
+        raise InvalidPayload(f"JSON nested more than {MAX_JSON_DEPTH} levels") from None
+
+
+def check_json_payload(data: bytes) -> None:
+    """``InvalidPayload`` when ``data`` is JSON text nested more than ``MAX_JSON_DEPTH``
+    levels; any other bytes (shallower JSON, or not JSON at all) pass."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return  # too few brackets to be that deep: the common case, without parsing
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    json_payload(value)
 
 
 def payload_json(data: bytes, is_json: bool) -> bytes:

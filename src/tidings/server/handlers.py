@@ -14,7 +14,8 @@ import orjson
 from tidings.core.channels import validate_channel
 from tidings.core.node import Node, Published
 from tidings.core.publication import StreamPosition
-from tidings.exceptions import HttpError, InvalidChannel
+from tidings.exceptions import HttpError, InvalidChannel, InvalidPayload
+from tidings.protocol.envelope import MAX_JSON_DEPTH, check_json_payload
 from tidings.protocol.http import Request
 from tidings.protocol.positions import format_position
 
@@ -58,6 +59,10 @@ def decode_payload(request: Request) -> tuple[bytes, bool]:
     """The body as (payload, is_json). JSON content types must hold JSON; text types are
     text; anything else (curl -d sends a form type) is JSON when it parses, else text."""
     body = request.body
+    try:
+        check_json_payload(body)
+    except InvalidPayload:
+        raise HttpError(400, f"JSON nested more than {MAX_JSON_DEPTH} levels") from None
     ctype = request.header("content-type").split(";")[0].strip().lower()
     if ctype == "application/json" or ctype.endswith("+json"):
         try:

@@ -4,6 +4,12 @@ Commands decode to dicts keyed by field name, with every ``bytes`` field of the 
 ``bytes`` (in JSON the raw JSON text of the value, since JSON mode embeds payloads as JSON).
 Replies are dicts of the same shape. JSON frames hold newline-separated objects; Protobuf
 frames hold varint-delimited messages.
+
+Whatever a client sends either decodes to commands that encode again, in either encoding,
+or raises ``DecodeError``. The limits are the same in both encodings: messages nest at most
+``schema.MAX_DEPTH`` deep, and a payload (a ``bytes`` field) that is JSON nests at most
+``envelope.MAX_JSON_DEPTH`` (254) levels of arrays and objects, the deepest orjson encodes
+(JSON clients receive every payload as JSON).
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from typing import Any
 
 import orjson
 
-from tidings.exceptions import DecodeError
-from tidings.protocol.envelope import payload_json
+from tidings.exceptions import DecodeError, InvalidPayload
+from tidings.protocol.envelope import json_payload, payload_json
 
 from . import protobuf
-from .protobuf import MessageType, ProtobufError, schema
+from .protobuf import ProtobufError
+from .schema import MAX_DEPTH, SCALARS, SCHEMA, MessageType
 
 __all__ = [
     "ALWAYS",
@@ -27,7 +34,7 @@ __all__ = [
     "ProtobufCodec",
 ]
 
-_SCHEMA = schema()
+_SCHEMA = SCHEMA
 
 
 class Codec:
@@ -57,8 +64,10 @@ class Codec:
 
 def _from_json(msg: MessageType, value: Any, depth: int = 0) -> dict[str, Any]:
     """Check a parsed JSON object against the schema; ``bytes`` fields become raw JSON."""
-    if not isinstance(value, dict) or depth > protobuf.MAX_DEPTH:
+    if not isinstance(value, dict):
         raise DecodeError("expected an object")
+    if depth > MAX_DEPTH:
+        raise DecodeError("message nested too deeply")
     out: dict[str, Any] = {}
     for key, item in value.items():
         fld = msg.by_name.get(key)
@@ -89,7 +98,10 @@ _INT_RANGES = {
 
 def _json_value(type_: str, value: Any, depth: int) -> Any:
     if type_ == "bytes":
-        return orjson.dumps(value)
+        try:
+            return json_payload(value)
+        except InvalidPayload as exc:
+            raise DecodeError(str(exc)) from None
     if type_ == "string":
         if not isinstance(value, str):
             raise DecodeError("expected a string")
@@ -108,7 +120,6 @@ def _json_value(type_: str, value: Any, depth: int) -> Any:
     return _from_json(_SCHEMA[type_], value, depth + 1)
 
 
-# Fields written even when zero, as Centrifugo's JSON does (the SDKs index them directly).
 # Fields written even when zero, as Centrifugo's JSON does (the SDKs index them directly),
 # with the zero value to write: message name -> field -> value.
 ALWAYS: dict[str, dict[str, Any]] = {
@@ -128,7 +139,7 @@ def _to_json(msg: MessageType, value: dict[str, Any]) -> dict[str, Any]:
         if item is None:
             continue
         fld = msg.by_name[key]
-        if not item and key not in always and (fld.repeated or fld.type in protobuf._SCALARS):
+        if not item and key not in always and (fld.repeated or fld.type in SCALARS):
             continue  # zero values (and empty lists and maps) are omitted
         if fld.map_value is not None:
             out[key] = {k: _json_out(fld.map_value, v) for k, v in item.items()}
@@ -142,7 +153,7 @@ def _to_json(msg: MessageType, value: dict[str, Any]) -> dict[str, Any]:
 def _json_out(type_: str, value: Any) -> Any:
     if type_ == "bytes":
         return orjson.Fragment(value)
-    if type_ in protobuf._SCALARS:
+    if type_ in SCALARS:
         return value
     return _to_json(_SCHEMA[type_], value)
 

@@ -1,297 +1,209 @@
-"""Protocol Buffers wire format (proto3) for the client protocol, driven by ``client.proto``.
+"""Protocol Buffers wire format (proto3) of the client protocol, by PyPI ``protobuf`` (upb).
 
-Messages are plain dicts keyed by field name (the same names the JSON encoding uses), so the
-core handles both encodings alike; ``bytes`` fields are ``bytes``. Zero values are omitted
-when encoding, as proto3 does. Unknown fields are skipped when decoding; malformed input
-raises ``ProtobufError``. On the wire several messages share one frame, each preceded by its
-length as a varint ("varint-delimited").
+The message classes are built at import from ``client.proto`` (through ``schema``: no code
+generation step). Messages are plain dicts keyed by field name, the same names the JSON
+encoding uses, so the core handles both encodings alike; ``bytes`` fields are ``bytes``.
+Zero values are omitted when encoding, as proto3 does. When decoding, unknown fields are
+skipped, and so is a known field of the wrong wire type, as the reference implementation
+does (https://protobuf.dev/programming-guides/encoding/); malformed input raises
+``ProtobufError``: a length past the end of its data (checked before anything is
+allocated), a varint of more than ten bytes, field number 0, wire types 6 and 7, strings
+that are not UTF-8, messages nested deeper than ``MAX_DEPTH``, and ``bytes`` fields holding
+JSON nested deeper than the JSON encoding carries (``envelope.MAX_JSON_DEPTH``). On the wire
+several messages share one frame, each preceded by its length as a varint.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from tidings.exceptions import InvalidPayload
+from tidings.protocol.envelope import MAX_JSON_DEPTH, check_json_payload
+
+from .schema import MAX_DEPTH, SCHEMA, MessageType
+
 __all__ = [
-    "MAX_DEPTH",
-    "Field",
-    "MessageType",
+    "CLASSES",
     "ProtobufError",
     "decode",
     "decode_delimited",
     "encode",
     "encode_delimited",
-    "parse_proto",
-    "schema",
 ]
-
-VARINT, I64, LEN, I32 = 0, 1, 2, 5
-_SCALARS = {
-    "uint32": VARINT,
-    "uint64": VARINT,
-    "int32": VARINT,
-    "int64": VARINT,
-    "sint64": VARINT,
-    "bool": VARINT,
-    "string": LEN,
-    "bytes": LEN,
-}
-MAX_DEPTH = 32
 
 
 class ProtobufError(ValueError):
     """Bytes that are not a valid encoding of the expected message."""
 
 
-@dataclass(slots=True, frozen=True)
-class Field:
-    name: str
-    number: int
-    type: str  # a scalar name, or a message name
-    repeated: bool = False
-    map_value: str | None = None  # map<string, map_value>: ``type`` is then the key type
+# Building the descriptors: one FileDescriptorProto from the schema, in a pool of our own.
+_FDP = descriptor_pb2.FieldDescriptorProto
+_TYPES = {
+    "uint32": _FDP.TYPE_UINT32,
+    "uint64": _FDP.TYPE_UINT64,
+    "int32": _FDP.TYPE_INT32,
+    "int64": _FDP.TYPE_INT64,
+    "bool": _FDP.TYPE_BOOL,
+    "string": _FDP.TYPE_STRING,
+    "bytes": _FDP.TYPE_BYTES,
+}
+_PACKAGE = "tidings.centrifuge"
 
 
-@dataclass(slots=True)
-class MessageType:
-    name: str
-    by_name: dict[str, Field] = field(default_factory=dict)
-    by_number: dict[int, Field] = field(default_factory=dict)
-
-
-_MESSAGE = re.compile(r"message\s+(\w+)\s*\{([^{}]*)\}", re.S)
-_FIELD = re.compile(
-    r"^\s*(repeated\s+)?(?:map<\s*(\w+)\s*,\s*(\w+)\s*>|(\w+))\s+(\w+)\s*=\s*(\d+)\s*;", re.M
-)
-
-
-def parse_proto(text: str) -> dict[str, MessageType]:
-    """Read the messages of a flat proto3 file (no nesting, no oneof, no enums needed)."""
-    text = re.sub(r"//[^\n]*", "", text)
-    types: dict[str, MessageType] = {}
-    for match in _MESSAGE.finditer(text):
-        msg = MessageType(match.group(1))
-        for f in _FIELD.finditer(match.group(2)):
-            repeated, key_t, value_t, plain_t, name, number = f.groups()
-            if key_t:
-                fld = Field(name, int(number), key_t, repeated=True, map_value=value_t)
-            else:
-                fld = Field(name, int(number), plain_t, repeated=bool(repeated))
-            msg.by_name[name] = fld
-            msg.by_number[fld.number] = fld
-        types[msg.name] = msg
-    return types
-
-
-_SCHEMA: dict[str, MessageType] = parse_proto(
-    resources.files(__package__).joinpath("client.proto").read_text()
-)
-
-
-def schema() -> dict[str, MessageType]:
-    return _SCHEMA
-
-
-# encoding
-def _varint(value: int, out: bytearray) -> None:
-    if value < 0:
-        value += 1 << 64  # negative int32/int64: ten bytes, two's complement
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _key(number: int, wire: int, out: bytearray) -> None:
-    _varint((number << 3) | wire, out)
-
-
-def _scalar(type_: str, number: int, value: Any, out: bytearray) -> None:
-    if type_ == "string":
-        raw = value.encode()
-        _key(number, LEN, out)
-        _varint(len(raw), out)
-        out += raw
-    elif type_ == "bytes":
-        _key(number, LEN, out)
-        _varint(len(value), out)
-        out += value
-    elif type_ == "sint64":
-        _key(number, VARINT, out)
-        _varint((value << 1) ^ (value >> 63), out)
+def _add_field(msg: descriptor_pb2.DescriptorProto, name: str, number: int, type_: str) -> Any:
+    fld = msg.field.add(name=name, number=number, json_name=name, label=_FDP.LABEL_OPTIONAL)
+    if type_ in _TYPES:
+        fld.type = _TYPES[type_]
     else:
-        _key(number, VARINT, out)
-        _varint(int(value), out)
+        fld.type = _FDP.TYPE_MESSAGE
+        fld.type_name = f".{_PACKAGE}.{type_}"
+    return fld
 
 
-def _embedded(type_: str, number: int, value: Any, out: bytearray, depth: int) -> None:
-    if type_ in _SCALARS:
-        _scalar(type_, number, value, out)
-        return
-    inner = _encode(type_, value, depth + 1)
-    _key(number, LEN, out)
-    _varint(len(inner), out)
-    out += inner
+def _describe(msg: MessageType, out: descriptor_pb2.DescriptorProto) -> None:
+    out.name = msg.name
+    for fld in msg.by_number.values():
+        if fld.map_value is None:
+            added = _add_field(out, fld.name, fld.number, fld.type)
+            if fld.repeated:
+                added.label = _FDP.LABEL_REPEATED
+            continue
+        # A map is a repeated nested message {key = 1; value = 2} marked as a map entry.
+        entry = out.nested_type.add(name=fld.name.title().replace("_", "") + "Entry")
+        entry.options.map_entry = True
+        _add_field(entry, "key", 1, fld.type)
+        _add_field(entry, "value", 2, fld.map_value)
+        added = _add_field(out, fld.name, fld.number, f"{msg.name}.{entry.name}")
+        added.label = _FDP.LABEL_REPEATED
 
 
-def _encode(name: str, value: dict[str, Any], depth: int = 0) -> bytearray:
+def _message_classes() -> dict[str, type[Message]]:
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tidings/protocol/centrifuge/client.proto", package=_PACKAGE, syntax="proto3"
+    )
+    for msg in SCHEMA.values():
+        _describe(msg, file.message_type.add())
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    found = pool.FindFileByName(file.name)
+    return {
+        name: message_factory.GetMessageClass(d) for name, d in found.message_types_by_name.items()
+    }
+
+
+CLASSES = _message_classes()
+
+# From a parsed message to a dict: what to do with each field, looked up by its descriptor.
+_SCALAR, _BYTES, _MESSAGE, _SCALAR_LIST, _MESSAGE_LIST, _SCALAR_MAP, _MESSAGE_MAP = range(7)
+
+
+def _kind(fld: Any) -> int:  # a FieldDescriptor (upb's own class, which the stubs tell apart)
+    sub = fld.message_type
+    if sub is not None and sub.GetOptions().map_entry:
+        return _MESSAGE_MAP if sub.fields_by_name["value"].message_type else _SCALAR_MAP
+    if fld.is_repeated:
+        return _MESSAGE_LIST if sub is not None else _SCALAR_LIST
+    if sub is not None:
+        return _MESSAGE
+    return _BYTES if fld.type == FieldDescriptor.TYPE_BYTES else _SCALAR
+
+
+_PLAN: dict[Any, tuple[str, int]] = {
+    fld: (fld.name, _kind(fld)) for cls in CLASSES.values() for fld in cls.DESCRIPTOR.fields
+}
+
+
+def _to_dict(msg: Message, depth: int) -> dict[str, Any]:
     if depth > MAX_DEPTH:
         raise ProtobufError("message nested too deeply")
-    msg = _SCHEMA[name]
-    out = bytearray()
-    for key, item in value.items():
-        fld = msg.by_name.get(key)
-        if fld is None or item is None:
-            continue
-        if fld.map_value is not None:
-            for map_key, map_value in item.items():
-                entry = bytearray()
-                _scalar(fld.type, 1, map_key, entry)
-                _embedded(fld.map_value, 2, map_value, entry, depth)
-                _key(fld.number, LEN, out)
-                _varint(len(entry), out)
-                out += entry
-        elif fld.repeated:
-            for element in item:
-                _embedded(fld.type, fld.number, element, out, depth)
-        elif fld.type in _SCALARS:
-            if item:  # proto3: zero values are not written
-                _scalar(fld.type, fld.number, item, out)
+    out: dict[str, Any] = {}
+    plan = _PLAN
+    for fld, value in msg.ListFields():
+        name, kind = plan[fld]
+        if kind == _SCALAR:
+            out[name] = value
+        elif kind == _MESSAGE:
+            out[name] = _to_dict(value, depth + 1)
+        elif kind == _BYTES:
+            # The JSON encoding embeds payloads as JSON: refuse what it couldn't re-encode
+            # (check_json_payload's own shortcut, inlined: this is the hot path).
+            if value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH:
+                try:
+                    check_json_payload(value)
+                except InvalidPayload as exc:
+                    raise ProtobufError(f"{name}: {exc}") from None
+            out[name] = value
+        elif kind == _MESSAGE_MAP:
+            out[name] = {key: _to_dict(item, depth + 1) for key, item in value.items()}
+        elif kind == _MESSAGE_LIST:
+            out[name] = [_to_dict(item, depth + 1) for item in value]
+        elif kind == _SCALAR_MAP:
+            out[name] = dict(value)
         else:
-            _embedded(fld.type, fld.number, item, out, depth)
+            out[name] = list(value)
     return out
 
 
 def encode(name: str, value: dict[str, Any]) -> bytes:
     """Encode ``value`` as message ``name``."""
-    return bytes(_encode(name, value))
+    data: bytes = CLASSES[name](**value).SerializeToString()
+    return data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def encode_delimited(name: str, value: dict[str, Any]) -> bytes:
     """Encode with a varint length prefix."""
-    body = _encode(name, value)
-    out = bytearray()
-    _varint(len(body), out)
-    return bytes(out + body)
-
-
-# decoding
-def _read_varint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise ProtobufError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise ProtobufError("varint too long")
-
-
-def _convert(type_: str, raw: Any, depth: int) -> Any:
-    if type_ == "string":
-        try:
-            return bytes(raw).decode()
-        except UnicodeDecodeError:
-            raise ProtobufError("string field is not UTF-8") from None
-    if type_ == "bytes":
-        return bytes(raw)
-    if type_ in ("int32", "int64"):
-        return raw - (1 << 64) if raw >= 1 << 63 else raw
-    if type_ == "sint64":
-        return (raw >> 1) ^ -(raw & 1)
-    if type_ == "bool":
-        return bool(raw)
-    if type_ in _SCALARS:
-        return raw
-    return _decode(type_, raw, depth + 1)
-
-
-def _fields(data: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, raw value) of each field; fixed-size values are skipped
-    (None): no field of ours has one."""
-    view = memoryview(data)
-    pos, end = 0, len(view)
-    while pos < end:
-        key, pos = _read_varint(view, pos, end)
-        wire = key & 7
-        raw: Any = None
-        if wire == VARINT:
-            raw, pos = _read_varint(view, pos, end)
-        elif wire == LEN:
-            length, pos = _read_varint(view, pos, end)
-            raw = view[pos : pos + length]
-            pos += length
-        elif wire == I64:
-            pos += 8
-        elif wire == I32:
-            pos += 4
-        else:
-            raise ProtobufError(f"unknown wire type {wire}")
-        if pos > end:
-            raise ProtobufError("truncated field")
-        yield key >> 3, wire, raw
-
-
-def _decode(name: str, data: bytes | memoryview, depth: int = 0) -> dict[str, Any]:
-    if depth > MAX_DEPTH:
-        raise ProtobufError("message nested too deeply")
-    msg = _SCHEMA[name]
-    result: dict[str, Any] = {}
-    for number, wire, raw in _fields(data):
-        fld = msg.by_number.get(number)
-        if fld is None or raw is None:
-            continue  # unknown field: skipped (proto3 rules)
-        # Repeated scalars are never packed in our schema: one value per field, as usual.
-        scalar = fld.map_value is None and fld.type in _SCALARS
-        if wire != (_SCALARS[fld.type] if scalar else LEN):
-            raise ProtobufError(f"field {fld.name}: wrong wire type")
-        if fld.map_value is not None:
-            entry = _decode_map_entry(fld, raw, depth)
-            result.setdefault(fld.name, {}).update([entry])
-        elif fld.repeated:
-            result.setdefault(fld.name, []).append(_convert(fld.type, raw, depth))
-        else:
-            result[fld.name] = _convert(fld.type, raw, depth)
-    return result
-
-
-def _decode_map_entry(fld: Field, raw: memoryview, depth: int) -> tuple[Any, Any]:
-    assert fld.map_value is not None
-    key: Any = "" if fld.type == "string" else 0
-    value: Any = None
-    for number, wire, item in _fields(raw):
-        if wire not in (VARINT, LEN):
-            raise ProtobufError("bad map entry")
-        if number == 1:
-            key = _convert(fld.type, item, depth)
-        elif number == 2:
-            value = _convert(fld.map_value, item, depth)
-    if value is None:
-        value = {} if fld.map_value not in _SCALARS else _convert(fld.map_value, b"", depth)
-    return key, value
+    body = encode(name, value)
+    return _varint(len(body)) + body
 
 
 def decode(name: str, data: bytes) -> dict[str, Any]:
     """Decode one message ``name`` from ``data``."""
-    return _decode(name, data)
+    try:
+        msg = CLASSES[name].FromString(data)
+    except DecodeError:
+        raise ProtobufError(f"malformed {name}") from None
+    return _to_dict(msg, 0)
+
+
+def _read_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` (at most ten bytes) and the position after it; the value must
+    fit in what is left of the frame."""
+    result = data[pos] if pos < end else 0x80
+    if result < 0x80:  # the common case: a message shorter than 128 bytes
+        if result > end - pos - 1:
+            raise ProtobufError("message length past the end of the frame")
+        return result, pos + 1
+    result = shift = 0
+    for i in range(pos, min(pos + 10, end)):
+        byte = data[i]
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if result > end - i - 1:
+                raise ProtobufError("message length past the end of the frame")
+            return result, i + 1
+        shift += 7
+    raise ProtobufError("truncated varint" if end - pos < 10 else "varint too long")
 
 
 def decode_delimited(name: str, data: bytes) -> list[dict[str, Any]]:
     """Decode a frame of varint-delimited messages."""
     messages = []
     pos, end = 0, len(data)
-    view = memoryview(data)
     while pos < end:
-        length, pos = _read_varint(view, pos, end)
-        if pos + length > end:
-            raise ProtobufError("truncated message")
-        messages.append(_decode(name, view[pos : pos + length]))
+        length, pos = _read_length(data, pos, end)
+        messages.append(decode(name, data[pos : pos + length]))
         pos += length
     return messages
