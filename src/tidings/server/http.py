@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .context import Context
 
 __all__ = [
+    "BATCH",
     "MAX_BACKLOG",
     "MAX_QUEUED",
     "PARSE_STEP",
@@ -43,6 +44,7 @@ log = logging.getLogger("tidings.server")
 MAX_QUEUED = 16
 PARSE_STEP = 4096
 MAX_BACKLOG = 65536
+BATCH = 8  # requests of one connection answered in one loop iteration
 
 
 class HttpConnection(asyncio.BufferedProtocol):
@@ -56,6 +58,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         "busy",
         "closed",
         "ctx",
+        "deadline",
         "draining",
         "head",
         "lp",
@@ -84,6 +87,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.lp: LongPoll | None = None
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # loop time the current phase must end by
         # When the first byte of the request being received came: its deadline runs from
         # there, whatever trickles in after it (a slowloris gets its 408 in time).
         self.started: float | None = None
@@ -219,8 +223,16 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.processing = True
         try:
             queue = self.parser.requests
+            handled = 0
             while queue and not self.busy and not self.closed and self.writing:
+                if handled == BATCH:
+                    # Fairness: the rest waits a loop iteration, so that one connection's
+                    # flood of pipelined requests doesn't make every other client wait.
+                    self._hold()
+                    self.ctx.loop.call_soon(self._go_on)
+                    return
                 self.handle(queue.popleft())
+                handled += 1
                 if self.backlog and not self.closed:
                     self._parse()
             # A refused request is answered after the complete ones before it, then the
@@ -237,10 +249,14 @@ class HttpConnection(asyncio.BufferedProtocol):
         finally:
             self.processing = False
 
+    def _go_on(self) -> None:
+        if not self.closed:
+            self._release()
+            self.process()
+            self._watch()
+
     def handle(self, request: Request) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = None  # nothing times out while a request is answered
         self.started = None
         if not request.keep_alive:
             self.draining = True
@@ -332,9 +348,9 @@ class HttpConnection(asyncio.BufferedProtocol):
             self.transport.close()
 
     def _watch(self) -> None:
-        """Arm the one timer for the phase the connection is in: a request under way must
-        be complete ``request_timeout`` after its first byte; an idle keep-alive connection
-        is closed after ``keepalive_timeout``; nothing runs while a request is answered."""
+        """Set the deadline of the phase the connection is in: a request under way must be
+        complete ``request_timeout`` after its first byte; an idle keep-alive connection is
+        closed after ``keepalive_timeout``; nothing runs out while a request is answered."""
         if self.busy or self.closed:
             return
         now = self.ctx.loop.time()
@@ -342,17 +358,27 @@ class HttpConnection(asyncio.BufferedProtocol):
             if self.started is None:
                 self.started = now
                 self._arm_at(now + self.ctx.config.request_timeout)
-        elif self.started is None and self.timer is None:
+        elif self.started is None and self.deadline is None:
             self._arm_at(now + self.ctx.config.keepalive_timeout)
 
     def _arm_at(self, when: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        # One timer at a time, moved only when the deadline comes sooner: a timer per
+        # request would leave a cancelled handle in the loop per request until it is due.
+        self.deadline = when
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= when:
+                return  # it fires first and finds the deadline later: it waits on then
+            timer.cancel()
         self.timer = self.ctx.loop.call_at(when, self._timed_out)
 
     def _timed_out(self) -> None:
         self.timer = None
-        if self.busy or self.closed:
+        deadline = self.deadline
+        if deadline is None or self.busy or self.closed:
+            return
+        if deadline > self.ctx.loop.time():
+            self.timer = self.ctx.loop.call_at(deadline, self._timed_out)
             return
         # Idle keep-alive connections close quietly; a half-sent request gets 408.
         if self.parser.pending() or self.backlog:
