@@ -37,24 +37,32 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-# The long fuzz run of the HTTP request parser and the WebSocket reader (tests/fuzz), bounded
-# by FUZZ_SECONDS in all: coverage-guided with atheris where it installs, random cases
-# otherwise. Crashing inputs and the growing corpus stay in FUZZ_DIR. (The same targets run
-# briefly in `make unit`; TIDINGS_FUZZ_EXAMPLES=N runs N Hypothesis examples per test.)
+# The long fuzz run (docs/security.md): the HTTP request parser, the WebSocket reader and
+# both client-protocol decoders, FUZZ_SECONDS in all (a quarter each). Coverage-guided with
+# atheris where it installs; the HTTP and WebSocket targets fall back to random cases
+# without it. Crashing inputs and the growing corpora stay in FUZZ_DIR. (The same targets
+# run briefly in `make test`; TIDINGS_FUZZ_EXAMPLES=N runs N Hypothesis examples per test.)
 FUZZ_SECONDS ?= 600
 FUZZ_DIR ?= .fuzz
 FUZZ_STAMP := $(VENV)/.fuzz-installed
+FUZZ_PART = $$(($(FUZZ_SECONDS) / 4))
 
 $(FUZZ_STAMP): $(STAMP)
 	-$(BIN)/python -m pip install -q -e '.[fuzz]'
 	touch $(FUZZ_STAMP)
 
 fuzz: $(FUZZ_STAMP)
-	mkdir -p $(FUZZ_DIR)/http $(FUZZ_DIR)/websocket
-	$(BIN)/python tests/fuzz/test_fuzz_http.py --seconds $$(($(FUZZ_SECONDS) / 2)) \
+	mkdir -p $(FUZZ_DIR)/http $(FUZZ_DIR)/websocket $(FUZZ_DIR)/protobuf $(FUZZ_DIR)/json
+	$(BIN)/python tests/fuzz/test_fuzz_http.py --seconds $(FUZZ_PART) \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/http
-	$(BIN)/python tests/fuzz/test_fuzz_websocket.py --seconds $$(($(FUZZ_SECONDS) / 2)) \
+	$(BIN)/python tests/fuzz/test_fuzz_websocket.py --seconds $(FUZZ_PART) \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/websocket
+	PYTHONPATH=tests/fuzz $(BIN)/python tests/fuzz/atheris_decoders.py protobuf_commands \
+		-max_total_time=$(FUZZ_PART) -timeout=5 -rss_limit_mb=1024 -max_len=8192 \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/protobuf
+	PYTHONPATH=tests/fuzz $(BIN)/python tests/fuzz/atheris_decoders.py json_commands \
+		-max_total_time=$(FUZZ_PART) -timeout=5 -rss_limit_mb=1024 -max_len=8192 \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/json
 
 # Branch coverage is reported (in-process code; the CLI and bench run in subprocesses).
 test: system-deps js-deps lint typecheck
