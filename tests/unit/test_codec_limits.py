@@ -17,19 +17,10 @@ import pytest
 
 from tidings.exceptions import DecodeError, InvalidPayload
 from tidings.protocol.centrifuge.codec import JSON, PROTOBUF
-from tidings.protocol.centrifuge.protobuf import encode, encode_delimited
+from tidings.protocol.centrifuge.protobuf import encode, encode_delimited, varint
 from tidings.protocol.centrifuge.schema import MAX_DEPTH
 from tidings.protocol.envelope import MAX_JSON_DEPTH, check_json_payload, json_payload
 from tidings.server.centrifuge_uni import connect_request
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def fld(number: int, wire: int, payload: bytes = b"") -> bytes:

@@ -33,6 +33,7 @@ __all__ = [
     "decode_delimited",
     "encode",
     "encode_delimited",
+    "varint",
 ]
 
 
@@ -154,7 +155,8 @@ def encode(name: str, value: dict[str, Any]) -> bytes:
     return data
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` as a Protobuf base-128 varint."""
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -166,7 +168,7 @@ def _varint(value: int) -> bytes:
 def encode_delimited(name: str, value: dict[str, Any]) -> bytes:
     """Encode with a varint length prefix."""
     body = encode(name, value)
-    return _varint(len(body)) + body
+    return varint(len(body)) + body
 
 
 def decode(name: str, data: bytes) -> dict[str, Any]:
