@@ -11,9 +11,7 @@ from .outbox import Flusher
 if TYPE_CHECKING:
     from tidings.app import App
 
-__all__ = ["READ_SIZE", "Context"]
-
-READ_SIZE = 32768
+__all__ = ["Context"]
 
 
 class Context:
@@ -26,7 +24,6 @@ class Context:
         "flusher",
         "loop",
         "node",
-        "read_buffer",
         "template_formats",
     )
 
@@ -38,6 +35,3 @@ class Context:
         self.loop = loop
         self.flusher = Flusher(loop)
         self.template_formats = {n: TemplateFormat(t) for n, t in app.templates.items()}
-        # Every HTTP connection of this loop reads into this one buffer and copies out what
-        # it got at once, so no read holds more than its size (RFC 9112 needs no more).
-        self.read_buffer = memoryview(bytearray(READ_SIZE))

@@ -47,11 +47,8 @@ MAX_BACKLOG = 65536
 BATCH = 8  # requests of one connection answered in one loop iteration
 
 
-class HttpConnection(asyncio.BufferedProtocol):
-    """Parses requests and answers them one at a time (pipelined ones wait their turn).
-
-    It reads into its context's one read buffer (``get_buffer``), so a read never holds
-    more than that buffer's size, whatever the loop's own read size."""
+class HttpConnection(asyncio.Protocol):
+    """Parses requests and answers them one at a time (pipelined ones wait their turn)."""
 
     __slots__ = (
         "backlog",
@@ -116,12 +113,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         # A new connection must send its request in time, like one that sent a byte of it.
         self.started = self.ctx.loop.time()
         self._arm_at(self.started + self.ctx.config.request_timeout)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.ctx.read_buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self.ctx.read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
