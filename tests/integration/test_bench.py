@@ -75,3 +75,26 @@ async def test_bench_against_nchan(tmp_path: Path) -> None:
     assert not nchan_available(), nchan_available()
     _, _, data = await run_bench(tmp_path, "--peer", "nchan", "--read-batch", "0")
     check_result(data["results"][1], "nchan")
+
+
+async def test_attack_bench_holds_the_attack_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "attack.json"
+    args = ["--slowloris", "5", "--pipeliners", "5", "--stalled", "5", "--seconds", "1"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tidings.cli",
+        "bench",
+        "attack",
+        *args,
+        "--json",
+        str(out),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT)
+    assert proc.returncode == 0, (stdout.decode(), stderr.decode())
+    result = json.loads(out.read_text())["result"]
+    assert result["rss_before_kib"] > 0 and result["rss_peak_kib"] >= result["rss_before_kib"]
+    assert result["sent_during"] >= 1 and len(result["latency_before_ms"]) == 2
+    assert "server RSS" in stdout.decode()

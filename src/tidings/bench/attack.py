@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .peers import BenchError, Target, rss_kib, start_tidings, wait_ready
+from .peers import BenchError, Target, raise_open_files, rss_kib, start_tidings, wait_ready
 
 __all__ = [
     "HEALTH",
@@ -299,12 +299,8 @@ def run_attack(args: argparse.Namespace) -> int:
     """Run the attack bench; print the figures; 0 when the server stayed up."""
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {args.client_cpu})
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
+        raise_open_files(args.slowloris + args.pipeliners + args.stalled + 64)
         result = asyncio.run(_run(args))
     except BenchError as exc:
         print(f"tidings bench attack: {exc}", file=sys.stderr)

@@ -42,6 +42,7 @@ from .peers import (
     cpu_seconds,
     cpu_times,
     find_worker,
+    raise_open_files,
     remote_target,
     rss_kib,
     start_nchan,
@@ -149,18 +150,6 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
         return round(ordered[round(q * last)] / 1e6, 2)
 
     return {"p50": at(0.5), "p99": at(0.99), "max": at(1.0), "samples": float(len(ordered))}
-
-
-def _raise_open_files(needed: int) -> None:
-    import resource  # here: the bench needs Linux, but the CLI imports this module anywhere
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard < needed:
-        raise BenchError(
-            f"{needed} open files needed but the hard limit is {hard}: use fewer subscribers"
-        )
 
 
 def _pin(cpus: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -491,7 +480,7 @@ def run_fanout(args: argparse.Namespace) -> int:
         return 2
     messages = args.messages or max(50, min(5000, 2_000_000 // args.subscribers))
     try:
-        _raise_open_files(args.subscribers + args.publishers + 64)
+        raise_open_files(args.subscribers + args.publishers + 64)
     except BenchError as exc:
         print(f"tidings bench: {exc}", file=sys.stderr)
         return 2

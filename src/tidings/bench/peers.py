@@ -33,6 +33,7 @@ __all__ = [
     "find_worker",
     "free_port",
     "nchan_available",
+    "raise_open_files",
     "remote_target",
     "rss_kib",
     "start_nchan",
@@ -109,6 +110,18 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise BenchError(f"no VmRSS for process {pid}")
+
+
+def raise_open_files(needed: int) -> None:
+    """Lift this process's open-file limit to the hard one; ``BenchError`` when even that
+    is below ``needed``."""
+    import resource  # here: the bench needs Linux, but the CLI imports this module anywhere
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < needed:
+        raise BenchError(f"{needed} open files needed but the hard limit is {hard}")
 
 
 def cpu_seconds(pid: int) -> float:
