@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from integration_helpers import raw_request
+from integration_helpers import raw_connection, raw_request, read_response
 
 from tidings.testing import TIMEOUT, running_server
 
@@ -42,3 +42,15 @@ async def test_a_valid_request_before_a_malformed_one_keeps_its_answer() -> None
         data = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n"
         first = await raw_request(srv, data)
         assert first.status == 200
+
+
+async def test_a_refused_upload_is_answered_while_the_client_is_still_sending() -> None:
+    """Closing a socket with unread input resets it, which can destroy the 413 before the
+    client reads it: the server half-closes and drains instead (RFC 9112 §9.6)."""
+    async with running_server() as srv:
+        for _ in range(5):
+            async with raw_connection(srv) as (reader, writer):
+                writer.write(b"POST /pub/big HTTP/1.1\r\nHost: x\r\nX-API-Key: test-key\r\n")
+                writer.write(b"Content-Length: 50000000\r\n\r\n" + b"x" * 2_000_000)
+                response = await read_response(reader)
+                assert response.status == 413

@@ -331,12 +331,30 @@ class HttpConnection(asyncio.Protocol):
         self.respond(status, orjson.dumps({"error": reason}), headers or [])
 
     def close(self) -> None:
+        """Close after what was written. When the client may still be sending (a refused
+        or timed-out request), closing a socket with unread input resets it, which can
+        destroy the answer before the client reads it: then half-close first and discard
+        what comes until its EOF, for at most ``shutdown_timeout`` (RFC 9112 §9.6)."""
+        unread = self.parser.pending() or bool(self.backlog) or self.parser.error is not None
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not unread or not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:  # the client is gone already
+            transport.abort()
+            return
+        if not self.reading:
+            self.reading = True
+            transport.resume_reading()
+        self.ctx.loop.call_later(self.ctx.config.shutdown_timeout, transport.abort)
 
     def _watch(self) -> None:
         """Set the deadline of the phase the connection is in: a request under way must be
