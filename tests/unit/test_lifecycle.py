@@ -32,10 +32,7 @@ async def join(
     node: Node, sub: RecordingSubscriber, channel: str, since: StreamPosition | None = None
 ) -> None:
     handle = await node.subscribe(sub, channel, since)
-    if handle.gap is not None:
-        sub.notice("gap", channel, handle.gap.fields())
-    for pub in handle.publications:
-        sub.deliver(pub, sub.formatter.encode(pub))
+    handle.replay()
     handle.go_live()
 
 

@@ -46,10 +46,7 @@ async def join(
 ) -> StreamPosition | None:
     """Subscribe as the simple endpoints do: the gap notice, then what history gave."""
     handle = await node.subscribe(sub, channel, since, limit)
-    if handle.gap is not None:
-        sub.notice("gap", channel, handle.gap.fields())
-    for pub in handle.publications:
-        sub.deliver(pub, sub.formatter.encode(pub))
+    handle.replay()
     return handle.go_live()
 
 

@@ -233,13 +233,14 @@ class MemoryBroker(Broker):
         inbox = self._inbox
         while inbox and inbox[0][0] <= loop.time():
             _, kind, item = inbox.popleft()
-            self._receive(kind, item)
+            if self not in self.backend.dead:  # killed while this was on its way
+                self._receive(kind, item)
         if inbox:
             self._draining = loop.call_at(inbox[0][0], self._drain)
 
     def _receive(self, kind: str, item: Any) -> None:
         handler = self.handler
-        if handler is None or self in self.backend.dead:
+        if handler is None:
             return
         if kind == "pub":
             handler.on_publication(item)

@@ -157,11 +157,6 @@ async def _emulation(node: Node, command: dict[str, Any]) -> dict[str, Any]:
     return {"found": True}
 
 
-async def _message(node: Node, command: dict[str, Any]) -> dict[str, Any]:
-    data = unb64(command.get("b64data")) or b"null"
-    return {"sent": node.send_message(str(command.get("user", "")), data)}
-
-
 METHODS: dict[str, Callable[[Node, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "disconnect": _disconnect,
     "subscribe": _subscribe,
@@ -170,7 +165,6 @@ METHODS: dict[str, Callable[[Node, dict[str, Any]], Awaitable[dict[str, Any]]]] 
     "info": _info,
     "channels": _channels,
     "emulation": _emulation,
-    "message": _message,
 }
 
 

@@ -165,6 +165,16 @@ class SubscribeHandle:
         self.recovered = recovered
         self.gap = gap
 
+    def replay(self) -> None:
+        """Give the subscriber what history gave, as the simple endpoints show it: the gap
+        notice first, then the publications, through its own ``notice`` and ``deliver``."""
+        sub = self._catchup.sub
+        if self.gap is not None:
+            sub.notice("gap", self.channel, self.gap.fields())
+        fmt = sub.formatter
+        for pub in self.publications:
+            sub.deliver(pub, fmt.encode(pub))
+
     def go_live(self) -> StreamPosition | None:
         """Deliver what arrived since the read, past ``position``, and make the subscriber
         live; returns its position. A no-op after ``abort`` or when the subscriber left."""
@@ -333,16 +343,31 @@ class Subscriptions:
     async def _read(
         self, channel: str, since: StreamPosition | None, limit: int | None
     ) -> tuple[list[Publication], StreamPosition | None, bool, Gap | None]:
-        """The recovery rule, one history read in the usual case."""
-        broker = self.node.broker
+        """What a subscriber gets from history: one read in the usual case."""
         if since is None:
             if limit is None:
                 return [], None, False, None
-            result = await broker.history(channel, HistoryQuery(limit=limit, reverse=True))
+            result = await self.node.broker.history(
+                channel, HistoryQuery(limit=limit, reverse=True)
+            )
             pubs = result.publications[::-1]
             return pubs, pubs[-1].position if pubs else result.position, False, None
-        cap = self.recovery_limit if limit is None else limit
-        result = await broker.history(channel, HistoryQuery(since=since, limit=cap + 1))
+        pubs, top, reason = await self._recover(
+            channel, since, self.recovery_limit if limit is None else limit
+        )
+        position = pubs[-1].position if pubs else top
+        if not reason:
+            return pubs, position, True, None
+        resumed = pubs[0].offset if pubs else top.offset + 1
+        return pubs, position, False, Gap(reason, since.offset + 1, resumed, top.epoch)
+
+    async def _recover(
+        self, channel: str, since: StreamPosition, cap: int
+    ) -> tuple[list[Publication], StreamPosition, str]:
+        """The recovery rule: the publications after ``since``, at most ``cap``, the
+        stream's top, and the gap's reason ("" when they are all there). When some can't
+        be given (another epoch, more than ``cap``), the newest ``cap`` held are given."""
+        result = await self.node.broker.history(channel, HistoryQuery(since=since, limit=cap + 1))
         top, pubs = result.position, result.publications
         reason = ""
         if since.epoch and since.epoch != top.epoch:
@@ -355,11 +380,7 @@ class Subscriptions:
             reason = "limit"
         if reason == "epoch" or len(pubs) > cap:
             pubs = await self._newest(channel, cap)
-        if not reason:
-            return pubs, pubs[-1].position if pubs else top, True, None
-        resumed = pubs[0].offset if pubs else top.offset + 1
-        gap = Gap(reason, since.offset + 1, resumed, top.epoch)
-        return pubs, pubs[-1].position if pubs else top, False, gap
+        return pubs, top, reason
 
     async def _newest(self, channel: str, count: int) -> list[Publication]:
         result = await self.node.broker.history(channel, HistoryQuery(limit=count, reverse=True))
@@ -463,21 +484,8 @@ class Subscriptions:
     async def _fill(self, state: ChannelState, since: StreamPosition) -> None:
         """Deliver what a gap after ``since`` missed, from history, then what was held."""
         channel = state.name
-        cap = self.recovery_limit
         try:
-            result = await self.node.broker.history(
-                channel, HistoryQuery(since=since, limit=cap + 1)
-            )
-            top, pubs = result.position, result.publications
-            reason = ""
-            if top.epoch != since.epoch:
-                reason = "epoch"
-            elif not pubs or pubs[0].offset != since.offset + 1:
-                reason = "history"
-            elif len(pubs) > cap:
-                reason = "limit"
-            if reason == "epoch" or len(pubs) > cap:
-                pubs = await self._newest(channel, cap)
+            pubs, top, reason = await self._recover(channel, since, self.recovery_limit)
         except BrokerError as exc:
             log.warning("history read to fill a gap in %s failed: %s", channel, exc)
             reason, pubs, top = "broker", [], since

@@ -61,7 +61,6 @@ class HttpConnection(asyncio.Protocol):
         "lp",
         "parser",
         "processing",
-        "reading",
         "started",
         "task",
         "timer",
@@ -88,9 +87,13 @@ class HttpConnection(asyncio.Protocol):
         # When the first byte of the request being received came: its deadline runs from
         # there, whatever trickles in after it (a slowloris gets its 408 in time).
         self.started: float | None = None
-        self.reading = True  # False while reading is paused (backpressure)
         self.writing = True  # False while the transport asks us to stop writing
         self.backlog: bytes | None = None  # bytes read and not yet given to the parser
+
+    @property
+    def reading(self) -> bool:
+        """Whether the socket is being read (not paused by backpressure)."""
+        return self.transport is not None and self.transport.is_reading()
 
     @property
     def kind(self) -> str:
@@ -171,8 +174,8 @@ class HttpConnection(asyncio.Protocol):
         self._watch()
 
     def _hold(self) -> None:
-        if self.reading and self.transport is not None and not self.closed:
-            self.reading = False
+        if self.reading and not self.closed:
+            assert self.transport is not None
             self.transport.pause_reading()
 
     def _release(self) -> None:
@@ -184,9 +187,8 @@ class HttpConnection(asyncio.Protocol):
             and not self.closed
             and not backlogged
         ):
-            self.reading = True
-            if self.transport is not None:
-                self.transport.resume_reading()
+            assert self.transport is not None  # it reads unless there is one
+            self.transport.resume_reading()
 
     # Connection (tidings.app)
     def ping(self) -> None:
@@ -351,8 +353,7 @@ class HttpConnection(asyncio.Protocol):
         except OSError:  # the client is gone already
             transport.abort()
             return
-        if not self.reading:
-            self.reading = True
+        if not transport.is_reading():
             transport.resume_reading()
         self.ctx.loop.call_later(self.ctx.config.shutdown_timeout, transport.abort)
 

@@ -76,10 +76,7 @@ class LongPoll:
                 if self.closed:
                     handle.abort()
                     return
-                if handle.gap is not None:
-                    self.notice("gap", channel, handle.gap.fields())
-                for pub in handle.publications:
-                    self.deliver(pub, b"")
+                handle.replay()
                 position = handle.go_live()
                 if position is not None:
                     self.positions.setdefault(channel, (position.offset, position.epoch))

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tidings.core.hub import Formatter
 from tidings.core.publication import ClientInfo, Publication, StreamPosition
-from tidings.core.subscriptions import SubscribeHandle
 from tidings.protocol.envelope import encode_notice
 from tidings.protocol.http import chunk
 from tidings.protocol.positions import format_positions
@@ -66,19 +65,11 @@ class Session(Outbox):
                 if self.closed:
                     handle.abort()
                     return
-                self.render(handle)
+                handle.replay()
                 handle.go_live()
         except Exception:
             log.exception("subscribing %s failed", self.describe())
             self.finish(self.goodbye("error"))
-
-    def render(self, handle: SubscribeHandle) -> None:
-        """What a subscribe recovered: the gap notice first, then the publications."""
-        if handle.gap is not None:
-            self.notice("gap", handle.channel, handle.gap.fields())
-        fmt = self.formatter
-        for pub in handle.publications:
-            self.deliver(pub, fmt.encode(pub))
 
     def deliver(self, pub: Publication, data: bytes) -> None:
         self.push(data)

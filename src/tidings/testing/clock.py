@@ -47,10 +47,6 @@ class FakeClock:
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
-    def pending(self) -> int:
-        """How many timers are still to run."""
-        return sum(1 for _, _, t in self._timers if not t.cancelled)
-
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, running the timers due by then."""
         target = self._mono + seconds

@@ -30,6 +30,7 @@ from tidings.core.presence import PresenceManager
 from tidings.core.publication import ClientInfo, Publication, StreamPosition
 
 from . import TIMEOUT
+from .recording import Waiting
 
 __all__ = [
     "BROKER_CHECKS",
@@ -47,40 +48,34 @@ MakePresence = Callable[[float], Awaitable[PresenceManager]]
 PresenceFactory = Callable[[float], PresenceManager | Awaitable[PresenceManager]]
 
 
-class RecordingHandler:
+class RecordingHandler(Waiting):
     """A node as a broker sees it: records broker events; ``wait_for`` waits on them."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.publications: list[Publication] = []
         self.deleted: list[str] = []
         self.joins: list[tuple[str, ClientInfo]] = []
         self.leaves: list[tuple[str, ClientInfo]] = []
-        self._changed = asyncio.Event()
 
     def on_publication(self, pub: Publication) -> None:
         self.publications.append(pub)
-        self._changed.set()
+        self.changed()
 
     def on_channel_deleted(self, channel: str) -> None:
         self.deleted.append(channel)
-        self._changed.set()
+        self.changed()
 
     def on_join(self, channel: str, info: ClientInfo) -> None:
         self.joins.append((channel, info))
-        self._changed.set()
+        self.changed()
 
     def on_leave(self, channel: str, info: ClientInfo) -> None:
         self.leaves.append((channel, info))
-        self._changed.set()
+        self.changed()
 
     def offsets(self, channel: str) -> list[int]:
         return [p.offset for p in self.publications if p.channel == channel]
-
-    async def wait_for(self, condition: Callable[[], bool]) -> None:
-        async with asyncio.timeout(TIMEOUT):
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
 
 
 async def _eventually(condition: Callable[[], Awaitable[bool]]) -> None:

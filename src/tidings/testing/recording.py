@@ -18,10 +18,12 @@ from tidings.protocol.centrifuge.codec import JSON, Codec
 
 from . import TIMEOUT
 
-__all__ = ["PAYLOAD", "PayloadFormat", "RecordingSubscriber", "RecordingTransport"]
+__all__ = ["PAYLOAD", "PayloadFormat", "RecordingSubscriber", "RecordingTransport", "Waiting"]
 
 
-class _Waiting:
+class Waiting:
+    """What a recorder calls ``changed()`` on; ``wait_for`` waits on it."""
+
     def __init__(self) -> None:
         self._changed = asyncio.Event()
 
@@ -48,7 +50,7 @@ class PayloadFormat(Formatter):
 PAYLOAD = PayloadFormat()
 
 
-class RecordingSubscriber(_Waiting):
+class RecordingSubscriber(Waiting):
     """A hub subscriber (``tidings.core.hub.Subscriber``) that records what reaches it."""
 
     def __init__(self, formatter: Formatter = PAYLOAD) -> None:
@@ -82,7 +84,7 @@ class RecordingSubscriber(_Waiting):
         self.changed()
 
 
-class RecordingTransport(_Waiting):
+class RecordingTransport(Waiting):
     """A ``ClientTransport`` for a ``tidings.core.client.Client`` in JSON: every reply and
     push it is given, decoded, in ``messages``; the disconnect it was closed with in
     ``closed_with``."""
