@@ -27,7 +27,7 @@ from tidings.core.broker import Broker, HistoryQuery, PublishOptions, PublishRes
 from tidings.core.publication import ClientInfo, HistoryResult, StreamPosition
 from tidings.exceptions import BrokerError, BrokerUnavailable
 
-from .redis_backend import RedisBackend, RedisSettings, RedisShard
+from .redis_backend import RedisBackend, RedisShard
 from .redis_scripts import (
     decode_info,
     decode_publication,
@@ -36,6 +36,7 @@ from .redis_scripts import (
     keys,
     pubsub_channel,
 )
+from .redis_settings import RedisSettings
 
 __all__ = ["RedisBroker", "publish_args", "publish_result"]
 

@@ -17,85 +17,24 @@ shard's PUB/SUB connection.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-from tidings.exceptions import BrokerError, BrokerUnavailable, ConfigError
+from tidings.exceptions import BrokerError, BrokerUnavailable
 
 from .redis_pubsub import Endpoint, PubSub
-from .redis_scripts import HISTORY_SCRIPT, PUBLISH_SCRIPT
+from .redis_scripts import SCRIPTS
+from .redis_settings import RedisSettings, jump_hash, tls_context, url_options
 
-__all__ = ["RedisBackend", "RedisSettings", "RedisShard", "jump_hash"]
+__all__ = ["RedisBackend", "RedisShard"]
 
 log = logging.getLogger("tidings.redis")
-
-
-@dataclass(frozen=True, slots=True)
-class RedisSettings:
-    """Where the Redis deployment is and how to use it (see docs/scaling.md)."""
-
-    urls: Sequence[str] = ("redis://127.0.0.1:6379",)
-    cluster: bool = False  # ``urls`` are startup nodes of one Redis Cluster
-    sentinel_master: str = ""  # a master name: ``urls`` are Sentinel addresses
-    sentinel_password: str = ""
-    prefix: str = "tidings"
-    timeout: float = 5.0  # per command
-    connect_timeout: float = 5.0
-    pool_size: int = 64
-    health_interval: float = 1.0  # PUB/SUB liveness PINGs
-    node_name: str = field(default="tidings")
-
-
-def jump_hash(key: bytes, buckets: int) -> int:
-    """The bucket of ``key`` among ``buckets`` (jump consistent hash over a 64-bit hash)."""
-    k = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
-    b, j = -1, 0
-    while j < buckets:
-        b = j
-        k = (k * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
-        j = int((b + 1) * (float(1 << 31) / float((k >> 33) + 1)))
-    return b
-
-
-def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    if options.get("ssl_certfile"):
-        ctx.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-    if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def _url_options(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"redis URL {url!r}: scheme must be redis:// or rediss://")
-    options: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 6379,
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-    }
-    for item in parts.query.split("&") if parts.query else []:
-        key, _, value = item.partition("=")
-        if key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
-            options[key] = unquote(value)
-        else:
-            raise ConfigError(f"redis URL {url!r}: unknown option {key!r}")
-    if parts.scheme == "rediss":
-        options["ssl"] = True
-    return options
 
 
 def _client_kwargs(options: dict[str, Any], settings: RedisSettings) -> dict[str, Any]:
@@ -121,10 +60,10 @@ class RedisShard:
         self.backend = backend
         self.settings = settings
         self.cluster = settings.cluster
-        options = [_url_options(u) for u in urls]
+        options = [url_options(u) for u in urls]
         first = options[0]
         self.kwargs = _client_kwargs(first, settings)
-        self.tls = _tls_context(first) if first.get("ssl") else None
+        self.tls = tls_context(first) if first.get("ssl") else None
         self.client: Any
         self.sentinel: Sentinel | None = None
         if settings.cluster:
@@ -180,7 +119,7 @@ class RedisShard:
         try:
             if self.cluster:
                 await self.client.initialize()
-            for name, body in (("publish", PUBLISH_SCRIPT), ("history", HISTORY_SCRIPT)):
+            for name, body in SCRIPTS.items():
                 self.scripts[name] = await self.client.script_load(body)
         except rexc.RedisError as exc:
             raise BrokerUnavailable(f"redis {self.address}: {exc}") from None
@@ -239,6 +178,7 @@ class RedisBackend:
         self.where: dict[bytes, tuple[RedisShard, PubSub]] = {}
         self.listeners: list[Callable[[list[bytes]], None]] = []
         self._users = 0
+        self.failing = False  # the last command could not reach Redis
         self._tasks: set[asyncio.Future[None]] = set()
         self._starting: asyncio.Future[None] | None = None
 
@@ -272,11 +212,13 @@ class RedisBackend:
         return self.shards[jump_hash(channel.encode(), len(self.shards))]
 
     def health(self) -> str:
-        """Why the backend is unusable now ("" when it is usable)."""
+        """Why the backend is unusable now ("" when it is usable); the details are logged."""
         for shard in self.shards:
             for ps in shard.pubsubs.values():
                 if ps.error:
-                    return ps.error
+                    return "redis PUB/SUB connection down"
+        if self.failing:
+            return "redis commands failing"
         return ""
 
     # PUB/SUB routes
@@ -340,11 +282,14 @@ class RedisBackend:
     async def call(self, shard: RedisShard, *args: Any, **options: Any) -> Any:
         """One command; Redis failures as ``BrokerUnavailable``/``BrokerError``."""
         try:
-            return await shard.client.execute_command(*args, **options)
+            reply = await shard.client.execute_command(*args, **options)
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            self.failing = True
             raise BrokerUnavailable(f"redis {shard.address}: {exc}") from None
         except rexc.RedisError as exc:
             raise BrokerError(f"redis {shard.address}: {exc}") from None
+        self.failing = False
+        return reply
 
     async def script(
         self, shard: RedisShard, name: str, keys: Sequence[str], args: Sequence[Any]
@@ -355,5 +300,4 @@ class RedisBackend:
         except BrokerError as exc:
             if "NOSCRIPT" not in str(exc):
                 raise
-        body = PUBLISH_SCRIPT if name == "publish" else HISTORY_SCRIPT
-        return await self.call(shard, "EVAL", body, len(keys), *keys, *args)
+        return await self.call(shard, "EVAL", SCRIPTS[name], len(keys), *keys, *args)

@@ -32,7 +32,10 @@ from tidings.core.publication import ClientInfo, Publication
 
 __all__ = [
     "HISTORY_SCRIPT",
+    "PRESENCE_ADD_SCRIPT",
+    "PRESENCE_SCRIPT",
     "PUBLISH_SCRIPT",
+    "SCRIPTS",
     "decode_info",
     "decode_publication",
     "encode_info",
@@ -246,3 +249,40 @@ end
 return out
 """
 )
+
+# Presence: a hash client → encoded info and a sorted set client → expiry (server time,
+# ms), both ``<prefix>:{<channel>}:p`` / ``:pz``, so entries of a node that died expire
+# even though the keys live on.
+# KEYS: hash, zset. ARGV: client, encoded info, TTL (ms).
+PRESENCE_ADD_SCRIPT = (
+    _TRIM
+    + """
+local now = now_ms()
+redis.call('zadd', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+redis.call('pexpire', KEYS[1], ARGV[3])
+redis.call('pexpire', KEYS[2], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: hash, zset. Drops expired entries; returns {client1, info1, ...}.
+PRESENCE_SCRIPT = (
+    _TRIM
+    + """
+local now = now_ms()
+local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now)
+if #gone > 0 then
+  redis.call('zremrangebyscore', KEYS[2], '-inf', now)
+  redis.call('hdel', KEYS[1], unpack(gone))
+end
+return redis.call('hgetall', KEYS[1])
+"""
+)
+
+SCRIPTS = {
+    "publish": PUBLISH_SCRIPT,
+    "history": HISTORY_SCRIPT,
+    "presence_add": PRESENCE_ADD_SCRIPT,
+    "presence": PRESENCE_SCRIPT,
+}
