@@ -32,7 +32,7 @@ from .redis_pubsub import Endpoint, PubSub
 from .redis_scripts import SCRIPTS
 from .redis_settings import RedisSettings, jump_hash, tls_context, url_options
 
-__all__ = ["RedisBackend", "RedisShard"]
+__all__ = ["Pipeliner", "RedisBackend", "RedisShard", "redis_error"]
 
 log = logging.getLogger("tidings.redis")
 
@@ -51,6 +51,82 @@ def _client_kwargs(options: dict[str, Any], settings: RedisSettings) -> dict[str
             if key in options:
                 kwargs[key] = options[key]
     return kwargs
+
+
+def redis_error(address: str, exc: BaseException) -> BrokerError:
+    """A redis-py failure as ``BrokerUnavailable`` (may be retried) or ``BrokerError``."""
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | TimeoutError):
+        return BrokerUnavailable(f"redis {address}: {exc}")
+    return BrokerError(f"redis {address}: {exc}")
+
+
+class Pipeliner:
+    """Scripts run in one loop iteration go to Redis in one pipeline: one round trip and
+    one parse for all of them. One pipeline is in flight at a time, so they reach Redis in
+    the order they were asked for; what comes meanwhile waits and goes out together."""
+
+    def __init__(self, client: Any, scripts: dict[str, str], address: str) -> None:
+        self.client = client
+        self.scripts = scripts  # name → sha
+        self.address = address
+        self.failing = False
+        self._queue: list[tuple[str, Sequence[Any], asyncio.Future[Any]]] = []
+        self._busy = False
+        self._scheduled = False
+
+    def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((name, [len(keys), *keys, *args], future))
+        if not self._busy and not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._busy or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        self._busy = True
+        task = asyncio.ensure_future(self._execute(batch))
+        task.add_done_callback(self._done)
+
+    def _done(self, _: asyncio.Future[None]) -> None:
+        self._busy = False
+        if self._queue:
+            self._flush()
+
+    async def _execute(self, batch: list[tuple[str, Sequence[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self._pipeline([("EVALSHA", self.scripts[n], *a) for n, a, _ in batch])
+            again = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
+            if again:  # Redis lost the scripts (a restart): send their bodies
+                bodies = [("EVAL", SCRIPTS[batch[i][0]], *batch[i][1]) for i in again]
+                for i, reply in zip(again, await self._pipeline(bodies), strict=True):
+                    replies[i] = reply
+        except Exception as exc:
+            self.failing = isinstance(redis_error(self.address, exc), BrokerUnavailable)
+            error = redis_error(self.address, exc)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self.failing = False
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(redis_error(self.address, reply))
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
 
 class RedisShard:
@@ -95,6 +171,7 @@ class RedisShard:
         self.default = (first["host"], first["port"])
         self.pubsubs: dict[tuple[str, int], PubSub] = {}
         self.scripts: dict[str, str] = {}
+        self.pipeliner = Pipeliner(self.client, self.scripts, self.address)
 
     def endpoint(self, host: str, port: int) -> Endpoint:
         ep = Endpoint(
@@ -217,7 +294,7 @@ class RedisBackend:
             for ps in shard.pubsubs.values():
                 if ps.error:
                     return "redis PUB/SUB connection down"
-        if self.failing:
+        if self.failing or any(shard.pipeliner.failing for shard in self.shards):
             return "redis commands failing"
         return ""
 
@@ -283,21 +360,16 @@ class RedisBackend:
         """One command; Redis failures as ``BrokerUnavailable``/``BrokerError``."""
         try:
             reply = await shard.client.execute_command(*args, **options)
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            self.failing = True
-            raise BrokerUnavailable(f"redis {shard.address}: {exc}") from None
-        except rexc.RedisError as exc:
-            raise BrokerError(f"redis {shard.address}: {exc}") from None
+        except (rexc.RedisError, OSError) as exc:
+            error = redis_error(shard.address, exc)
+            self.failing = isinstance(error, BrokerUnavailable)
+            raise error from None
         self.failing = False
         return reply
 
     async def script(
         self, shard: RedisShard, name: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """Run a loaded script, loading it again if Redis lost it (a restart)."""
-        try:
-            return await self.call(shard, "EVALSHA", shard.scripts[name], len(keys), *keys, *args)
-        except BrokerError as exc:
-            if "NOSCRIPT" not in str(exc):
-                raise
-        return await self.call(shard, "EVAL", SCRIPTS[name], len(keys), *keys, *args)
+        """Run a loaded script (pipelined with the others of this loop iteration), loading
+        it again if Redis lost it (a restart)."""
+        return await shard.pipeliner.run(name, keys, args)
