@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings.config import Config, is_loopback_host, load_config
-from tidings.exceptions import ConfigError, TidingsError
+from tidings.exceptions import BrokerError, ConfigError, TidingsError
 
 __all__ = [
     "DEFAULT_URL",
@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "demo_public": True if args.demo_public else None,
                 "allowed_origins": args.allowed_origin or None,
                 "reuse_port": True if args.reuse_port else None,
+                "broker": args.broker,
             },
         )
     except ConfigError as exc:
@@ -104,6 +105,11 @@ async def _serve(config: Config, generated: bool) -> int:
         await server.start()
     except OSError as exc:
         print(f"tidings: can't listen on {config.host}:{config.port}: {exc.strerror}", flush=True)
+        return 1
+    except BrokerError as exc:
+        print(f"tidings: can't start the broker: {exc}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            await server.aclose()
         return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -203,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--allowed-origin", action="append", help="allowed browser Origin")
     serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT for workers")
+    serve.add_argument(
+        "--broker", help="memory (default), or redis://host:port to share the hub with other nodes"
+    )
     serve.set_defaults(func=cmd_serve)
 
     publish = sub.add_parser("publish", help="publish one message")

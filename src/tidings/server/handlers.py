@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import re
 import time
 from collections.abc import Awaitable
 from importlib import resources
@@ -15,7 +14,7 @@ from tidings.core.channels import validate_channel
 from tidings.core.node import Node, Published
 from tidings.core.publication import StreamPosition
 from tidings.exceptions import HttpError, InvalidChannel, InvalidPayload
-from tidings.protocol.envelope import MAX_JSON_DEPTH, check_json_payload
+from tidings.protocol.envelope import EVENT_NAME, MAX_JSON_DEPTH, check_json_payload
 from tidings.protocol.http import Request
 from tidings.protocol.positions import format_position
 
@@ -35,8 +34,6 @@ __all__ = [
     "server_api",
     "stats",
 ]
-
-_EVENT = re.compile(r"[A-Za-z0-9_\-.:@/]{1,64}")
 
 
 def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -85,7 +82,7 @@ def decode_payload(request: Request) -> tuple[bytes, bool]:
 
 def _event_name(request: Request) -> str | None:
     event = request.query.get("event") or request.header("x-event") or None
-    if event is not None and not _EVENT.fullmatch(event):
+    if event is not None and not EVENT_NAME.fullmatch(event):
         raise HttpError(400, "event name: 1-64 characters of A-Z a-z 0-9 _-.:@/")
     return event
 
@@ -211,7 +208,12 @@ def health(app: App, request: Request, rest: str = "") -> Response:
     # HEAD too: load balancers' health checks often use it.
     if request.method not in ("GET", "HEAD"):
         raise HttpError(405, "method not allowed", [("Allow", "GET, HEAD")])
-    return json_response(200, {"status": "ok", "uptime": round(time.time() - app.node.started)})
+    uptime = round(time.time() - app.node.started)
+    problem = app.node.broker.health()
+    if problem:
+        # A load balancer sends clients elsewhere while this node can't reach its broker.
+        return json_response(503, {"status": "unavailable", "reason": problem, "uptime": uptime})
+    return json_response(200, {"status": "ok", "uptime": uptime})
 
 
 def demo_page(app: App, request: Request, rest: str = "") -> Response:
