@@ -54,6 +54,7 @@ class Config:
     sse_retry_ms: int = 2000
     shutdown_timeout: float = 5.0
     reuse_port: bool = False
+    workers: int = 1
     broker: str = "memory"
     # Redis (broker = "redis://…" or "redis" with redis_urls): docs/scaling.md
     redis_urls: list[str] = field(default_factory=list)
@@ -159,6 +160,13 @@ class Config:
         self.message_templates()
         ChannelOptions()
         self.redis_settings()
+        if self.workers > 1 and self.broker.strip() == "memory":
+            raise ConfigError(
+                f"workers = {self.workers} needs a shared broker: with the memory broker each "
+                "worker would be a hub of its own, and a subscriber on one would miss what is "
+                "published on another. Use --broker redis://host:port (broker = "
+                '"redis://…"), or one worker'
+            )
 
     def redis_settings(self, node_name: str = "tidings") -> RedisSettings | None:
         """The Redis deployment ``broker`` names; None for the memory broker."""
@@ -262,6 +270,8 @@ BOUNDS: dict[str, Bound] = {
     # Below it, browsers would retry a failing stream in a tight loop.
     "sse_retry_ms": Bound(100, 3_600_000, "milliseconds"),
     "shutdown_timeout": Bound(0, _DAY, "seconds", above=True),
+    # Worker processes of one `tidings serve`: a few per core is already too many.
+    "workers": Bound(1, 256),
     # The same ranges as a namespace's own (core/channels.py, _options).
     "history_size": Bound(0, 1_000_000),
     "history_ttl": Bound(0, 30 * _DAY, "seconds"),
