@@ -232,6 +232,9 @@ class RedisShard:
             await ps.aclose()
         self.pubsubs.clear()
         await self.client.aclose()
+        if self.sentinel is not None:
+            for sentinel in self.sentinel.sentinels:
+                await sentinel.aclose()
 
 
 Handler = Callable[[bytes, bytes], None]
