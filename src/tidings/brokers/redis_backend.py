@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from .redis_pubsub import Endpoint, PubSub
 from .redis_scripts import SCRIPTS
 from .redis_settings import RedisSettings, jump_hash, tls_context, url_options
 
-__all__ = ["Pipeliner", "RedisBackend", "RedisShard", "redis_error"]
+__all__ = ["FAILURE_MEMORY", "Pipeliner", "RedisBackend", "RedisShard", "redis_error"]
 
 log = logging.getLogger("tidings.redis")
 
@@ -53,6 +54,9 @@ def _client_kwargs(options: dict[str, Any], settings: RedisSettings) -> dict[str
     return kwargs
 
 
+FAILURE_MEMORY = 5.0  # seconds a failed command keeps /health at 503
+
+
 def redis_error(address: str, exc: BaseException) -> BrokerError:
     """A redis-py failure as ``BrokerUnavailable`` (may be retried) or ``BrokerError``."""
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | TimeoutError):
@@ -69,7 +73,7 @@ class Pipeliner:
         self.client = client
         self.scripts = scripts  # name → sha
         self.address = address
-        self.failing = False
+        self.failed_at = 0.0  # when a pipeline last could not reach Redis; 0: it could since
         self._queue: list[tuple[str, Sequence[Any], asyncio.Future[Any]]] = []
         self._busy = False
         self._scheduled = False
@@ -106,13 +110,14 @@ class Pipeliner:
                 for i, reply in zip(again, await self._pipeline(bodies), strict=True):
                     replies[i] = reply
         except Exception as exc:
-            self.failing = isinstance(redis_error(self.address, exc), BrokerUnavailable)
             error = redis_error(self.address, exc)
+            if isinstance(error, BrokerUnavailable):
+                self.failed_at = time.monotonic()
             for _, _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        self.failing = False
+        self.failed_at = 0.0
         for (_, _, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
@@ -258,7 +263,7 @@ class RedisBackend:
         self.where: dict[bytes, tuple[RedisShard, PubSub]] = {}
         self.listeners: list[Callable[[list[bytes]], None]] = []
         self._users = 0
-        self.failing = False  # the last command could not reach Redis
+        self.failed_at = 0.0  # when a command last could not reach Redis; 0: it could since
         self._tasks: set[asyncio.Future[None]] = set()
         self._starting: asyncio.Future[None] | None = None
 
@@ -297,7 +302,11 @@ class RedisBackend:
             for ps in shard.pubsubs.values():
                 if ps.error:
                     return "redis PUB/SUB connection down"
-        if self.failing or any(shard.pipeliner.failing for shard in self.shards):
+        # A failure counts for FAILURE_MEMORY seconds: a node that no traffic probes comes
+        # back by itself once its PUB/SUB connections are up again.
+        now = time.monotonic()
+        failed = [self.failed_at, *(shard.pipeliner.failed_at for shard in self.shards)]
+        if any(now - t < FAILURE_MEMORY for t in failed if t):
             return "redis commands failing"
         return ""
 
@@ -365,9 +374,10 @@ class RedisBackend:
             reply = await shard.client.execute_command(*args, **options)
         except (rexc.RedisError, OSError) as exc:
             error = redis_error(shard.address, exc)
-            self.failing = isinstance(error, BrokerUnavailable)
+            if isinstance(error, BrokerUnavailable):
+                self.failed_at = time.monotonic()
             raise error from None
-        self.failing = False
+        self.failed_at = 0.0
         return reply
 
     async def script(

@@ -20,8 +20,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 
 _prefixes = itertools.count()
 
-TOPOLOGIES = ["standalone", "sharded", "cluster", "sentinel", "acl", "tls"]
-
 
 def tls_url(server: topologies.RedisServer) -> str:
     return f"{server.url}?ssl_ca_certs={quote(server.client_options()['ssl_ca_certs'])}"

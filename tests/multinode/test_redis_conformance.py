@@ -12,7 +12,7 @@ from tidings.brokers.redis_control import RedisPresenceManager
 from tidings.brokers.redis_settings import RedisSettings
 from tidings.testing import BROKER_CHECKS, PRESENCE_CHECKS, check_broker, check_presence
 
-from conftest import TOPOLOGIES
+TOPOLOGIES = ["standalone", "sharded", "cluster", "sentinel", "acl", "tls"]
 
 pytestmark = pytest.mark.parametrize("topology", TOPOLOGIES, indirect=True)
 
