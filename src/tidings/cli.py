@@ -53,6 +53,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "demo_public": True if args.demo_public else None,
                 "allowed_origins": args.allowed_origin or None,
                 "reuse_port": True if args.reuse_port else None,
+                "certfile": args.certfile,
+                "keyfile": args.keyfile,
             },
         )
     except ConfigError as exc:
@@ -102,8 +104,12 @@ async def _serve(config: Config, generated: bool) -> int:
     server = Server(config)
     try:
         await server.start()
+    except ConfigError as exc:
+        print(f"tidings: configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except OSError as exc:
-        print(f"tidings: can't listen on {config.host}:{config.port}: {exc.strerror}", flush=True)
+        where = f"{config.host}:{config.port}"
+        print(f"tidings: can't listen on {where}: {exc.strerror}", file=sys.stderr, flush=True)
         return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -203,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--allowed-origin", action="append", help="allowed browser Origin")
     serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT for workers")
+    serve.add_argument("--certfile", help="TLS: PEM certificate chain (with --keyfile)")
+    serve.add_argument("--keyfile", help="TLS: PEM private key of the certificate")
     serve.set_defaults(func=cmd_serve)
 
     publish = sub.add_parser("publish", help="publish one message")
