@@ -11,9 +11,10 @@ import base64
 import json
 import os
 import ssl
+import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from tidings.server import Server
-from tidings.testing import TIMEOUT
+from tidings.testing import TIMEOUT, running_server
 
 API_KEY = "test-key"
 AUTH = {"X-API-Key": API_KEY}
@@ -468,3 +469,43 @@ def make_certificates(directory: str) -> Certificates:
     with open(files.cafile, "wb") as fh:
         fh.write(ca.public_bytes(pem))
     return files
+
+
+# A server for blocking code
+
+
+@contextmanager
+def server_in_thread(**settings: Any) -> Iterator[Server]:
+    """A running server on an event loop of its own, in a thread: for tests whose own code
+    blocks or runs event loops of its own (``asyncio.run``). ``call(server, fn)`` runs on
+    the server's loop."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def serve() -> None:
+        async with running_server(**settings) as server:
+            holder["server"] = server
+            holder["stop"] = asyncio.Event()
+            holder["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await holder["stop"].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(TIMEOUT), "the server did not start"
+    try:
+        yield holder["server"]
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(TIMEOUT)
+
+
+def on_server_loop(server: Server, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on a threaded server's loop (its state is that loop's alone)."""
+    loop = server.context.loop
+
+    async def run() -> Any:
+        result = fn()
+        return await result if asyncio.iscoroutine(result) else result
+
+    return asyncio.run_coroutine_threadsafe(run(), loop).result(TIMEOUT)

@@ -23,9 +23,10 @@ from integration_helpers import (
 )
 from websockets.exceptions import ConnectionClosed
 
+from tidings import Publisher
 from tidings.config import Config, load_config
 from tidings.core.tokens import mint_token
-from tidings.exceptions import ConfigError
+from tidings.exceptions import ConfigError, PublishError
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
@@ -234,3 +235,14 @@ async def test_a_non_reader_over_tls_is_cut_off_as_slow(certs: Certificates) -> 
                 while True:
                     await asyncio.wait_for(ws.recv(), TIMEOUT)
             assert ws.close_code == 3008
+
+
+async def test_publisher_over_https(tls_server: Server, certs: Certificates) -> None:
+    async with Publisher(tls_server.url, API_KEY, verify=certs.client_context()) as pub:
+        first = await pub.apublish("secure", 1)
+        second = await asyncio.to_thread(pub.publish, "secure", 2)
+    assert (first.offset, second.offset) == (1, 2)
+    async with Publisher(tls_server.url, API_KEY, retries=0) as untrusting:
+        with pytest.raises(PublishError, match="CERTIFICATE_VERIFY_FAILED") as info:
+            await untrusting.apublish("secure", 3)
+    assert not info.value.retryable  # a certificate that fails now fails again

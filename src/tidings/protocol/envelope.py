@@ -14,6 +14,7 @@ tidings accepts can be encoded again wherever it travels. ``json_payload`` and
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ import orjson
 from tidings.exceptions import InvalidPayload
 
 __all__ = [
+    "EVENT_NAME",
     "MAX_JSON_DEPTH",
     "check_json_payload",
     "encode_envelope",
@@ -30,6 +32,9 @@ __all__ = [
 ]
 
 MAX_JSON_DEPTH = 254
+
+# A publisher's event name: it travels in SSE ``event:`` fields and HTTP headers.
+EVENT_NAME = re.compile(r"[A-Za-z0-9_\-.:@/]{1,64}")
 
 
 def json_payload(value: Any) -> bytes:

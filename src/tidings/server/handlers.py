@@ -15,7 +15,7 @@ from tidings.core.channels import validate_channel
 from tidings.core.node import Node, Published
 from tidings.core.publication import StreamPosition
 from tidings.exceptions import HttpError, InvalidChannel, InvalidPayload
-from tidings.protocol.envelope import MAX_JSON_DEPTH, check_json_payload
+from tidings.protocol.envelope import EVENT_NAME, MAX_JSON_DEPTH, check_json_payload
 from tidings.protocol.http import Request
 from tidings.protocol.positions import format_position
 
@@ -35,8 +35,6 @@ __all__ = [
     "server_api",
     "stats",
 ]
-
-_EVENT = re.compile(r"[A-Za-z0-9_\-.:@/]{1,64}")
 
 
 def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -85,9 +83,25 @@ def decode_payload(request: Request) -> tuple[bytes, bool]:
 
 def _event_name(request: Request) -> str | None:
     event = request.query.get("event") or request.header("x-event") or None
-    if event is not None and not _EVENT.fullmatch(event):
+    if event is not None and not EVENT_NAME.fullmatch(event):
         raise HttpError(400, "event name: 1-64 characters of A-Z a-z 0-9 _-.:@/")
     return event
+
+
+# Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): an sf-string, "…", or the
+# bare token most clients send; printable ASCII either way, bounded.
+_IDEMPOTENCY_KEY = re.compile(r'"([\x21\x23-\x5b\x5d-\x7e]{1,128})"|([\x21-\x7e]{1,128})')
+
+
+def _idempotency_key(request: Request) -> str:
+    """The ``Idempotency-Key`` header's key, "" without one; 400 for a malformed one."""
+    text = request.header("idempotency-key").strip()
+    if not text:
+        return ""
+    match = _IDEMPOTENCY_KEY.fullmatch(text)
+    if match is None or (match.group(2) and '"' in match.group(2)):
+        raise HttpError(400, "Idempotency-Key: 1-128 printable ASCII characters")
+    return match.group(1) or match.group(2)
 
 
 def _channel_info(
@@ -120,16 +134,16 @@ async def channel_infos(node: Node, channels: list[str]) -> list[dict[str, Any]]
 
 def _published(channel: str, done: Published) -> Response:
     pos = done.position
-    return json_response(
-        200,
-        {
-            "channel": channel,
-            "offset": pos.offset,
-            "epoch": pos.epoch,
-            "id": format_position(channel, pos.offset, pos.epoch),
-            "subscribers": done.subscribers,
-        },
-    )
+    body: dict[str, Any] = {
+        "channel": channel,
+        "offset": pos.offset,
+        "epoch": pos.epoch,
+        "id": format_position(channel, pos.offset, pos.epoch),
+        "subscribers": done.subscribers,
+    }
+    if done.duplicate:
+        body["duplicate"] = True  # the key's first publish; nothing was published now
+    return json_response(200, body)
 
 
 def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awaitable[Response]:
@@ -147,11 +161,12 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
     method = request.method
     if method in ("POST", "PUT"):
         event = _event_name(request)
+        key = _idempotency_key(request)
         data, is_json = decode_payload(request)
-        done = node.publish_nowait(channel, data, is_json=is_json, event=event)
+        done = node.publish_nowait(channel, data, is_json=is_json, event=event, idempotency_key=key)
         if done is not None:
             return _published(channel, done)
-        return _publish(node, channel, data, is_json, event)
+        return _publish(node, channel, data, is_json, event, key)
     if method == "GET":
         return _info(node, channel)
     if method == "DELETE":
@@ -160,9 +175,10 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
 
 
 async def _publish(
-    node: Node, channel: str, data: bytes, is_json: bool, event: str | None
+    node: Node, channel: str, data: bytes, is_json: bool, event: str | None, key: str
 ) -> Response:
-    return _published(channel, await node.publish(channel, data, is_json=is_json, event=event))
+    done = await node.publish(channel, data, is_json=is_json, event=event, idempotency_key=key)
+    return _published(channel, done)
 
 
 async def _info(node: Node, channel: str) -> Response:
