@@ -192,7 +192,10 @@ def cmd_bench_attack(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tidings import __version__
+
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tidings {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the hub")
