@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import inspect
 import re
 import threading
 from collections.abc import Iterator
@@ -65,9 +66,12 @@ def test_python_example_runs(code: str, threaded_server: Server) -> None:
     namespace: dict[str, Any] = {"server": threaded_server}
 
     async def run() -> None:
-        result = eval(compiled, namespace)
-        if asyncio.iscoroutine(result):
-            await result
+        if compiled.co_flags & inspect.CO_COROUTINE:
+            await eval(compiled, namespace)
+        else:
+            # Blocking code runs where blocking code runs: outside the loop, so that an
+            # example may start event loops of its own (asyncio.run).
+            await asyncio.to_thread(eval, compiled, namespace)
         for value in namespace.values():  # an example may leave a client open for later
             if isinstance(value, Publisher):
                 await value.aclose()
