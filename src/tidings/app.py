@@ -1,8 +1,9 @@
 """The application: the composition root of one tidings node, apart from any listener.
 
 ``App(config)`` builds the broker, presence manager and controller the configuration names
-(``make_backend``), the ``Node`` around them, the server API and the stream templates, and
-keeps the registry of live connections with its heartbeat. A listener mounts an ``App``:
+(``make_backend``), the ``Node`` around them, the hooks (from the modules ``hooks`` names,
+and ``app.hooks`` in code), the server API and the stream templates, and keeps the registry
+of live connections with its heartbeat. A listener mounts an ``App``:
 ``tidings.server.Server`` on a socket (an ASGI front end can do the same); none of them
 builds the node itself.
 """
@@ -10,6 +11,7 @@ builds the node itself.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import logging
 from collections import Counter
@@ -23,11 +25,20 @@ from tidings.config import Config
 from tidings.core.broker import Broker
 from tidings.core.clock import Clock, SystemClock, Timer
 from tidings.core.control import Controller
+from tidings.core.hooks import Hook, Hooks, default_hooks
 from tidings.core.node import Node
 from tidings.core.presence import PresenceManager
 from tidings.exceptions import ConfigError
 
-__all__ = ["KINDS", "AddressLimits", "App", "Backend", "Connection", "make_backend"]
+__all__ = [
+    "KINDS",
+    "AddressLimits",
+    "App",
+    "Backend",
+    "Connection",
+    "load_hooks",
+    "make_backend",
+]
 
 log = logging.getLogger("tidings.app")
 
@@ -74,6 +85,21 @@ def make_backend(config: Config, clock: Clock | None = None) -> Backend:
         MemoryPresenceManager(backend, ttl=config.presence_ttl),
         MemoryController(backend),
     )
+
+
+def load_hooks(module: str) -> list[Hook]:
+    """Import ``module`` and return its hooks: those it (or a module below it) registered
+    on ``tidings.hooks``, and those of any ``Hooks`` registry it holds. An import that
+    fails raises ``ConfigError`` with the import error as its cause."""
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:
+        raise ConfigError(f"hooks: can't import {module!r}: {exc!r}") from exc
+    found = default_hooks.of_module(module)
+    for value in vars(mod).values():
+        if isinstance(value, Hooks) and value is not default_hooks:
+            found += [h for hooks in value.lists.values() for h in hooks if h not in found]
+    return found
 
 
 class AddressLimits:
@@ -156,10 +182,18 @@ class App:
         *,
         backend: Backend | None = None,
         clock: Clock | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.config = config = config or Config()
         config.validate()
         self.clock: Clock = clock or SystemClock()
+        # The application's hooks: the configured modules', then those given here; more
+        # may be registered on ``app.hooks`` before connections open.
+        self.hooks = Hooks(timeout=config.hook_timeout, threads=config.hook_threads)
+        for module in config.hook_modules():
+            self.hooks.extend(load_hooks(module))
+        if hooks is not None:
+            self.hooks.extend(hooks)
         backend = backend or make_backend(config, self.clock)
         self.node = Node(
             backend.broker,
@@ -169,6 +203,8 @@ class App:
             token_verifier=config.token_verifier(),
             clock=self.clock,
             recovery_limit=config.recovery_max_publications,
+            hooks=self.hooks,
+            message_log=config.message_log(),
         )
         self.api = ServerApi(self.node)
         self.client_options = config.client_options()
@@ -238,4 +274,11 @@ class App:
                 for conn in list(self.connections):
                     conn.abort()
                 self.connections.clear()
+        if self.hooks:
+            # The last hooks of the connections that went, within the shutdown timeout.
+            try:
+                await asyncio.wait_for(self.node.drain(), self.config.shutdown_timeout)
+            except TimeoutError:
+                log.warning("hooks still running at shutdown")
         await self.node.aclose()
+        self.hooks.close()

@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,11 +54,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "demo_public": True if args.demo_public else None,
                 "allowed_origins": args.allowed_origin or None,
                 "reuse_port": True if args.reuse_port else None,
+                "hooks": args.hooks or None,
             },
         )
     except ConfigError as exc:
         print(f"tidings: configuration error: {exc}", file=sys.stderr)
         return 2
+    if config.hook_modules() and os.getcwd() not in sys.path:
+        # As `python -m` would: hook modules are found from where the server starts.
+        sys.path.insert(0, os.getcwd())
     warning = demo_warning(config)
     if warning:
         print(f"tidings: warning: {warning}", file=sys.stderr, flush=True)
@@ -99,7 +104,14 @@ def _raise_open_files_limit() -> None:
 async def _serve(config: Config, generated: bool) -> int:
     from tidings.server import Server
 
-    server = Server(config)
+    try:
+        server = Server(config)
+    except ConfigError as exc:
+        # A hook module that fails to import stops start-up with its error.
+        print(f"tidings: configuration error: {exc}", file=sys.stderr)
+        if exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        return 2
     try:
         await server.start()
     except OSError as exc:
@@ -203,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--allowed-origin", action="append", help="allowed browser Origin")
     serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT for workers")
+    serve.add_argument(
+        "--hooks", action="append", metavar="MODULE", help="a module of hooks (repeatable)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     publish = sub.add_parser("publish", help="publish one message")

@@ -17,6 +17,7 @@ from typing import Any
 
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.client_types import ClientOptions
+from tidings.core.message_log import MessageLog
 from tidings.core.tokens import TokenVerifier
 from tidings.exceptions import ConfigError
 from tidings.protocol.template import MessageTemplate
@@ -71,6 +72,15 @@ class Config:
     client_connect_timeout: float = 10.0
     client_command_rate: float = 100.0
     client_command_burst: int = 500
+    # hooks (docs/hooks.md)
+    hooks: list[str] = field(default_factory=list)
+    hook_timeout: float = 5.0
+    hook_threads: int = 16
+    message_log_format: str = ""
+    # personal channels (Centrifugo's client.subscribe_to_user_personal_channel)
+    subscribe_to_user_personal_channel: bool = False
+    personal_channel_namespace: str = ""
+    personal_single_connection: bool = False
     default_namespace: dict[str, Any] = field(default_factory=dict)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -112,7 +122,19 @@ class Config:
             connect_timeout=self.client_connect_timeout,
             command_rate=self.client_command_rate,
             command_burst=self.client_command_burst,
+            personal_channels=self.subscribe_to_user_personal_channel,
+            personal_namespace=self.personal_channel_namespace,
+            personal_single_connection=self.personal_single_connection,
         )
+
+    def hook_modules(self) -> list[str]:
+        """The modules ``hooks`` names (a comma-separated string is allowed too)."""
+        names = self.hooks.split(",") if isinstance(self.hooks, str) else list(self.hooks)
+        return [name.strip() for name in names if name.strip()]
+
+    def message_log(self) -> MessageLog | None:
+        """The message log ``message_log_format`` asks for; None when it is unset."""
+        return MessageLog(self.message_log_format) if self.message_log_format else None
 
     def message_templates(self) -> dict[str, MessageTemplate]:
         result = {}
@@ -142,8 +164,17 @@ class Config:
                 "the publish API key to anyone who can reach it. Bind 127.0.0.1, or force it "
                 "with --demo-public (demo_public = true)"
             )
-        self.channel_namespaces()
+        namespaces = self.channel_namespaces()
         self.message_templates()
+        self.message_log()
+        for name in self.hook_modules():
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ConfigError(f"hooks: {name!r} is not a module path (myproject.realtime)")
+        ns = self.personal_channel_namespace
+        if ns and ns not in namespaces.named:
+            raise ConfigError(
+                f"personal_channel_namespace: no namespace {ns!r} ([namespaces.{ns}])"
+            )
         ChannelOptions()
 
 
@@ -222,6 +253,9 @@ BOUNDS: dict[str, Bound] = {
     "client_connect_timeout": Bound(0, 3600, "seconds", above=True),
     "client_command_rate": Bound(0, 1_000_000, "per second"),
     "client_command_burst": Bound(1, 1_000_000),
+    # A hook that takes longer is answered as an error (plain hooks' threads run on).
+    "hook_timeout": Bound(0, 3600, "seconds", above=True),
+    "hook_threads": Bound(1, 1024),
 }
 
 

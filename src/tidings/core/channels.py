@@ -87,6 +87,9 @@ class ChannelOptions:
     # True for channels without a namespace and of unconfigured namespaces (the zero-config
     # hub); a configured namespace is closed to them unless it says so.
     simple_subscribe: bool = True
+    # What a /ws client sends is published to the channel (nginx-push-stream's
+    # websocket_allow_publish): off unless a namespace says so.
+    simple_publish: bool = False
 
 
 class Namespaces:

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tidings.exceptions import (
     BrokerError,
     DisconnectError,
+    HookError,
     InvalidToken,
+    Reject,
     ReplyError,
     TokenExpired,
 )
@@ -30,11 +32,16 @@ from tidings.protocol.centrifuge import codes
 from . import client_commands as commands
 from . import client_subscribe as subscribing
 from . import permissions
-from .client_types import ClientOptions, ClientTransport, Subscription, info_dict
+from .client_types import ClientOptions, ClientTransport, Subscription, info_dict, refusal
 from .clock import Timer
+from .hooks import Conn
 from .publication import ClientInfo, Publication
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from tidings.protocol.http import Request
+
     from .node import Node
 
 __all__ = [
@@ -80,6 +87,7 @@ class Client:
 
     __slots__ = (
         "_busy",
+        "_drain_task",
         "_expire_timer",
         "_inbox",
         "_refused",
@@ -88,14 +96,17 @@ class Client:
         "_tokens",
         "awaiting_pong",
         "closed",
+        "conn",
         "connect_failed",
         "connected",
+        "connected_at",
         "exp",
         "formatter",
         "id",
         "info",
         "node",
         "options",
+        "request",
         "session",
         "subs",
         "subscribing",
@@ -103,8 +114,16 @@ class Client:
         "user",
     )
 
-    def __init__(self, node: Node, transport: ClientTransport, options: ClientOptions) -> None:
+    def __init__(
+        self,
+        node: Node,
+        transport: ClientTransport,
+        options: ClientOptions,
+        request: Request | None = None,
+    ) -> None:
         self.node = node
+        self.request = request  # kept until connect where hooks or the message log read it
+        self.conn: Conn | None = None
         self.transport = transport
         self.options = options
         self.formatter = transport.formatter
@@ -116,6 +135,7 @@ class Client:
         self.info: bytes | None = None
         self.exp = 0.0
         self.connected = False
+        self.connected_at = 0.0  # wall clock, for "the user's older connections"
         self.connect_failed = False
         self.closed = False
         self.awaiting_pong = False
@@ -126,6 +146,7 @@ class Client:
         self._stamp = node.clock.monotonic()
         self._refused = 0
         self._busy = False
+        self._drain_task: asyncio.Task[None] | None = None
         self._expire_timer: Timer | None = None
         # Centrifugo closes connections that don't connect in time (3502 stale): they
         # would otherwise hold a connection slot forever without any credentials.
@@ -157,7 +178,7 @@ class Client:
         self._inbox.extend(commands)
         if not self._busy:
             self._busy = True
-            self.node.spawn(self._drain())
+            self._drain_task = self.node.spawn(self._drain())
 
     def _admit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A token bucket per connection: ``command_rate`` a second, ``command_burst`` at
@@ -228,6 +249,13 @@ class Client:
             self.reply({"id": cmd_id, "error": exc.error.reply()})
         except DisconnectError as exc:
             self.disconnect(exc.disconnect)
+        except Reject as exc:
+            self._refused_by_hook(cmd_id, method, refusal(exc))
+        except HookError:
+            # Logged (with the hook's exception) where it failed; the client learns no more.
+            if method == "connect":
+                self.connect_failed = True
+            self.reply({"id": cmd_id, "error": codes.INTERNAL.reply()})
         except BrokerError as exc:
             # Normal under failure (a timeout, a restart): the client may retry.
             log.warning("client %s: %s failed: %s", self.id, method, exc)
@@ -238,6 +266,17 @@ class Client:
         else:
             if result is not None and cmd_id:
                 self.reply({"id": cmd_id, method: result})
+
+    def _refused_by_hook(
+        self, cmd_id: int, method: str, error: ReplyError | DisconnectError
+    ) -> None:
+        if isinstance(error, DisconnectError):
+            self.disconnect(error.disconnect)
+            return
+        if method == "connect":
+            self.connect_failed = True
+        if cmd_id:
+            self.reply({"id": cmd_id, "error": error.error.reply()})
 
     def reply(self, reply: dict[str, Any]) -> None:
         if self.closed:
@@ -268,10 +307,16 @@ class Client:
     def send_push(self, push: dict[str, Any]) -> None:
         self.reply({"push": push})
 
-    def send_message(self, data: bytes) -> None:
-        """An asynchronous message to this client (``message`` push; raw JSON in the JSON
-        encoding)."""
-        self.send_push({"message": {"data": data}})
+    def send_message(self, data: bytes, is_json: bool = True) -> None:
+        """An asynchronous message to this client (``message`` push)."""
+        self.send_push({"message": {"data": self.transport.codec.payload(data, is_json)}})
+
+    # ConnEnd (hooks.py)
+    def close_with(self, code: int, reason: str) -> None:
+        self.disconnect(codes.Disconnect(code, reason))
+
+    def hook_channels(self) -> list[str]:
+        return list(self.subs)
 
     # connection
     async def cmd_connect(self, cmd_id: int, params: dict[str, Any]) -> None:
@@ -298,12 +343,28 @@ class Client:
             if any(node.namespaces.find(ch) is None for ch in channels):
                 # Centrifugo refuses a token naming a channel of an unknown namespace.
                 raise ReplyError(codes.UNKNOWN_CHANNEL)
-        elif not (options.insecure or options.allow_anonymous_connect_without_token):
+        elif not (
+            options.insecure
+            or options.allow_anonymous_connect_without_token
+            or node.hooks.has("connect")  # they decide, as Centrifugo's connect proxy does
+        ):
             # No credentials at all (Centrifugo: "client credentials not found").
             log.info("client %s: connect without token refused", self.id)
             raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
         if self.exp and self.exp <= node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
+        if node.wants_conns:
+            conn = self.conn = Conn(
+                node, self, kind="client", transport=self.transport.name, request=self.request
+            )
+            self.request = None
+            if node.hooks.has("connect"):
+                await node.hooks.run("connect", conn)
+                if self.closed:
+                    return
+        personal = options.personal_channel(self.user)
+        if personal is not None and personal not in channels:
+            channels.append(personal)
         requested = params.get("subs", {})
         if not isinstance(requested, dict):
             raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
@@ -319,6 +380,7 @@ class Client:
             log.info("client %s: connect with %d channels", self.id, len(channels))
             raise DisconnectError(codes.CHANNEL_LIMIT)
         self.connected = True
+        self.connected_at = node.clock.time()
         if self._stale_timer is not None:
             self._stale_timer.cancel()
             self._stale_timer = None
@@ -354,6 +416,19 @@ class Client:
         self.reply({"id": cmd_id, "connect": result})
         for handle in handles:
             subscribing.go_live(self, handle.channel, handle)
+        if personal is not None and options.personal_single_connection:
+            # One connection per user (Centrifugo's single_connection): the older ones go,
+            # on every node, and don't reconnect; a newer one that raced this is spared.
+            limit = codes.CONNECTION_LIMIT
+            command = {
+                "method": "disconnect",
+                "user": self.user,
+                "code": limit.code,
+                "reason": limit.reason,
+                "whitelist": [self.id],
+                "before": self.connected_at,
+            }
+            node.spawn(node.controller.broadcast(command))
 
     def set_expiry(self, result: dict[str, Any]) -> None:
         if self._expire_timer is not None:
@@ -431,16 +506,38 @@ class Client:
         for timer in (self._expire_timer, self._stale_timer):
             if timer is not None:
                 timer.cancel()
+        conn = self.conn
+        if conn is not None:
+            conn.ended(list(self.subs))
         self._leave_all()
         if self.connected:
             self.node.unregister_client(self)
+        if conn is not None and self.node.hooks:
+            self.node.spawn(self._last_hooks(conn, self.connected))
         return True
+
+    async def _last_hooks(self, conn: Conn, connected: bool) -> None:
+        """``on_disconnect`` (when it had connected), then ``on_finish``, after the
+        connection's running command and its hooks."""
+        task = self._drain_task
+        if task is not None and not task.done():
+            await task
+        hooks = self.node.hooks
+        if connected:
+            await hooks.notify("disconnect", conn)
+        await hooks.notify("finish", conn)
 
     def _leave_all(self) -> None:
         for channel in list(self.subs):
             subscribing.leave(self, channel)
 
     # hub subscriber
+    def excluded(self, pub: Publication) -> None:
+        """A publication skipped this connection: a delta subscription's next one is full."""
+        sub = self.subs.get(pub.channel)
+        if sub is not None:
+            sub.delta_ready = False
+
     def deliver(self, pub: Publication, data: bytes) -> None:
         sub = self.subs.get(pub.channel)
         if sub is None:
@@ -469,6 +566,7 @@ class Client:
             self.send_push(
                 {"channel": channel, "unsubscribe": {"code": unsub.code, "reason": unsub.reason}}
             )
+            subscribing.unsubscribed(self, channel)
 
     def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
         sub = self.subs.get(channel)

@@ -5,6 +5,8 @@ subscription token; ``#`` channels admit the users listed after ``#`` where the 
 allows user-limited channels; otherwise the namespace's ``allow_subscribe_for_*`` options
 decide (103). A resubscribing client that sends its position gets every publication it
 missed in the reply with ``recovered: true`` — or none and ``recovered: false``; never some.
+Every subscription (the client's, the connect's, the server API's) passes the
+``on_subscribe`` hooks first; leaving while connected runs ``on_unsubscribe``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "sub_refresh",
     "subscribe",
     "unsubscribe",
+    "unsubscribed",
 ]
 
 log = logging.getLogger("tidings.client")
@@ -146,6 +149,10 @@ async def _subscribe(
     elif positioned:
         limit = 0
     node = client.node
+    if client.conn is not None and node.hooks.has("subscribe"):
+        await node.hooks.run("subscribe", client.conn, channel, channel=channel)
+        if client.closed:
+            raise DisconnectError(codes.CONNECTION_CLOSED)
     handle = await node.subscribe(client, channel, since, limit)
     try:
         result: dict[str, Any] = {}
@@ -236,8 +243,19 @@ async def unsubscribe(client: Client, cmd_id: int, params: dict[str, Any]) -> di
     channel = params.get("channel")
     if not isinstance(channel, str) or not channel:
         raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+    was = channel in client.subs
     leave(client, channel)
+    conn = client.conn
+    if was and conn is not None and client.node.hooks.has("unsubscribe"):
+        await client.node.hooks.notify("unsubscribe", conn, channel, channel=channel)
     return {}
+
+
+def unsubscribed(client: Client, channel: str) -> None:
+    """The server took ``channel`` from a connected client: its ``on_unsubscribe`` hooks."""
+    node, conn = client.node, client.conn
+    if conn is not None and not client.closed and node.hooks.has("unsubscribe"):
+        node.spawn(node.hooks.notify("unsubscribe", conn, channel, channel=channel))
 
 
 def schedule_expiry(client: Client, sub: Subscription) -> None:
@@ -287,6 +305,7 @@ def server_unsubscribe(client: Client, channel: str, unsub: codes.Unsubscribe) -
     client.send_push(
         {"channel": channel, "unsubscribe": {"code": unsub.code, "reason": unsub.reason}}
     )
+    unsubscribed(client, channel)
 
 
 async def sub_refresh(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:

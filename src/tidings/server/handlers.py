@@ -148,10 +148,13 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
     if method in ("POST", "PUT"):
         event = _event_name(request)
         data, is_json = decode_payload(request)
-        done = node.publish_nowait(channel, data, is_json=is_json, event=event)
+        exclude = request.query.get("exclude_client", "")
+        done = node.publish_nowait(
+            channel, data, is_json=is_json, event=event, exclude_client=exclude
+        )
         if done is not None:
             return _published(channel, done)
-        return _publish(node, channel, data, is_json, event)
+        return _publish(node, channel, data, is_json, event, exclude)
     if method == "GET":
         return _info(node, channel)
     if method == "DELETE":
@@ -160,9 +163,10 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
 
 
 async def _publish(
-    node: Node, channel: str, data: bytes, is_json: bool, event: str | None
+    node: Node, channel: str, data: bytes, is_json: bool, event: str | None, exclude: str
 ) -> Response:
-    return _published(channel, await node.publish(channel, data, is_json=is_json, event=event))
+    done = await node.publish(channel, data, is_json=is_json, event=event, exclude_client=exclude)
+    return _published(channel, done)
 
 
 async def _info(node: Node, channel: str) -> Response:
