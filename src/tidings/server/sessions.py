@@ -63,6 +63,12 @@ class Session(Outbox):
         self.user = ""
         self.conn: Conn | None = None
 
+    def begin(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+        """Become addressable (out-of-band messages) and start subscribing."""
+        node = self.ctx.node
+        node.streams[self.id] = self
+        node.spawn(self.start(resume, last))
+
     def adopt(self, conn: Conn) -> None:
         """Take over the ``Conn`` its opening hooks ran with (and what they sent)."""
         opening = conn.end
@@ -76,8 +82,6 @@ class Session(Outbox):
         """Subscribe to every channel: after the client's position where it gave one
         (with a gap notice when history can't fill the gap), else the ``last`` N."""
         node = self.ctx.node
-        if not self.closed:
-            node.streams[self.id] = self
         try:
             for channel in self.channels:
                 if self.closed:
@@ -184,11 +188,11 @@ class WsSession(Session):
         self.reader: WebSocketReader | None = None
         self.seen = True
         self.inbox: deque[bytes] | None = None  # messages to handle; None: ignored
-        self.busy = False
+        # Messages wait until the subscriptions are live, so that a message's publication
+        # reaches the sender too.
+        self.busy = True
         self.tokens = 0.0
         self.stamp = 0.0
-
-    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
         node = self.ctx.node
         if node.wants_conns or any(
             node.namespaces.options(ch).simple_publish for ch in self.channels
@@ -196,7 +200,15 @@ class WsSession(Session):
             self.inbox = deque()
             self.tokens = float(self.ctx.client_options.command_burst)
             self.stamp = self.ctx.loop.time()
-        await super().start(resume, last)
+
+    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+        try:
+            await super().start(resume, last)
+        finally:
+            self.busy = False
+            if self.inbox and not self.closed:
+                self.busy = True
+                self.ctx.node.spawn(self._drain())
 
     def opened(self, leftover: bytes) -> None:
         if leftover:
