@@ -22,6 +22,7 @@ __all__ = [
     "build_parser",
     "cmd_bench",
     "cmd_bench_attack",
+    "cmd_bench_chat",
     "cmd_publish",
     "cmd_serve",
     "cmd_subscribe",
@@ -191,6 +192,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(run_fanout(args))
 
 
+def cmd_bench_chat(args: argparse.Namespace) -> int:
+    from tidings.bench.chat import run_chat
+
+    return int(run_chat(args))
+
+
 def cmd_bench_attack(args: argparse.Namespace) -> int:
     from tidings.bench.attack import run_attack
 
@@ -257,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_attack_arguments(attack)
     attack.set_defaults(func=cmd_bench_attack)
+    chat = bench_sub.add_parser("chat", help="a chat where every message goes through a hook")
+    from tidings.bench.chat import add_arguments as add_chat_arguments
+
+    add_chat_arguments(chat)
+    chat.set_defaults(func=cmd_bench_chat)
     return parser
 
 

@@ -236,14 +236,23 @@ async def wait_ready(target: Target, within: float = 30.0) -> None:
             break
 
 
-def start_tidings(channel: str, api_key: str, subscribers: int, cpu: int | None) -> Target:
-    """``tidings serve`` on a free port with a known API key."""
+def start_tidings(
+    channel: str,
+    api_key: str,
+    subscribers: int,
+    cpu: int | None,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Target:
+    """``tidings serve`` on a free port with a known API key (and more ``args``, ``env``)."""
     cmd = [sys.executable, "-m", "tidings.cli", "serve", "--port", "0"]
-    cmd += ["--host", "127.0.0.1", "--api-key", api_key, "--log-level", "warning"]
+    cmd += ["--host", "127.0.0.1", "--api-key", api_key, "--log-level", "warning", *args]
     env = {
         "TIDINGS_MAX_CONNECTIONS": str(subscribers + 256),
         # No heartbeat pings during a run: the byte count assumes data frames only.
         "TIDINGS_PING_INTERVAL": "3600",
+        **(env or {}),
     }
     proc, tmp, log = _spawn("tidings", cmd, cpu, env)
     return Target(

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import orjson
 
@@ -320,7 +320,8 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+_F = TypeVar("_F", bound=Callable[..., Any])
+_Pattern = str | re.Pattern[str] | None  # a channel pattern
 
 
 class Hooks:
@@ -385,60 +386,113 @@ class Hooks:
             or (getattr(hook.fn, "__module__", "") or "").startswith(module + ".")
         ]
 
+    @overload
+    def _decorator(self, event: str, fn: _F, channel: _Pattern, method: str = "") -> _F: ...
+    @overload
     def _decorator(
-        self, event: str, fn: Callable[..., Any] | None, channel: Any, method: str = ""
-    ) -> Any:
+        self, event: str, fn: None, channel: _Pattern, method: str = ""
+    ) -> Callable[[_F], _F]: ...
+    def _decorator(
+        self, event: str, fn: _F | None, channel: _Pattern, method: str = ""
+    ) -> _F | Callable[[_F], _F]:
         if fn is not None:
             self.add(event, fn, channel=channel, method=method)
             return fn
 
-        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        def register(func: _F) -> _F:
             self.add(event, func, channel=channel, method=method)
             return func
 
         return register
 
-    # registration; each works bare (``@hooks.on_connect``) or called
-    def on_connect(self, fn: Callable[..., Any] | None = None) -> Any:
+    # registration; each works bare (``@hooks.on_message``) or called with a channel
+    @overload
+    def on_connect(self, fn: _F) -> _F: ...
+    @overload
+    def on_connect(self, fn: None = None) -> Callable[[_F], _F]: ...
+    def on_connect(self, fn: _F | None = None) -> _F | Callable[[_F], _F]:
         """``fn(conn, context)``: a connection is opening; ``Reject`` refuses it. May set
         ``conn.user``. Registered, they also decide about client-protocol connections
         without a token."""
         return self._decorator("connect", fn, None)
 
-    def on_message(self, fn: Callable[..., Any] | None = None, *, channel: Any = None) -> Any:
+    @overload
+    def on_message(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_message(self, fn: None = None, *, channel: _Pattern = None) -> Callable[[_F], _F]: ...
+    def on_message(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
         """``fn(conn, context, channel, message)``: the client sent a message (the client
         protocol's ``send``, with ``channel`` None; on ``/ws``, once per channel)."""
         return self._decorator("message", fn, channel)
 
-    def on_subscribe(self, fn: Callable[..., Any] | None = None, *, channel: Any = None) -> Any:
+    @overload
+    def on_subscribe(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_subscribe(self, fn: None = None, *, channel: _Pattern = None) -> Callable[[_F], _F]: ...
+    def on_subscribe(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
         """``fn(conn, context, channel)``: before subscribing; ``Reject`` refuses it."""
         return self._decorator("subscribe", fn, channel)
 
-    def on_unsubscribe(self, fn: Callable[..., Any] | None = None, *, channel: Any = None) -> Any:
+    @overload
+    def on_unsubscribe(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_unsubscribe(
+        self, fn: None = None, *, channel: _Pattern = None
+    ) -> Callable[[_F], _F]: ...
+    def on_unsubscribe(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
         """``fn(conn, context, channel)``: the connection left a channel while connected."""
         return self._decorator("unsubscribe", fn, channel)
 
-    def on_publish(self, fn: Callable[..., Any] | None = None, *, channel: Any = None) -> Any:
+    @overload
+    def on_publish(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_publish(self, fn: None = None, *, channel: _Pattern = None) -> Callable[[_F], _F]: ...
+    def on_publish(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
         """``fn(conn, context, channel, data)``: a client publishes; ``Reject`` refuses,
         a value other than None replaces the data."""
         return self._decorator("publish", fn, channel)
 
-    def on_rpc(self, method: str, *, channel: Any = None) -> Decorator:
+    def on_rpc(self, method: str, *, channel: _Pattern = None) -> Callable[[_F], _F]:
         """``fn(conn, context, data)``: the client's RPC ``method``; the first hook that
         returns something other than None answers with it."""
-        result: Decorator = self._decorator("rpc", None, channel, method)
-        return result
+        return self._decorator("rpc", None, channel, method)
 
-    def on_error(self, fn: Callable[..., Any] | None = None, *, channel: Any = None) -> Any:
+    @overload
+    def on_error(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_error(self, fn: None = None, *, channel: _Pattern = None) -> Callable[[_F], _F]: ...
+    def on_error(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
         """``fn(conn, context, exception)``: another hook failed or timed out."""
         return self._decorator("error", fn, channel)
 
-    def on_disconnect(self, fn: Callable[..., Any] | None = None, *, channel: Any = None) -> Any:
+    @overload
+    def on_disconnect(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_disconnect(self, fn: None = None, *, channel: _Pattern = None) -> Callable[[_F], _F]: ...
+    def on_disconnect(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
         """``fn(conn, context)``: a connection that had connected has closed;
         ``conn.channels`` are those it had."""
         return self._decorator("disconnect", fn, channel)
 
-    def on_finish(self, fn: Callable[..., Any] | None = None, *, channel: Any = None) -> Any:
+    @overload
+    def on_finish(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_finish(self, fn: None = None, *, channel: _Pattern = None) -> Callable[[_F], _F]: ...
+    def on_finish(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
         """``fn(conn, context)``: last, for every connection ``on_connect`` saw (also the
         refused ones), after ``on_disconnect``."""
         return self._decorator("finish", fn, channel)
@@ -460,7 +514,10 @@ class Hooks:
     ) -> Any:
         try:
             if hook.is_async:
-                return await asyncio.wait_for(hook.fn(conn, conn.context, *args), self.timeout)
+                # Awaited in this task (no task of its own): a hook that doesn't suspend ends
+                # in the same loop iteration, so what it publishes is coalesced with the rest.
+                async with asyncio.timeout(self.timeout):
+                    return await hook.fn(conn, conn.context, *args)
             loop = asyncio.get_running_loop()
             call = functools.partial(hook.fn, conn, conn.context, *args)
             return await asyncio.wait_for(loop.run_in_executor(self._pool(), call), self.timeout)
