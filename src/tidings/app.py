@@ -29,6 +29,7 @@ from tidings.core.hooks import Hook, Hooks, default_hooks
 from tidings.core.node import Node
 from tidings.core.presence import PresenceManager
 from tidings.exceptions import ConfigError
+from tidings.proxy import HttpProxies
 
 __all__ = [
     "KINDS",
@@ -190,6 +191,10 @@ class App:
         # The application's hooks: the configured modules', then those given here; more
         # may be registered on ``app.hooks`` before connections open.
         self.hooks = Hooks(timeout=config.hook_timeout, threads=config.hook_threads)
+        namespaces = config.channel_namespaces()
+        self.proxies = HttpProxies(config, namespaces)
+        if self.proxies.configured():
+            self.proxies.register(self.hooks)  # first: the connect proxy sees token-less ones
         for module in config.hook_modules():
             self.hooks.extend(load_hooks(module))
         if hooks is not None:
@@ -199,7 +204,7 @@ class App:
             backend.broker,
             backend.presence,
             backend.controller,
-            config.channel_namespaces(),
+            namespaces,
             token_verifier=config.token_verifier(),
             clock=self.clock,
             recovery_limit=config.recovery_max_publications,
@@ -282,3 +287,4 @@ class App:
                 log.warning("hooks still running at shutdown")
         await self.node.aclose()
         self.hooks.close()
+        await self.proxies.aclose()

@@ -77,6 +77,13 @@ class Config:
     hook_timeout: float = 5.0
     hook_threads: int = 16
     message_log_format: str = ""
+    # HTTP proxies (Centrifugo's; per-namespace ones are namespace options)
+    proxy_connect_endpoint: str = ""
+    proxy_refresh_endpoint: str = ""
+    proxy_rpc_endpoint: str = ""
+    proxy_disconnect_endpoint: str = ""
+    proxy_timeout: float = 1.0
+    proxy_http_headers: list[str] = field(default_factory=list)
     # personal channels (Centrifugo's client.subscribe_to_user_personal_channel)
     subscribe_to_user_personal_channel: bool = False
     personal_channel_namespace: str = ""
@@ -170,6 +177,19 @@ class Config:
         for name in self.hook_modules():
             if not all(part.isidentifier() for part in name.split(".")):
                 raise ConfigError(f"hooks: {name!r} is not a module path (myproject.realtime)")
+        from tidings.proxy import NAMESPACE_ENDPOINTS, check_endpoint
+
+        for name in (
+            "proxy_connect_endpoint",
+            "proxy_refresh_endpoint",
+            "proxy_rpc_endpoint",
+            "proxy_disconnect_endpoint",
+        ):
+            check_endpoint(name, getattr(self, name))
+        scopes = [("default_namespace", namespaces.default), *namespaces.named.items()]
+        for scope, channel_opts in scopes:
+            for name in NAMESPACE_ENDPOINTS:
+                check_endpoint(f"{scope}.{name}", getattr(channel_opts, name))
         ns = self.personal_channel_namespace
         if ns and ns not in namespaces.named:
             raise ConfigError(
@@ -256,6 +276,8 @@ BOUNDS: dict[str, Bound] = {
     # A hook that takes longer is answered as an error (plain hooks' threads run on).
     "hook_timeout": Bound(0, 3600, "seconds", above=True),
     "hook_threads": Bound(1, 1024),
+    # A proxy that takes longer is answered as a temporary error (100).
+    "proxy_timeout": Bound(0, 60, "seconds", above=True),
 }
 
 

@@ -591,3 +591,58 @@ async def test_an_excluded_delta_subscriber_gets_the_next_publication_in_full():
         assert [p.get("delta", False) for p in pubs] == [False, False]
     finally:
         await node.aclose()
+
+
+async def test_connect_grants_and_refresh_hooks_on_a_fake_clock():
+    from tidings.testing import FakeClock
+
+    clock = FakeClock()
+    node = memory_node(
+        clock=clock,
+        namespaces=Namespaces(OPEN),
+        token_verifier=TokenVerifier(hmac_secret=SECRET),
+        hooks=Hooks(timeout=TIMEOUT),
+    )
+    await node.start()
+    asked: asyncio.Queue[str] = asyncio.Queue()
+    calls: list[str] = []
+
+    @node.hooks.on_connect
+    async def connect(conn, context):
+        return {
+            "user": "9",
+            "info": {"n": 1},
+            "data": {"hello": 1},
+            "channels": ["news"],
+            "expire_at": int(clock.time()) + 60,
+        }
+
+    @node.hooks.on_refresh
+    async def refresh(conn, context):
+        asked.put_nowait(conn.user)
+        calls.append(conn.user)
+        if len(calls) == 1:
+            return {"expire_at": int(clock.time()) + 60, "info": {"n": 2}}
+        return None  # nothing: the connection expires
+
+    try:
+        c, transport = client(node)
+        c.feed([{"id": 1, "connect": {}}])
+        await transport.wait_for(lambda: transport.reply_to(1) is not None)
+        result = transport.reply_to(1)["connect"]
+        assert (result["data"], list(result["subs"]), result["expires"]) == (
+            {"hello": 1},
+            ["news"],
+            True,
+        )
+        assert (c.user, c.info) == ("9", b'{"n":1}')
+        clock.advance(61)
+        assert await asyncio.wait_for(asked.get(), TIMEOUT) == "9"
+        await transport.wait_for(lambda: c.info == b'{"n":2}')
+        assert not transport.closed
+        clock.advance(61)
+        await transport.wait_for(lambda: transport.closed)
+        assert transport.closed_with == codes.CONNECTION_EXPIRED
+    finally:
+        node.hooks.close()
+        await node.aclose()

@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from tidings.exceptions import (
     BrokerError,
     DisconnectError,
@@ -34,7 +36,7 @@ from . import client_subscribe as subscribing
 from . import permissions
 from .client_types import ClientOptions, ClientTransport, Subscription, info_dict, refusal
 from .clock import Timer
-from .hooks import Conn
+from .hooks import Conn, decode_data, encode_data
 from .publication import ClientInfo, Publication
 
 if TYPE_CHECKING:
@@ -353,15 +355,27 @@ class Client:
             raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
         if self.exp and self.exp <= node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
+        connect_data: bytes | None = None
         if node.wants_conns:
             conn = self.conn = Conn(
-                node, self, kind="client", transport=self.transport.name, request=self.request
+                node,
+                self,
+                kind="client",
+                transport=self.transport.name,
+                request=self.request,
+                protocol=self.transport.codec.name,
             )
             self.request = None
+            raw = params.get("data")
+            if isinstance(raw, bytes) and raw:
+                conn.data = decode_data(raw, self.transport.codec.name == "json" or _json(raw))
+            conn.client_name = str(params.get("name", ""))
+            conn.client_version = str(params.get("version", ""))
             if node.hooks.has("connect"):
-                await node.hooks.run("connect", conn)
+                granted = await node.hooks.grants("connect", conn)
                 if self.closed:
                     return
+                connect_data = self._granted(granted, channels)
         personal = options.personal_channel(self.user)
         if personal is not None and personal not in channels:
             channels.append(personal)
@@ -394,6 +408,8 @@ class Client:
         if self.transport.emulated or self.transport.unidirectional:
             result["session"] = self.session
             result["node"] = node.id
+        if connect_data is not None:
+            result["data"] = connect_data
         self.set_expiry(result)
         handles = []
         subs_result: dict[str, Any] = {}
@@ -430,6 +446,30 @@ class Client:
             }
             node.spawn(node.controller.broadcast(command))
 
+    def _granted(self, granted: dict[str, Any], channels: list[str]) -> bytes | None:
+        """Apply what ``on_connect`` hooks returned (the user, connection info, expiry,
+        server-side channels); the connect result's ``data``, encoded for this client."""
+        try:
+            user = granted.get("user", self.user)
+            expire_at = granted.get("expire_at", self.exp)
+            more = granted.get("channels", [])
+            if not isinstance(user, str) or not isinstance(expire_at, int | float):
+                raise TypeError("user must be a string, expire_at a number")
+            if not isinstance(more, list) or not all(isinstance(c, str) for c in more):
+                raise TypeError("channels must be a list of strings")
+            info = encode_data(granted["info"])[0] if granted.get("info") is not None else None
+            data = encode_data(granted["data"]) if granted.get("data") is not None else None
+        except TypeError as exc:
+            log.error("client %s: on_connect hooks returned %s", self.id, exc)
+            raise HookError("on_connect hooks returned bad values") from None
+        self.user, self.exp = user, float(expire_at or 0)
+        if info is not None:
+            self.info = info
+        channels += [c for c in more if c not in channels]
+        if self.exp and self.exp <= self.node.clock.time():
+            raise ReplyError(codes.TOKEN_EXPIRED)
+        return None if data is None else self.transport.codec.payload(*data)
+
     def set_expiry(self, result: dict[str, Any]) -> None:
         if self._expire_timer is not None:
             self._expire_timer.cancel()
@@ -444,18 +484,60 @@ class Client:
     def _arm_expiry(self, remaining: float) -> None:
         # From the exact expiry, not the whole seconds told to the client: a timer that
         # fired before ``exp`` would find the connection valid and never fire again.
-        delay = max(0.0, remaining) + self.options.expired_grace
+        # With refresh hooks (a refresh proxy) the server refreshes at the expiry itself.
+        grace = 0.0 if self._refreshed_by_hooks() else self.options.expired_grace
+        delay = max(0.0, remaining) + grace
         self._expire_timer = self.node.clock.call_later(delay, self._expired)
+
+    def _refreshed_by_hooks(self) -> bool:
+        return self.conn is not None and self.node.hooks.has("refresh")
 
     def _expired(self) -> None:
         self._expire_timer = None
         if not self.exp or self.closed:
             return
         remaining = self.exp - self.node.clock.time()
-        if remaining <= 0:
-            self.disconnect(codes.CONNECTION_EXPIRED)
-        else:  # the wall clock lagged the loop's clock: check again at the expiry
+        if remaining > 0:  # the wall clock lagged the loop's clock: check again at the expiry
             self._arm_expiry(remaining)
+        elif self._refreshed_by_hooks():
+            self.node.spawn(self._refresh_by_hooks())
+        else:
+            self.disconnect(codes.CONNECTION_EXPIRED)
+
+    async def _refresh_by_hooks(self) -> None:
+        """The ``on_refresh`` hooks decide: a later ``expire_at`` extends the connection
+        (unidirectional clients get a ``refresh`` push); otherwise it expires (3005). When
+        they fail, they are asked again until ``expired_grace`` has passed."""
+        assert self.conn is not None
+        node = self.node
+        try:
+            granted = await node.hooks.grants("refresh", self.conn)
+        except (HookError, Reject):
+            if self.closed:
+                return
+            if node.clock.time() > self.exp + self.options.expired_grace:
+                self.disconnect(codes.CONNECTION_EXPIRED)
+            else:
+                retry = min(5.0, max(0.5, self.options.expired_grace / 4))
+                self._expire_timer = node.clock.call_later(retry, self._expired)
+            return
+        if self.closed:
+            return
+        expire_at = granted.get("expire_at")
+        if (
+            granted.get("expired")
+            or not isinstance(expire_at, int | float)
+            or (expire_at and expire_at <= node.clock.time())
+        ):
+            self.disconnect(codes.CONNECTION_EXPIRED)
+            return
+        self.exp = float(expire_at)
+        if granted.get("info") is not None:
+            self.info = encode_data(granted["info"])[0]
+        push: dict[str, Any] = {}
+        self.set_expiry(push)
+        if self.transport.unidirectional:
+            self.send_push({"refresh": push})
 
     async def cmd_refresh(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
         verifier = self.node.token_verifier
@@ -579,6 +661,14 @@ class Client:
             sub = self.subs.get(channel)
             chan_info = sub.chan_info if sub is not None else None
         return ClientInfo(self.user, self.id, self.info, chan_info)
+
+
+def _json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 # A command's handler gets the command id and parameters; it returns the reply's result

@@ -75,6 +75,8 @@ EVENTS = (
     "unsubscribe",
     "publish",
     "rpc",
+    "refresh",
+    "sub_refresh",
     "error",
     "disconnect",
     "finish",
@@ -131,8 +133,10 @@ class Conn:
     ``id``, ``user`` (a hook of ``connect`` may set it), ``kind`` (``client`` for the
     client protocol, else ``ws``, ``sse``, ``stream``, ``lp``), ``transport`` (the client
     protocol's transport name, e.g. ``websocket``, ``sse``, ``http_stream``; the kind for
-    the simple endpoints), ``headers`` (lower-case names), ``cookies``, ``remote_addr``,
-    ``channels`` and ``context`` (a dict kept across the connection's events).
+    the simple endpoints), ``protocol`` (``json`` or ``protobuf``), ``headers`` (lower-case
+    names), ``cookies``, ``remote_addr``, ``channels``, ``context`` (a dict kept across the
+    connection's events), and what a client-protocol connect carried: ``data`` (decoded),
+    ``client_name``, ``client_version``.
 
     The methods may be called from any thread (plain hooks run in a thread pool); what they
     send is queued on the event loop in call order.
@@ -143,10 +147,14 @@ class Conn:
         "_final",
         "_loop",
         "_node",
+        "client_name",
+        "client_version",
         "context",
+        "data",
         "end",
         "headers",
         "kind",
+        "protocol",
         "remote_addr",
         "transport",
     )
@@ -159,6 +167,7 @@ class Conn:
         kind: str,
         transport: str,
         request: Request | None = None,
+        protocol: str = "json",
     ) -> None:
         self._node = node
         self.end = end
@@ -167,6 +176,11 @@ class Conn:
         self._cookies: dict[str, str] | None = None
         self.kind = kind
         self.transport = transport
+        self.protocol = protocol
+        # What a client-protocol connect command carried besides its token.
+        self.data: Any = None
+        self.client_name = ""
+        self.client_version = ""
         self.headers: dict[str, str] = dict(request.headers) if request is not None else {}
         self.remote_addr = request.remote_addr if request is not None else ""
         self.context: dict[str, Any] = {}
@@ -412,8 +426,9 @@ class Hooks:
     def on_connect(self, fn: None = None) -> Callable[[_F], _F]: ...
     def on_connect(self, fn: _F | None = None) -> _F | Callable[[_F], _F]:
         """``fn(conn, context)``: a connection is opening; ``Reject`` refuses it. May set
-        ``conn.user``. Registered, they also decide about client-protocol connections
-        without a token."""
+        ``conn.user``, or return a dict of ``user``, ``info``, ``data``, ``channels``,
+        ``expire_at`` (the client protocol's connect result). Registered, they also decide
+        about client-protocol connections without a token."""
         return self._decorator("connect", fn, None)
 
     @overload
@@ -434,7 +449,8 @@ class Hooks:
     def on_subscribe(
         self, fn: _F | None = None, *, channel: _Pattern = None
     ) -> _F | Callable[[_F], _F]:
-        """``fn(conn, context, channel)``: before subscribing; ``Reject`` refuses it."""
+        """``fn(conn, context, channel)``: before subscribing; ``Reject`` refuses it. May
+        return a dict of ``info``, ``data``, ``expire_at`` (the subscription's)."""
         return self._decorator("subscribe", fn, channel)
 
     @overload
@@ -462,8 +478,34 @@ class Hooks:
 
     def on_rpc(self, method: str, *, channel: _Pattern = None) -> Callable[[_F], _F]:
         """``fn(conn, context, data)``: the client's RPC ``method``; the first hook that
-        returns something other than None answers with it."""
+        returns something other than None answers with it. ``"*"``: every method, after
+        the method's own hooks, called as ``fn(conn, context, data, method)``."""
         return self._decorator("rpc", None, channel, method)
+
+    @overload
+    def on_refresh(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_refresh(self, fn: None = None, *, channel: _Pattern = None) -> Callable[[_F], _F]: ...
+    def on_refresh(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
+        """``fn(conn, context)``: the connection's ``expire_at`` has come; return
+        ``{"expire_at": ...}`` (and ``"info"``) to extend it, ``{"expired": True}`` or
+        nothing to let it expire (3005)."""
+        return self._decorator("refresh", fn, channel)
+
+    @overload
+    def on_sub_refresh(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
+    @overload
+    def on_sub_refresh(
+        self, fn: None = None, *, channel: _Pattern = None
+    ) -> Callable[[_F], _F]: ...
+    def on_sub_refresh(
+        self, fn: _F | None = None, *, channel: _Pattern = None
+    ) -> _F | Callable[[_F], _F]:
+        """``fn(conn, context, channel)``: a subscription's ``expire_at`` has come; as
+        ``on_refresh``, for the subscription (2501 when it expires)."""
+        return self._decorator("sub_refresh", fn, channel)
 
     @overload
     def on_error(self, fn: _F, *, channel: _Pattern = None) -> _F: ...
@@ -526,6 +568,10 @@ class Hooks:
         except TimeoutError as exc:
             log.error("%s hook %s: no answer within %ss", hook.event, hook.name, self.timeout)
             error: Exception = exc
+        except HookError as exc:
+            # A failure the hook expected and described (an HTTP proxy's backend down).
+            log.warning("%s hook %s: %s", hook.event, hook.name, exc)
+            error = exc
         except Exception as exc:
             log.error("%s hook %s failed", hook.event, hook.name, exc_info=exc)
             error = exc
@@ -577,12 +623,15 @@ class Hooks:
         self, conn: Conn, method: str, data: bytes, is_json: bool
     ) -> tuple[bool, tuple[bytes, bool] | None]:
         """(whether a hook serves ``method``, its answer as (payload, is_json) or None)."""
-        hooks = [h for h in self._matching("rpc", conn, None) if h.method == method]
+        matching = self._matching("rpc", conn, None)
+        hooks = [h for h in matching if h.method == method]
+        hooks += [h for h in matching if h.method == "*"]  # every method: last
         if not hooks:
             return False, None
         value = decode_data(data, is_json) if data else None
         for hook in hooks:
-            result = await self._call(hook, conn, (value,), None)
+            args = (value, method) if hook.method == "*" else (value,)
+            result = await self._call(hook, conn, args, None)
             if result is not None:
                 try:
                     return True, encode_data(result)
@@ -591,6 +640,23 @@ class Hooks:
                     await self.notify("error", conn, exc)
                     raise HookError("rpc hook returned bad data") from None
         return True, None
+
+    async def grants(
+        self, event: str, conn: Conn, *args: Any, channel: str | None = None
+    ) -> dict[str, Any]:
+        """Run the event's hooks in order and merge the dicts they return (a later hook's
+        keys win); ``Reject`` and ``HookError`` propagate. A hook that returns anything
+        else but None or a dict is a ``HookError``."""
+        merged: dict[str, Any] = {}
+        for hook in self._matching(event, conn, channel):
+            result = await self._call(hook, conn, args, channel)
+            if result is None:
+                continue
+            if not isinstance(result, dict):
+                log.error("%s hook %s returned %r, not a dict", event, hook.name, type(result))
+                raise HookError(f"{event} hook {hook.name} returned {type(result).__name__}")
+            merged.update(result)
+        return merged
 
 
 default_hooks = Hooks()

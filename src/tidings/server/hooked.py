@@ -93,7 +93,10 @@ async def open_simple(
     conn = Conn(node, opening, kind=kind, transport=kind, request=request)
     try:
         if hooks.has("connect"):
-            await hooks.run("connect", conn)
+            granted = await hooks.grants("connect", conn)
+            user = granted.get("user")
+            if isinstance(user, str):
+                opening.user = user  # the rest of a connect result is the client protocol's
         for channel in channels:
             if opening.refused is not None:
                 break
