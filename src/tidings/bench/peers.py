@@ -247,7 +247,14 @@ def start_tidings(
 ) -> Target:
     """``tidings serve`` on a free port with a known API key (and more ``args``, ``env``)."""
     cmd = [sys.executable, "-m", "tidings.cli", "serve", "--port", "0"]
-    cmd += ["--host", "127.0.0.1", "--api-key", api_key, "--log-level", "warning", *args]
+    cmd += [
+        "--host",
+        "127.0.0.1",
+        f"--api-key={api_key}",
+        "--log-level",
+        "warning",
+        *args,
+    ]  # a key may start with "-"
     env = {
         "TIDINGS_MAX_CONNECTIONS": str(subscribers + 256),
         # No heartbeat pings during a run: the byte count assumes data frames only.
