@@ -39,6 +39,7 @@ __all__ = [
     "remote_target",
     "rss_kib",
     "start_nchan",
+    "start_on_redis",
     "start_tidings",
     "start_websockets_peer",
     "subscriber_count",
