@@ -23,6 +23,7 @@ __all__ = [
     "cmd_bench",
     "cmd_bench_attack",
     "cmd_bench_chat",
+    "cmd_bench_publish",
     "cmd_publish",
     "cmd_serve",
     "cmd_subscribe",
@@ -223,6 +224,12 @@ def cmd_bench_chat(args: argparse.Namespace) -> int:
     return int(run_chat(args))
 
 
+def cmd_bench_publish(args: argparse.Namespace) -> int:
+    from tidings.bench.publish import run_publish
+
+    return int(run_publish(args))
+
+
 def cmd_bench_attack(args: argparse.Namespace) -> int:
     from tidings.bench.attack import run_attack
 
@@ -302,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_attack_arguments(attack)
     attack.set_defaults(func=cmd_bench_attack)
+    publish_bench = bench_sub.add_parser(
+        "publish", help="publishes/s from one client: into Redis and through the HTTP API"
+    )
+    from tidings.bench.publish import add_arguments as add_publish_arguments
+
+    add_publish_arguments(publish_bench)
+    publish_bench.set_defaults(func=cmd_bench_publish)
     chat = bench_sub.add_parser("chat", help="a chat where every message goes through a hook")
     from tidings.bench.chat import add_arguments as add_chat_arguments
 
