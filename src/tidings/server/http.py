@@ -22,7 +22,7 @@ from tidings.protocol.http import Request, RequestParser, simple_response
 from . import routes
 from .decisions import LongPollStart, Response, StreamStart
 from .longpoll import LongPoll
-from .outbox import Outbox
+from .outbox import Outbox, address
 
 if TYPE_CHECKING:
     from .context import Context
@@ -104,10 +104,10 @@ class HttpConnection(asyncio.Protocol):
         # uvloop's transports don't subclass asyncio.Transport but implement it.
         self.transport = cast(asyncio.Transport, transport)
         peer = self.peer()
-        address = peer[0] if isinstance(peer, tuple) and peer else None
-        refused = self.ctx.app.admit(self, address)
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        refused = self.ctx.app.admit(self, host)
         if refused == "limit":
-            log.warning("connection limit reached, refusing %s", peer)
+            log.warning("connection limit reached, refusing %s", address(peer))
             self.send_error(503, "too many connections", close=True)
             return
         if refused is not None:
@@ -232,7 +232,7 @@ class HttpConnection(asyncio.Protocol):
             # connection closes (RFC 9112 §9.3.2: responses in request order).
             error = self.parser.error
             if error is not None and not queue and not self.busy and not self.closed:
-                log.info("bad request from %s: %s %s", self.peer(), error.status, error.reason)
+                log.info("bad request from %s: %s %s", self.address(), error.status, error.reason)
                 self.head = False  # the error has a body, whatever the request before was
                 self.send_error(error.status, error.reason, close=True)
             if self.busy and (queue or self.backlog):
@@ -259,35 +259,47 @@ class HttpConnection(asyncio.Protocol):
             if request.method == "OPTIONS":
                 self.respond(*routes.preflight(app, request))
                 return
+            # The path only: a query may carry a token.
+            log.debug("%s %s from %s", request.method, request.path, self.address())
             endpoint, rest = routes.find(request.path)
             decision = endpoint(app, request, rest)
         except HttpError as exc:
-            log.info("%s %r -> %s %s", request.method, request.path, exc.status, exc.reason)
-            self.send_error(exc.status, exc.reason, headers=exc.headers)
+            self.refused(request, exc)
             return
         except Exception:
-            log.exception("%s %r failed", request.method, request.path)
+            log.exception("%s %s from %s failed", request.method, request.path, self.address())
             self.send_error(500, "internal error")
             return
         if isinstance(decision, tuple):
             self.respond(*decision)
         elif isinstance(decision, StreamStart):
-            self.start_stream(decision)
+            self.start_stream(decision, request)
         elif isinstance(decision, LongPollStart):
             self.longpoll(decision)
         else:
             self.busy = True
-            self.task = self.ctx.loop.create_task(self._wait(decision))
+            self.task = self.ctx.loop.create_task(self._wait(decision, request))
 
-    async def _wait(self, outcome: Awaitable[Response]) -> None:
+    def refused(self, request: Request, exc: HttpError) -> None:
+        """Answer an error status, logged with what was asked and by whom."""
+        log.info(
+            "%s %s from %s -> %s %s",
+            request.method,
+            request.path,
+            self.address(),
+            exc.status,
+            exc.reason,
+        )
+        self.send_error(exc.status, exc.reason, headers=exc.headers)
+
+    async def _wait(self, outcome: Awaitable[Response], request: Request) -> None:
         """An endpoint that has to wait (a remote broker): answer when it is done."""
         try:
             result = await outcome
         except HttpError as exc:
-            log.info("request -> %s %s", exc.status, exc.reason)
-            self.send_error(exc.status, exc.reason, headers=exc.headers)
+            self.refused(request, exc)
         except Exception:
-            log.exception("request handler failed")
+            log.exception("%s %s from %s failed", request.method, request.path, self.address())
             self.send_error(500, "internal error")
         else:
             self.respond(*result)
@@ -399,14 +411,20 @@ class HttpConnection(asyncio.Protocol):
     def peer(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
 
+    def address(self) -> str:
+        return address(self.peer())
+
     # streams
-    def start_stream(self, start: StreamStart) -> None:
+    def start_stream(self, start: StreamStart, request: Request) -> None:
         """Write the stream's head and hand the transport to its connection object; this
         HTTP connection object is done (its parser and timers go with it)."""
         transport = self.transport
         assert transport is not None
         transport.write(start.head)
         conn: Outbox = start.make(self.ctx, transport)
+        log.debug(
+            "%s %s from %s: %s stream", request.method, request.path, self.address(), conn.kind
+        )
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()

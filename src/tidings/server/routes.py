@@ -61,7 +61,7 @@ def subscribe(app: App, request: Request, transport_name: str, rest: str) -> Dec
     channels, resume, last, raw = sub.channels, sub.resume, sub.last, sub.raw
 
     def starting(session: Session) -> Session:
-        session.ctx.node.spawn(session.start(resume, last))
+        session.ctx.node.spawn(session.start(resume, last, announce=sub.positions))
         return session
 
     if transport_name == "lp":
