@@ -9,6 +9,9 @@ from tidings.testing import running_server
 
 API_KEY = "test-key"
 
+# Redis topologies on free ports: redis_server, redis_cluster, redis_sentinel, ...
+pytest_plugins = ["redis_fixtures"]
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:

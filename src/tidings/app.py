@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import socket
 from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tidings.api.server_api import ServerApi
 from tidings.brokers.memory import MemoryBackend, MemoryBroker
@@ -25,9 +27,18 @@ from tidings.core.clock import Clock, SystemClock, Timer
 from tidings.core.control import Controller
 from tidings.core.node import Node
 from tidings.core.presence import PresenceManager
-from tidings.exceptions import ConfigError
+from tidings.exceptions import ConfigError, InvalidPayload
+from tidings.protocol.envelope import EVENT_NAME, check_json_payload
 
-__all__ = ["KINDS", "AddressLimits", "App", "Backend", "Connection", "make_backend"]
+__all__ = [
+    "KINDS",
+    "AddressLimits",
+    "App",
+    "Backend",
+    "Connection",
+    "default_node_name",
+    "make_backend",
+]
 
 log = logging.getLogger("tidings.app")
 
@@ -64,16 +75,35 @@ class Backend:
     controller: Controller
 
 
-def make_backend(config: Config, clock: Clock | None = None) -> Backend:
+def make_backend(config: Config, clock: Clock | None = None, node_name: str = "") -> Backend:
     """The broker, presence manager and controller ``config.broker`` names."""
-    if config.broker != "memory":
-        raise ConfigError(f"broker: unknown broker {config.broker!r} (known: memory)")
-    backend = MemoryBackend(clock=clock)
+    settings = config.redis_settings(node_name or default_node_name())
+    if settings is None:
+        backend = MemoryBackend(clock=clock)
+        return Backend(
+            MemoryBroker(backend),
+            MemoryPresenceManager(backend, ttl=config.presence_ttl),
+            MemoryController(backend),
+        )
+    try:
+        from tidings.brokers.redis import RedisBroker
+        from tidings.brokers.redis_backend import RedisBackend
+        from tidings.brokers.redis_control import RedisController, RedisPresenceManager
+    except ImportError as exc:
+        raise ConfigError(
+            f"broker {config.broker!r} needs the redis extra: pip install 'tidings[redis]' ({exc})"
+        ) from None
+    shared = RedisBackend(settings)
     return Backend(
-        MemoryBroker(backend),
-        MemoryPresenceManager(backend, ttl=config.presence_ttl),
-        MemoryController(backend),
+        RedisBroker(shared),
+        RedisPresenceManager(shared, ttl=config.presence_ttl),
+        RedisController(shared, timeout=config.redis_timeout),
     )
+
+
+def default_node_name() -> str:
+    """``<host>-<pid>``: what ``info`` and Redis' CLIENT LIST show for this process."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class AddressLimits:
@@ -160,7 +190,8 @@ class App:
         self.config = config = config or Config()
         config.validate()
         self.clock: Clock = clock or SystemClock()
-        backend = backend or make_backend(config, self.clock)
+        name = default_node_name()
+        backend = backend or make_backend(config, self.clock, name)
         self.node = Node(
             backend.broker,
             backend.presence,
@@ -169,6 +200,7 @@ class App:
             token_verifier=config.token_verifier(),
             clock=self.clock,
             recovery_limit=config.recovery_max_publications,
+            name=name,
         )
         self.api = ServerApi(self.node)
         self.client_options = config.client_options()
@@ -179,9 +211,45 @@ class App:
         self.stopping = False
         self._heartbeat: Timer | None = None
         self._empty = asyncio.Event()
+        self.inbound: Any = None  # publishing from outside through Redis (redis_inbound.py)
+
+    async def publish_inbound(
+        self, channel: str, data: bytes, is_json: bool, event: str | None, key: str
+    ) -> None:
+        """Publish what came in through Redis, with the checks ``POST /pub`` makes."""
+        if len(data) > self.config.max_body_bytes:
+            raise InvalidPayload(f"{len(data)} bytes: more than max_body_bytes")
+        if event is not None and not EVENT_NAME.fullmatch(event):
+            raise InvalidPayload(f"event name {event[:80]!r} not allowed")
+        if is_json:
+            check_json_payload(data)
+        else:
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                raise InvalidPayload("text that is not UTF-8") from None
+        await self.node.publish(channel, data, is_json=is_json, event=event, idempotency_key=key)
 
     async def start(self) -> None:
         await self.node.start()
+        broker, config = self.node.broker, self.config
+        if config.broker != "memory" and (config.inbound_prefix or config.inbound_stream):
+            from tidings.brokers.redis import RedisBroker
+            from tidings.brokers.redis_inbound import Inbound
+
+            assert isinstance(broker, RedisBroker)
+            self.inbound = Inbound(
+                broker.backend,
+                self.node.id,
+                self.publish_inbound,
+                prefix=config.inbound_prefix,
+                stream=config.inbound_stream,
+            )
+            try:
+                await self.inbound.start()
+            except BaseException:
+                await self.node.aclose()
+                raise
         self._heartbeat = self.clock.call_later(self.config.ping_interval, self._beat)
 
     # connection registry
@@ -238,4 +306,6 @@ class App:
                 for conn in list(self.connections):
                     conn.abort()
                 self.connections.clear()
+        if self.inbound is not None:
+            await self.inbound.aclose()
         await self.node.aclose()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidings.config import Config, is_loopback_host, load_config
-from tidings.exceptions import ConfigError, TidingsError
+from tidings.exceptions import BrokerError, ConfigError, TidingsError
 
 __all__ = [
     "DEFAULT_URL",
@@ -55,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "demo_public": True if args.demo_public else None,
                 "allowed_origins": args.allowed_origin or None,
                 "reuse_port": True if args.reuse_port else None,
+                "broker": args.broker,
+                "workers": args.workers,
                 "certfile": args.certfile,
                 "keyfile": args.keyfile,
             },
@@ -73,7 +75,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if generated:
         config.api_key = secrets.token_urlsafe(18)
     _raise_open_files_limit()
+    if config.workers > 1:
+        from tidings.workers import serve_workers
+
+        code = serve_workers(config, lambda url: _banner(config, url, generated))
+        if code == 0:
+            print("tidings: stopped", flush=True)
+        return code
     return int(_run(_serve(config, generated)) or 0)
+
+
+def _banner(config: Config, url: str, generated: bool) -> None:
+    where = "generated for this run" if generated else "configured"
+    workers = f" ({config.workers} workers)" if config.workers > 1 else ""
+    print(f"tidings serving on {url}{workers}", flush=True)
+    print(f"  publish API key ({where}): {config.api_key}", flush=True)
+    if config.demo:
+        print(f"  demo page: {url}/", flush=True)
+    print(f"  try: curl -N {url}/stream/news", flush=True)
 
 
 def demo_warning(config: Config) -> str | None:
@@ -113,16 +132,16 @@ async def _serve(config: Config, generated: bool) -> int:
         where = f"{config.host}:{config.port}"
         print(f"tidings: can't listen on {where}: {exc.strerror}", file=sys.stderr, flush=True)
         return 1
+    except BrokerError as exc:
+        print(f"tidings: can't start the broker: {exc}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            await server.aclose()
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    where = "generated for this run" if generated else "configured"
-    print(f"tidings serving on {server.url}", flush=True)
-    print(f"  publish API key ({where}): {config.api_key}", flush=True)
-    if config.demo:
-        print(f"  demo page: {server.url}/", flush=True)
-    print(f"  try: curl -N {server.url}/stream/news", flush=True)
+    _banner(config, server.url, generated)
     await stop.wait()
     print("tidings: shutting down", flush=True)
     await server.aclose()
@@ -229,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--allowed-origin", action="append", help="allowed browser Origin")
     serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT for workers")
+    serve.add_argument(
+        "--broker", help="memory (default), or redis://host:port to share the hub with other nodes"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (default 1; more need a shared --broker)",
+    )
     serve.add_argument("--certfile", help="TLS: PEM certificate chain (with --keyfile)")
     serve.add_argument("--keyfile", help="TLS: PEM private key of the certificate")
     serve.set_defaults(func=cmd_serve)

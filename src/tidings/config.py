@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tidings.brokers.redis_settings import RedisSettings, check_url
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.client_types import ClientOptions
 from tidings.core.tokens import TokenVerifier
@@ -56,7 +57,20 @@ class Config:
     sse_retry_ms: int = 2000
     shutdown_timeout: float = 5.0
     reuse_port: bool = False
+    workers: int = 1
     broker: str = "memory"
+    # Redis (broker = "redis://…" or "redis" with redis_urls): docs/scaling.md
+    redis_urls: list[str] = field(default_factory=list)
+    redis_cluster: bool = False
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
+    redis_prefix: str = "tidings"
+    redis_timeout: float = 5.0
+    redis_connect_timeout: float = 5.0
+    redis_pool_size: int = 64
+    redis_health_interval: float = 1.0
+    inbound_prefix: str = "tidings:publish"
+    inbound_stream: str = ""
     history_size: int = 100
     history_ttl: float = 600.0
     history_meta_ttl: float = 86400.0
@@ -150,6 +164,52 @@ class Config:
         self.channel_namespaces()
         self.message_templates()
         ChannelOptions()
+        self.redis_settings()
+        if self.workers > 1 and self.broker.strip() == "memory":
+            raise ConfigError(
+                f"workers = {self.workers} needs a shared broker: with the memory broker each "
+                "worker would be a hub of its own, and a subscriber on one would miss what is "
+                "published on another. Use --broker redis://host:port (broker = "
+                '"redis://…"), or one worker'
+            )
+
+    def redis_settings(self, node_name: str = "tidings") -> RedisSettings | None:
+        """The Redis deployment ``broker`` names; None for the memory broker."""
+        broker = self.broker.strip()
+        if broker == "memory":
+            if self.redis_urls:
+                raise ConfigError('redis_urls is set but broker = "memory": set broker = "redis"')
+            return None
+        if broker == "redis":
+            urls = list(self.redis_urls)
+            if not urls:
+                raise ConfigError('broker = "redis" needs redis_urls (or broker = "redis://…")')
+        elif broker.startswith(("redis://", "rediss://")):
+            urls = [broker, *self.redis_urls]
+        else:
+            raise ConfigError(
+                f"broker: unknown broker {self.broker!r} (memory, redis://host:port, "
+                "rediss://…, or redis with redis_urls)"
+            )
+        if self.redis_cluster and self.redis_sentinel_master:
+            raise ConfigError("redis_cluster and redis_sentinel_master exclude each other")
+        if not self.redis_prefix or any(c in self.redis_prefix for c in "{}*?[] "):
+            raise ConfigError(f"redis_prefix {self.redis_prefix!r}: letters, digits, ':', '_', '-'")
+        settings = RedisSettings(
+            urls=tuple(urls),
+            cluster=self.redis_cluster,
+            sentinel_master=self.redis_sentinel_master,
+            sentinel_password=self.redis_sentinel_password,
+            prefix=self.redis_prefix,
+            timeout=self.redis_timeout,
+            connect_timeout=self.redis_connect_timeout,
+            pool_size=self.redis_pool_size,
+            health_interval=self.redis_health_interval,
+            node_name=node_name,
+        )
+        for url in urls:
+            check_url(url)
+        return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +275,8 @@ BOUNDS: dict[str, Bound] = {
     # Below it, browsers would retry a failing stream in a tight loop.
     "sse_retry_ms": Bound(100, 3_600_000, "milliseconds"),
     "shutdown_timeout": Bound(0, _DAY, "seconds", above=True),
+    # Worker processes of one `tidings serve`: a few per core is already too many.
+    "workers": Bound(1, 256),
     # The same ranges as a namespace's own (core/channels.py, _options).
     "history_size": Bound(0, 1_000_000),
     "history_ttl": Bound(0, 30 * _DAY, "seconds"),
@@ -227,6 +289,11 @@ BOUNDS: dict[str, Bound] = {
     "client_connect_timeout": Bound(0, 3600, "seconds", above=True),
     "client_command_rate": Bound(0, 1_000_000, "per second"),
     "client_command_burst": Bound(1, 1_000_000),
+    "redis_timeout": Bound(0, 600, "seconds", above=True),
+    "redis_connect_timeout": Bound(0, 600, "seconds", above=True),
+    "redis_pool_size": Bound(1, 10_000),
+    # A lost PUB/SUB connection is noticed after three silent intervals.
+    "redis_health_interval": Bound(0.1, 60, "seconds"),
 }
 
 

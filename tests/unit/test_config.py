@@ -95,11 +95,23 @@ def test_each_bound_admits_its_edges_and_no_further(name):
     bound = BOUNDS[name]
     allowed, refused = edges(bound)
     kind = type(getattr(Config(), name))
+    # Several workers need a shared broker (never connected to here).
+    other = {"broker": "redis://127.0.0.1:1"} if name == "workers" else {}
     for value in allowed:
-        Config(**{name: kind(value)}).validate()
+        Config(**{name: kind(value)}, **other).validate()
     for value in refused:
         with pytest.raises(ConfigError, match=f"^{name} = .* is out of range: allowed"):
-            Config(**{name: value}).validate()
+            Config(**{name: value}, **other).validate()
+
+
+def test_several_workers_need_a_shared_broker():
+    Config(workers=1).validate()
+    with pytest.raises(ConfigError, match=r"^workers = 2 needs a shared broker: .*--broker redis"):
+        Config(workers=2).validate()
+    Config(workers=2, broker="redis://127.0.0.1:1").validate()
+    assert (
+        load_config(environ={"TIDINGS_WORKERS": "3", "TIDINGS_BROKER": "redis://h:1"}).workers == 3
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,13 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tidings.exceptions import PublishError
 
 from .transport import Call, Transport
+
+if TYPE_CHECKING:
+    from tidings.config import Config
 
 __all__ = ["JsonEncoder", "PublishResult", "Publisher", "encode_json", "json_default"]
 
@@ -76,14 +79,24 @@ def encode_json(data: Any) -> bytes:
 
 
 def _transport_for(
-    url: str, api_key: str, timeout: float, verify: ssl.SSLContext | str | bool
+    url: str,
+    api_key: str,
+    timeout: float,
+    verify: ssl.SSLContext | str | bool,
+    config: Config | None,
 ) -> Transport:
     scheme = url.partition("://")[0].lower()
     if scheme in ("http", "https"):
         from .http import HttpTransport
 
         return HttpTransport(url, api_key, timeout=timeout, verify=verify)
-    raise ValueError(f"Publisher: {url!r}: the URL must start with http:// or https://")
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisTransport
+
+        return RedisTransport(url, config=config, timeout=timeout)
+    raise ValueError(
+        f"Publisher: {url!r}: the URL must start with http://, https://, redis:// or rediss://"
+    )
 
 
 class Publisher:
@@ -95,6 +108,10 @@ class Publisher:
     ``retries`` transient failures are retried, waiting ``backoff`` seconds and doubling
     (with jitter) up to ``max_backoff``. ``verify``: an ``ssl.SSLContext`` or CA file to
     trust an ``https://`` server by, or ``False``.
+
+    ``Publisher("redis://127.0.0.1:6379")`` publishes straight into the hub's Redis, with
+    no node in the path (``client/redis.py``; the ``redis`` extra); ``config``: the hub's
+    configuration (its namespaces' history options, its Redis topology).
     """
 
     def __init__(
@@ -109,6 +126,7 @@ class Publisher:
         json_encoder: JsonEncoder = encode_json,
         verify: ssl.SSLContext | str | bool = True,
         transport: Transport | None = None,
+        config: Config | None = None,
     ) -> None:
         if timeout <= 0 or retries < 0 or backoff < 0 or max_backoff < backoff:
             raise ValueError("Publisher: timeout > 0, retries >= 0, 0 <= backoff <= max_backoff")
@@ -118,7 +136,7 @@ class Publisher:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.json_encoder = json_encoder
-        self.transport = transport or _transport_for(url, api_key, timeout, verify)
+        self.transport = transport or _transport_for(url, api_key, timeout, verify, config)
 
     # Publishing: encode once, then attempts.
     def publish(

@@ -25,7 +25,9 @@ contract:
 5. **History.** ``history(channel, HistoryQuery)``: see ``HistoryQuery``.
 6. **Failures.** A call that can't complete raises ``BrokerUnavailable`` (timeout, lost
    connection: may be retried) or ``BrokerError``; a failed publish published nothing.
-7. **Fast path.** ``publish_nowait`` may publish synchronously (an in-process broker) and
+7. **Resync.** A broker whose delivery can silently lose publications (a dropped PUB/SUB
+   connection) calls ``on_resync`` with the channels concerned once delivery is live again.
+8. **Fast path.** ``publish_nowait`` may publish synchronously (an in-process broker) and
    return the result; ``None`` means the caller must ``await publish(...)`` instead.
 """
 
@@ -64,6 +66,11 @@ class BrokerEventHandler(Protocol):
 
     def on_leave(self, channel: str, info: ClientInfo) -> None:
         """A client left the channel (on any node)."""
+
+    def on_resync(self, channels: list[str]) -> None:
+        """Delivery of ``channels`` may have skipped publications that no later one will
+        reveal (a lost connection to the broker was made again): compare each with its
+        stream and fill from history, or tell the subscribers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,10 @@ class Broker(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release everything; the broker is unusable afterwards."""
 
+    def health(self) -> str:
+        """Why the broker can't be used now (``/health`` answers 503 with it); "" if it can."""
+        return ""
+
     def publish_nowait(
         self,
         channel: str,
@@ -151,7 +162,7 @@ class Broker(abc.ABC):
         tags: dict[str, str] | None = None,
         delta: bool = False,
     ) -> PublishResult | None:
-        """Publish synchronously where the broker can (contract, point 7); else None."""
+        """Publish synchronously where the broker can (contract, point 8); else None."""
         return None
 
     @abc.abstractmethod

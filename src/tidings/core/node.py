@@ -160,6 +160,9 @@ class Node:
     def on_channel_deleted(self, channel: str) -> None:
         self.subscriptions.channel_deleted(channel)
 
+    def on_resync(self, channels: list[str]) -> None:
+        self.subscriptions.resync(channels)
+
     def on_join(self, channel: str, info: ClientInfo) -> None:
         for sub in self.hub.subscribers(channel):
             sub.presence_event("join", channel, info)

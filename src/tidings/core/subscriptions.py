@@ -238,6 +238,7 @@ class ChannelState:
         "last_offset",
         "name",
         "ready",
+        "recheck",
         "waiting",
     )
 
@@ -251,6 +252,7 @@ class ChannelState:
         self.last_epoch = ""
         # Live publications held while the position is read or a gap is filled.
         self.held: list[Publication] | None = []
+        self.recheck = False  # a resync came while held: compare with the stream after
         self.delta = delta
         self.delta_publish = delta_publish
         self.last_data: tuple[bytes, bool] | None = None  # the previous payload, for deltas
@@ -341,6 +343,7 @@ class Subscriptions:
         held, state.held = state.held or [], None
         for pub in held:
             self.on_publication(pub)
+        self._recheck(state)
 
     async def _read(
         self, channel: str, since: StreamPosition | None, limit: int | None
@@ -495,15 +498,38 @@ class Subscriptions:
         if self.states.get(channel) is not state:
             return
         held, state.held = state.held or [], None
-        first = pubs[0] if pubs else held[0]
         if reason:
             log.info("gap in %s after offset %d: %s", channel, since.offset, reason)
-            gap = Gap(reason, since.offset + 1, first.offset, top.epoch)
+            after = pubs or held
+            resumed, epoch = (
+                (after[0].offset, after[0].epoch) if after else (top.offset + 1, top.epoch)
+            )
+            gap = Gap(reason, since.offset + 1, resumed, top.epoch)
             for sub in self.hub.subscribers(channel):
                 sub.notice("gap", channel, gap.fields())
-            state.last_offset, state.last_epoch = first.offset - 1, first.epoch
+            state.last_offset, state.last_epoch = resumed - 1, epoch
         for pub in [*pubs, *held]:
             self.on_publication(pub)
+        self._recheck(state)
+
+    def resync(self, channels: list[str]) -> None:
+        """Compare each channel with its stream, filling what delivery skipped (see
+        ``BrokerEventHandler.on_resync``): a lost publication that no later one reveals
+        is found this way."""
+        for channel in channels:
+            state = self.states.get(channel)
+            if state is None:
+                continue
+            if state.held is not None:
+                state.recheck = True  # its position is being read or a gap filled
+                continue
+            state.held = []
+            self.node.spawn(self._fill(state, StreamPosition(state.last_offset, state.last_epoch)))
+
+    def _recheck(self, state: ChannelState) -> None:
+        if state.recheck and state.held is None and self.states.get(state.name) is state:
+            state.recheck = False
+            self.resync([state.name])
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -227,7 +227,15 @@ def health(app: App, request: Request, rest: str = "") -> Response:
     # HEAD too: load balancers' health checks often use it.
     if request.method not in ("GET", "HEAD"):
         raise HttpError(405, "method not allowed", [("Allow", "GET, HEAD")])
-    return json_response(200, {"status": "ok", "uptime": round(time.time() - app.node.started)})
+    uptime = round(time.time() - app.node.started)
+    # The node's name (<host>-<pid>) tells which worker or machine answered.
+    node = app.node.name
+    problem = app.node.broker.health()
+    if problem:
+        # A load balancer sends clients elsewhere while this node can't reach its broker.
+        body = {"status": "unavailable", "reason": problem, "uptime": uptime, "node": node}
+        return json_response(503, body)
+    return json_response(200, {"status": "ok", "uptime": uptime, "node": node})
 
 
 def demo_page(app: App, request: Request, rest: str = "") -> Response:

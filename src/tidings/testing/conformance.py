@@ -57,6 +57,7 @@ class RecordingHandler(Waiting):
         self.deleted: list[str] = []
         self.joins: list[tuple[str, ClientInfo]] = []
         self.leaves: list[tuple[str, ClientInfo]] = []
+        self.resyncs: list[str] = []
 
     def on_publication(self, pub: Publication) -> None:
         self.publications.append(pub)
@@ -72,6 +73,10 @@ class RecordingHandler(Waiting):
 
     def on_leave(self, channel: str, info: ClientInfo) -> None:
         self.leaves.append((channel, info))
+        self.changed()
+
+    def on_resync(self, channels: list[str]) -> None:
+        self.resyncs.extend(channels)
         self.changed()
 
     def offsets(self, channel: str) -> list[int]:
