@@ -110,7 +110,7 @@ class HttpConnection(asyncio.Protocol):
         self.address = address or ""
         refused = self.ctx.app.admit(self, address)
         if refused == "limit":
-            log.warning("connection limit reached, refusing %s", self.address or "an unknown peer")
+            log.warning("connection limit reached, refusing %s", self.where())
             self.send_error(503, "too many connections", close=True)
             return
         if refused is not None:
@@ -235,7 +235,7 @@ class HttpConnection(asyncio.Protocol):
             # connection closes (RFC 9112 §9.3.2: responses in request order).
             error = self.parser.error
             if error is not None and not queue and not self.busy and not self.closed:
-                log.info("bad request from %s: %s %s", self.address, error.status, error.reason)
+                log.info("bad request from %s: %s %s", self.where(), error.status, error.reason)
                 self.head = False  # the error has a body, whatever the request before was
                 self.send_error(error.status, error.reason, close=True)
             if self.busy and (queue or self.backlog):
@@ -264,14 +264,14 @@ class HttpConnection(asyncio.Protocol):
                 self.respond(*routes.preflight(app, request))
                 return
             # The path only: a query may carry a token.
-            log.debug("%s %s from %s", request.method, request.path, self.address)
+            log.debug("%s %s from %s", request.method, request.path, self.where())
             endpoint, rest = routes.find(request.path)
             decision = endpoint(app, request, rest)
         except HttpError as exc:
             self.refused(request, exc)
             return
         except Exception:
-            log.exception("%s %s from %s failed", request.method, request.path, self.address)
+            log.exception("%s %s from %s failed", request.method, request.path, self.where())
             self.send_error(500, "internal error")
             return
         if isinstance(decision, tuple | StreamStart | LongPollStart):
@@ -294,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
             "%s %s from %s -> %s %s",
             request.method,
             request.path,
-            self.address,
+            self.where(),
             exc.status,
             exc.reason,
         )
@@ -311,7 +311,7 @@ class HttpConnection(asyncio.Protocol):
             self.task = None
             self.refused(request, exc)
         except Exception:
-            log.exception("%s %s from %s failed", request.method, request.path, self.address)
+            log.exception("%s %s from %s failed", request.method, request.path, self.where())
             self.task = None
             self.send_error(500, "internal error")
         else:
@@ -431,6 +431,13 @@ class HttpConnection(asyncio.Protocol):
     def peer(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
 
+    def where(self) -> str:
+        """The peer as logs show it: ``host:port``."""
+        peer = self.peer()
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return self.address or "an unknown peer"
+
     # streams
     def start_stream(self, start: StreamStart, request: Request) -> None:
         """Write the stream's head and hand the transport to its connection object; this
@@ -439,7 +446,7 @@ class HttpConnection(asyncio.Protocol):
         assert transport is not None
         transport.write(start.head)
         conn: Outbox = start.make(self.ctx, transport)
-        log.debug("%s %s from %s: %s stream", request.method, request.path, self.address, conn.kind)
+        log.debug("%s %s from %s: %s stream", request.method, request.path, self.where(), conn.kind)
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
