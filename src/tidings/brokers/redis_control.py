@@ -198,7 +198,8 @@ class RedisController(Controller):
                 self._waiting[request] = (done, answers, expect)
             if len(answers) < expect:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done, self.timeout)
+                    async with asyncio.timeout(self.timeout):  # not wait_for: gh-86296
+                        await done
             return answers
         finally:
             del self._waiting[request]
@@ -248,7 +249,8 @@ class RedisController(Controller):
         if handler is None:
             return
         try:
-            answer = await asyncio.wait_for(handler.handle_control(command), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                answer = await handler.handle_control(command)
         except Exception as exc:
             log.warning("control command %s failed: %r", command.get("method"), exc)
             return

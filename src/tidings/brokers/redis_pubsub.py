@@ -206,7 +206,10 @@ class PubSub:
             assert proto is not None
             while not proto.lost.done():
                 try:
-                    await asyncio.wait_for(asyncio.shield(proto.lost), self.interval)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that comes with the result (CPython gh-86296).
+                    async with asyncio.timeout(self.interval):
+                        await asyncio.shield(proto.lost)
                 except TimeoutError:
                     silent = time.monotonic() - self.heard
                     if silent > 3 * self.interval:
@@ -308,7 +311,8 @@ class PubSub:
             self._flush = asyncio.get_running_loop().call_soon(self._send_queued)
         wait = self.timeout + self.endpoint.connect_timeout
         try:
-            await asyncio.wait_for(asyncio.shield(future), wait)
+            async with asyncio.timeout(wait):
+                await asyncio.shield(future)
         except TimeoutError:
             self.names.pop(name, None)
             raise BrokerUnavailable(f"redis {self.endpoint.address}: subscribe timed out") from None
@@ -319,7 +323,8 @@ class PubSub:
     async def _wait_up(self) -> None:
         if not self.live:
             try:
-                await asyncio.wait_for(self._up.wait(), self.endpoint.connect_timeout)
+                async with asyncio.timeout(self.endpoint.connect_timeout):
+                    await self._up.wait()
             except TimeoutError:
                 raise BrokerUnavailable(self.error) from None
 
@@ -396,6 +401,7 @@ class PubSub:
         if how is None or not self.live:
             return
         try:
-            await asyncio.wait_for(self._send([name], how[:-9] + b"unsubscribe"), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._send([name], how[:-9] + b"unsubscribe")
         except (TimeoutError, BrokerUnavailable) as exc:
             log.warning("redis %s: unsubscribe %r: %s", self.endpoint.address, name, exc)
