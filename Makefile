@@ -1,19 +1,26 @@
 # `make serve` starts the hub with embedded defaults; `make test` installs and runs every test.
+# Both work in .venv: `make serve` installs tidings with its runtime dependencies only,
+# `make test` adds the test extras (linters, test clients, the browser driver).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint typecheck unit fuzz system-deps js-deps clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 # The documented development key `dev` is used only by `make serve`, which binds 127.0.0.1.
-serve: $(STAMP)
+serve: $(RUNTIME_STAMP)
 	$(BIN)/tidings serve --host 127.0.0.1 --port 8000 --demo --api-key dev
 
 system-deps:

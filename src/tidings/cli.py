@@ -55,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "reuse_port": True if args.reuse_port else None,
                 "broker": args.broker,
                 "workers": args.workers,
+                "certfile": args.certfile,
+                "keyfile": args.keyfile,
             },
         )
     except ConfigError as exc:
@@ -121,8 +123,12 @@ async def _serve(config: Config, generated: bool) -> int:
     server = Server(config)
     try:
         await server.start()
+    except ConfigError as exc:
+        print(f"tidings: configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except OSError as exc:
-        print(f"tidings: can't listen on {config.host}:{config.port}: {exc.strerror}", flush=True)
+        where = f"{config.host}:{config.port}"
+        print(f"tidings: can't listen on {where}: {exc.strerror}", file=sys.stderr, flush=True)
         return 1
     except BrokerError as exc:
         print(f"tidings: can't start the broker: {exc}", file=sys.stderr, flush=True)
@@ -205,7 +211,10 @@ def cmd_bench_attack(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tidings import __version__
+
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tidings {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the hub")
@@ -230,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="worker processes sharing the port (default 1; more need a shared --broker)",
     )
+    serve.add_argument("--certfile", help="TLS: PEM certificate chain (with --keyfile)")
+    serve.add_argument("--keyfile", help="TLS: PEM private key of the certificate")
     serve.set_defaults(func=cmd_serve)
 
     publish = sub.add_parser("publish", help="publish one message")

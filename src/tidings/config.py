@@ -31,6 +31,9 @@ class Config:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # TLS on the native server: a PEM certificate chain and its private key.
+    certfile: str = ""
+    keyfile: str = ""
     api_key: str = ""
     stats_open: bool = False
     allowed_origins: list[str] = field(default_factory=list)
@@ -156,6 +159,8 @@ class Config:
                 "the publish API key to anyone who can reach it. Bind 127.0.0.1, or force it "
                 "with --demo-public (demo_public = true)"
             )
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ConfigError("certfile and keyfile go together: set both for TLS, or neither")
         self.channel_namespaces()
         self.message_templates()
         ChannelOptions()

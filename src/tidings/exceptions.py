@@ -19,7 +19,7 @@ The tree::
     ├── BrokerError           the broker failed a call; nothing was half done
     │   └── BrokerUnavailable the broker can't be reached or timed out: try again later
     ├── ControlError          a command for another node could not be delivered or answered
-    ├── PublishError          a publication was refused (client side: by the server)
+    ├── PublishError          the Publisher could not publish: refused, or not reached
     │   └── Unauthorized      missing or wrong API key
     ├── HttpError             an HTTP request that gets an error status (carries it)
     └── ProtocolError         the peer broke a wire protocol
@@ -151,11 +151,19 @@ class ControlError(TidingsError):
 
 
 class PublishError(TidingsError):
-    """A publication was refused."""
+    """The Publisher could not publish. ``status``: the server's HTTP status (0 when no
+    answer came); ``reason``: the server's error text, or what failed on the way;
+    ``retryable``: a transient failure (unreachable, timed out, 5xx, 408, 429) that a retry
+    may get past — safe only with an idempotency key, which the Publisher uses for its own
+    retries."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(
+        self, message: str, status: int = 0, *, reason: str = "", retryable: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason or message
+        self.retryable = retryable
 
 
 class Unauthorized(PublishError):

@@ -11,9 +11,10 @@ import base64
 import json
 import os
 import ssl
+import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from tidings.server import Server
-from tidings.testing import TIMEOUT
+from tidings.testing import TIMEOUT, running_server
 
 API_KEY = "test-key"
 AUTH = {"X-API-Key": API_KEY}
@@ -65,9 +66,12 @@ class Recorder:
 _SSL = ssl.create_default_context()
 
 
-def http_client(server: Server) -> httpx.AsyncClient:
-    """An httpx client for ``server`` (no proxies from the environment)."""
-    return httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, trust_env=False, verify=_SSL)
+def http_client(server: Server, verify: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """An httpx client for ``server`` (no proxies from the environment); ``verify``: the
+    context that trusts a TLS server's certificate."""
+    return httpx.AsyncClient(
+        base_url=server.url, timeout=TIMEOUT, trust_env=False, verify=verify or _SSL
+    )
 
 
 async def publish(
@@ -116,7 +120,7 @@ async def subscribed(server: Server, channel: str, count: int = 1) -> None:
 
 @asynccontextmanager
 async def ws_connect(server: Server, path: str, **kwargs: Any) -> AsyncIterator[ClientConnection]:
-    url = server.url.replace("http://", "ws://") + path
+    url = server.url.replace("http", "ws", 1) + path
     kwargs.setdefault("proxy", None)
     kwargs.setdefault("open_timeout", TIMEOUT)
     kwargs.setdefault("close_timeout", TIMEOUT)
@@ -372,3 +376,136 @@ async def assert_serving(server: Server, channel: str = "alive") -> None:
         await subscribed(server, channel)
         await publish(server, channel, {"still": "here"})
         assert await ws_json(ws) == {"still": "here"}
+
+
+# TLS
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A test CA and a server certificate it signed, for 127.0.0.1, ::1 and localhost."""
+
+    certfile: str
+    keyfile: str
+    cafile: str
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.cafile)
+
+
+def make_certificates(directory: str) -> Certificates:
+    """Write a fresh CA and server certificate (P-256 keys, valid for a day) as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tidings test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = Certificates(
+        os.path.join(directory, "cert.pem"),
+        os.path.join(directory, "key.pem"),
+        os.path.join(directory, "ca.pem"),
+    )
+    pem = serialization.Encoding.PEM
+    with open(files.certfile, "wb") as fh:
+        fh.write(cert.public_bytes(pem))
+    with open(files.keyfile, "wb") as fh:
+        fh.write(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+    with open(files.cafile, "wb") as fh:
+        fh.write(ca.public_bytes(pem))
+    return files
+
+
+# A server for blocking code
+
+
+@contextmanager
+def server_in_thread(**settings: Any) -> Iterator[Server]:
+    """A running server on an event loop of its own, in a thread: for tests whose own code
+    blocks or runs event loops of its own (``asyncio.run``). ``call(server, fn)`` runs on
+    the server's loop."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def serve() -> None:
+        async with running_server(**settings) as server:
+            holder["server"] = server
+            holder["stop"] = asyncio.Event()
+            holder["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await holder["stop"].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(TIMEOUT), "the server did not start"
+    try:
+        yield holder["server"]
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(TIMEOUT)
+
+
+def on_server_loop(server: Server, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on a threaded server's loop (its state is that loop's alone)."""
+    loop = server.context.loop
+
+    async def run() -> Any:
+        result = fn()
+        return await result if asyncio.iscoroutine(result) else result
+
+    return asyncio.run_coroutine_threadsafe(run(), loop).result(TIMEOUT)

@@ -378,6 +378,26 @@ async def test_allowed_origins_config() -> None:
         await assert_serving(srv)
 
 
+@pytest.mark.parametrize(
+    ("host", "origin", "status"),
+    [
+        ("app.example:443", "https://app.example", 200),  # default port written out
+        ("app.example", "https://app.example", 200),
+        ("app.example:80", "http://app.example", 200),
+        ("app.example:443", "http://app.example", 403),  # http's default is 80
+        ("app.example:8443", "https://app.example", 403),
+        ("app.example", "https://evil.example", 403),
+    ],
+)
+async def test_same_origin_with_default_ports(
+    server: Server, host: str, origin: str, status: int
+) -> None:
+    await publish(server, "o", 1)
+    async with http_client(server) as c:
+        resp = await c.get("/lp/o?since=0", headers={"Host": host, "Origin": origin})
+    assert resp.status_code == status
+
+
 # WebSocket handshake
 
 

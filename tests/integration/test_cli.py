@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from integration_helpers import make_certificates
 
 from tidings import cli
 from tidings.config import Config
@@ -194,3 +195,29 @@ async def test_a_forced_demo_server_serves_the_page():
             assert response.status_code == 200 and "tidings demo" in response.text
         finally:
             await server.aclose()
+
+
+async def test_serve_over_tls(tmp_path):
+    certs = make_certificates(str(tmp_path))
+    tls = ("--certfile", certs.certfile, "--keyfile", certs.keyfile)
+    async with running("serve", "--port", "0", "--api-key", "k", *tls) as server:
+        assert server.stdout is not None
+        url = (await read_until(server.stdout, r"serving on (https://\S+)")).group(1)
+        # httpx, and so tidings publish, trusts the CA named by SSL_CERT_FILE.
+        env = {**os.environ, "TIDINGS_API_KEY": "k", "SSL_CERT_FILE": certs.cafile}
+        code, out, err = await run("publish", "news", "over tls", "--url", url, env=env)
+        assert code == 0, err
+        assert out.startswith("news offset 1 ")
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), TIMEOUT) == 0
+
+
+async def test_serve_with_an_unreadable_key_exits_2(tmp_path):
+    certs = make_certificates(str(tmp_path))
+    missing = str(tmp_path / "missing.pem")
+    tls = ("--certfile", certs.certfile, "--keyfile", missing)
+    code, out, err = await run("serve", "--port", "0", *tls)
+    assert code == 2 and "serving on" not in out
+    assert err.strip() == (
+        f"tidings: configuration error: keyfile: can't read {missing}: No such file or directory"
+    )

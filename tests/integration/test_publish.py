@@ -423,3 +423,28 @@ async def test_the_readme_story_with_curl(server: Server) -> None:
     finally:
         reader.kill()
         await reader.wait()
+
+
+@pytest.mark.parametrize("key", ['"order-42"', "order-42"])
+async def test_idempotency_key_publishes_once(
+    server: Server, client: httpx.AsyncClient, key: str
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": key}
+    first = await client.post("/pub/keyed", json={"n": 1}, headers=headers)
+    again = await client.post("/pub/keyed", json={"n": 1}, headers=headers)
+    other = await client.post("/pub/elsewhere", json={"n": 1}, headers=headers)
+    assert first.status_code == again.status_code == other.status_code == 200
+    assert "duplicate" not in first.json()
+    assert again.json() == {**first.json(), "duplicate": True}
+    assert other.json()["offset"] == 1 and "duplicate" not in other.json()  # per channel
+    info = (await client.get("/pub/keyed", headers=AUTH)).json()
+    assert info["stored"] == 1
+
+
+@pytest.mark.parametrize("key", ['""', "a b", "x" * 129, '"unterminated', 'in"side'])
+async def test_a_malformed_idempotency_key_is_400(
+    server: Server, client: httpx.AsyncClient, key: str
+) -> None:
+    resp = await client.post("/pub/keyed", json=1, headers={**AUTH, "Idempotency-Key": key})
+    assert resp.status_code == 400 and "Idempotency-Key" in resp.json()["error"]
+    assert (await client.get("/pub/keyed", headers=AUTH)).json()["stored"] == 0

@@ -46,6 +46,7 @@ from .peers import (
     remote_target,
     rss_kib,
     start_nchan,
+    start_on_redis,
     start_tidings,
     start_websockets_peer,
     subscriber_count,
@@ -92,9 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--peer",
         action="append",
-        choices=["websockets", "nchan"],
+        choices=["websockets", "nchan", "redis", "redis-2nodes"],
         default=[],
-        help="also bench this server the same way, for ratios (repeatable)",
+        help="also bench this server the same way, for ratios (repeatable): redis is tidings "
+        "on a Redis broker, redis-2nodes publishes through a second node on it",
     )
     add("--url", help="bench a running tidings server (loopback only) instead of starting one")
     add("--api-key", help="its publish key (default: $TIDINGS_API_KEY)")
@@ -207,6 +209,9 @@ class Bench:
         args, target = self.args, self.target
         if target.process is not None:
             await wait_ready(target)
+        if target.pub_target is not None:  # publishing through another node
+            await wait_ready(target.pub_target)
+            target.pub_port = target.pub_target.port
         if target.name == "nchan":
             find_worker(target)
         loop = asyncio.get_running_loop()
@@ -334,7 +339,11 @@ def _core_shares(
     return shares
 
 
-def _start(name: str, args: argparse.Namespace, cpu: int | None) -> Target:
+def _start(
+    name: str, args: argparse.Namespace, cpu: int | None, cpus: tuple[int, int] | None
+) -> Target:
+    if name in ("redis", "redis-2nodes"):
+        return start_on_redis(args.channel, args.subscribers, cpus, name == "redis-2nodes")
     if name == "websockets":
         return start_websockets_peer(args.channel, cpu)
     if name == "nchan":
@@ -351,7 +360,7 @@ async def _bench_all(
     results = []
     for name in ["tidings", *dict.fromkeys(args.peer)]:
         try:
-            target = _start(name, args, cpus[0] if cpus else None)
+            target = _start(name, args, cpus[0] if cpus else None, cpus)
         except BenchError as exc:
             results.append(Result(name, args.subscribers, frame_size(args.size), error=str(exc)))
             continue

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -67,6 +69,10 @@ class Target:
     log: Path | None = None
     # What the process prints once it listens; groups: its port, then the publish port.
     announce: re.Pattern[str] | None = None
+    # Another server publishes go to (a second node on the same broker), and what to stop
+    # with this one (that node, the Redis server).
+    pub_target: Target | None = None
+    companions: list[Any] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def log_tail(self, lines: int = 15) -> str:
@@ -93,6 +99,9 @@ class Target:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        for companion in self.companions:
+            companion.stop()
+        self.companions.clear()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -236,8 +245,15 @@ async def wait_ready(target: Target, within: float = 30.0) -> None:
             break
 
 
-def start_tidings(channel: str, api_key: str, subscribers: int, cpu: int | None) -> Target:
-    """``tidings serve`` on a free port with a known API key."""
+def start_tidings(
+    channel: str,
+    api_key: str,
+    subscribers: int,
+    cpu: int | None,
+    broker: str = "",
+    name: str = "tidings",
+) -> Target:
+    """``tidings serve`` on a free port with a known API key (on ``broker`` if given)."""
     cmd = [sys.executable, "-m", "tidings.cli", "serve", "--port", "0"]
     cmd += ["--host", "127.0.0.1", "--api-key", api_key, "--log-level", "warning"]
     env = {
@@ -245,9 +261,11 @@ def start_tidings(channel: str, api_key: str, subscribers: int, cpu: int | None)
         # No heartbeat pings during a run: the byte count assumes data frames only.
         "TIDINGS_PING_INTERVAL": "3600",
     }
+    if broker:
+        env["TIDINGS_BROKER"] = broker
     proc, tmp, log = _spawn("tidings", cmd, cpu, env)
     return Target(
-        name="tidings",
+        name=name,
         host="127.0.0.1",
         port=0,
         sub_path=f"/ws/{channel}?format=raw",
@@ -261,6 +279,35 @@ def start_tidings(channel: str, api_key: str, subscribers: int, cpu: int | None)
         announce=re.compile(r"serving on http://[^\s/]+:(\d+)"),
         _tmp=tmp,
     )
+
+
+def start_on_redis(
+    channel: str, subscribers: int, cpus: tuple[int, int] | None, cross: bool
+) -> Target:
+    """tidings on a Redis server of its own (pinned with the load generator: the server's
+    CPU is the node's): subscribers on one node, publishes through it or, with ``cross``,
+    through a second node (on the load generator's CPU)."""
+    from tidings.testing.redis import redis_server
+
+    server = redis_server()
+    server.start()
+    if cpus is not None and server.pid is not None:
+        os.sched_setaffinity(server.pid, {cpus[1]})
+    key = secrets.token_urlsafe(12)
+    name = "tidings-redis-2nodes" if cross else "tidings-redis"
+    try:
+        target = start_tidings(
+            channel, key, subscribers, cpus[0] if cpus else None, server.url, name
+        )
+        target.companions.append(server)
+        if cross:
+            other = start_tidings(channel, key, 256, cpus[1] if cpus else None, server.url)
+            target.pub_target = other
+            target.companions.append(other)
+    except BaseException:
+        server.stop()
+        raise
+    return target
 
 
 def start_websockets_peer(channel: str, cpu: int | None) -> Target:
@@ -397,8 +444,10 @@ _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
 async def subscriber_count(target: Target) -> int:
-    """The server's own count of subscribers to the bench channel."""
-    reader, writer = await asyncio.open_connection(target.host, target.pub_port)
+    """The server's own count of subscribers to the bench channel (asked of the node the
+    subscribers are on, where publishes go through another)."""
+    port = target.port if target.pub_target is not None else target.pub_port
+    reader, writer = await asyncio.open_connection(target.host, port)
     try:
         headers = "".join(f"{k}: {v}\r\n" for k, v in target.info_headers.items())
         writer.write(

@@ -14,20 +14,16 @@ may have missed publications (``on_resync``) and compares each with its stream.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis import exceptions as rexc
-
 from tidings.core.broker import Broker, HistoryQuery, PublishOptions, PublishResult, StreamInfo
 from tidings.core.publication import ClientInfo, HistoryResult, StreamPosition
-from tidings.exceptions import BrokerError, BrokerUnavailable
 
-from .redis_backend import RedisBackend, RedisShard
+from .redis_backend import RedisBackend, RedisShard, redis_error
 from .redis_scripts import (
     decode_info,
     decode_publication,
@@ -197,16 +193,18 @@ class RedisBroker(Broker):
                 async with shard.client.pipeline(transaction=False) as pipe:
                     for channel in group:
                         meta, hist, _ = keys(self.prefix, channel)
-                        pipe.hmget(meta, "o", "e")
+                        pipe.hmget(meta, "o", "e", "s")
                         pipe.xlen(hist)
                     replies = await pipe.execute()
             except Exception as exc:
-                raise _broker_error(shard, exc) from None
+                raise redis_error(shard.address, exc) from None
             for i, channel in enumerate(group):
-                (offset, epoch), stored = replies[2 * i], replies[2 * i + 1]
+                (offset, epoch, size), stored = replies[2 * i], replies[2 * i + 1]
                 if epoch is not None:
                     position = StreamPosition(int(offset or 0), bytes(epoch).decode())
-                    result[channel] = StreamInfo(position, int(stored))
+                    # XADD trims approximately: what counts is within the size.
+                    kept = min(int(stored), int(size)) if size is not None else int(stored)
+                    result[channel] = StreamInfo(position, kept)
         return result
 
     async def channels(self, prefix: str = "", limit: int = 10000) -> list[str]:
@@ -216,7 +214,7 @@ class RedisBroker(Broker):
             try:
                 found = [key async for key in shard.client.scan_iter(match=pattern, count=1000)]
             except Exception as exc:
-                raise _broker_error(shard, exc) from None
+                raise redis_error(shard.address, exc) from None
             start = len(self.prefix) + 2
             names.extend(bytes(k)[start:-3].decode() for k in found)
         return sorted(set(names))[:limit]
@@ -270,9 +268,3 @@ class RedisBroker(Broker):
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _broker_error(shard: RedisShard, exc: Exception) -> BrokerError:
-    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | asyncio.TimeoutError):
-        return BrokerUnavailable(f"redis {shard.address}: {exc}")
-    return BrokerError(f"redis {shard.address}: {exc}")

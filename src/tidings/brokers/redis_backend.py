@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from .redis_pubsub import Endpoint, PubSub
 from .redis_scripts import SCRIPTS
 from .redis_settings import RedisSettings, jump_hash, tls_context, url_options
 
-__all__ = ["RedisBackend", "RedisShard"]
+__all__ = ["FAILURE_MEMORY", "Pipeliner", "RedisBackend", "RedisShard", "redis_error"]
 
 log = logging.getLogger("tidings.redis")
 
@@ -51,6 +52,86 @@ def _client_kwargs(options: dict[str, Any], settings: RedisSettings) -> dict[str
             if key in options:
                 kwargs[key] = options[key]
     return kwargs
+
+
+FAILURE_MEMORY = 5.0  # seconds a failed command keeps /health at 503
+
+
+def redis_error(address: str, exc: BaseException) -> BrokerError:
+    """A redis-py failure as ``BrokerUnavailable`` (may be retried) or ``BrokerError``."""
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | TimeoutError):
+        return BrokerUnavailable(f"redis {address}: {exc}")
+    return BrokerError(f"redis {address}: {exc}")
+
+
+class Pipeliner:
+    """Scripts run in one loop iteration go to Redis in one pipeline: one round trip and
+    one parse for all of them. One pipeline is in flight at a time, so they reach Redis in
+    the order they were asked for; what comes meanwhile waits and goes out together."""
+
+    def __init__(self, client: Any, scripts: dict[str, str], address: str) -> None:
+        self.client = client
+        self.scripts = scripts  # name → sha
+        self.address = address
+        self.failed_at = 0.0  # when a pipeline last could not reach Redis; 0: it could since
+        self._queue: list[tuple[str, Sequence[Any], asyncio.Future[Any]]] = []
+        self._busy = False
+        self._scheduled = False
+
+    def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((name, [len(keys), *keys, *args], future))
+        if not self._busy and not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._busy or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        self._busy = True
+        task = asyncio.ensure_future(self._execute(batch))
+        task.add_done_callback(self._done)
+
+    def _done(self, _: asyncio.Future[None]) -> None:
+        self._busy = False
+        if self._queue:
+            self._flush()
+
+    async def _execute(self, batch: list[tuple[str, Sequence[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self._pipeline([("EVALSHA", self.scripts[n], *a) for n, a, _ in batch])
+            again = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
+            if again:  # Redis lost the scripts (a restart): send their bodies
+                bodies = [("EVAL", SCRIPTS[batch[i][0]], *batch[i][1]) for i in again]
+                for i, reply in zip(again, await self._pipeline(bodies), strict=True):
+                    replies[i] = reply
+        except Exception as exc:
+            error = redis_error(self.address, exc)
+            if isinstance(error, BrokerUnavailable):
+                self.failed_at = time.monotonic()
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self.failed_at = 0.0
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(redis_error(self.address, reply))
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
 
 class RedisShard:
@@ -95,6 +176,7 @@ class RedisShard:
         self.default = (first["host"], first["port"])
         self.pubsubs: dict[tuple[str, int], PubSub] = {}
         self.scripts: dict[str, str] = {}
+        self.pipeliner = Pipeliner(self.client, self.scripts, self.address)
 
     def endpoint(self, host: str, port: int) -> Endpoint:
         ep = Endpoint(
@@ -155,6 +237,9 @@ class RedisShard:
             await ps.aclose()
         self.pubsubs.clear()
         await self.client.aclose()
+        if self.sentinel is not None:
+            for sentinel in self.sentinel.sentinels:
+                await sentinel.aclose()
 
 
 Handler = Callable[[bytes, bytes], None]
@@ -178,7 +263,7 @@ class RedisBackend:
         self.where: dict[bytes, tuple[RedisShard, PubSub]] = {}
         self.listeners: list[Callable[[list[bytes]], None]] = []
         self._users = 0
-        self.failing = False  # the last command could not reach Redis
+        self.failed_at = 0.0  # when a command last could not reach Redis; 0: it could since
         self._tasks: set[asyncio.Future[None]] = set()
         self._starting: asyncio.Future[None] | None = None
 
@@ -217,7 +302,11 @@ class RedisBackend:
             for ps in shard.pubsubs.values():
                 if ps.error:
                     return "redis PUB/SUB connection down"
-        if self.failing:
+        # A failure counts for FAILURE_MEMORY seconds: a node that no traffic probes comes
+        # back by itself once its PUB/SUB connections are up again.
+        now = time.monotonic()
+        failed = [self.failed_at, *(shard.pipeliner.failed_at for shard in self.shards)]
+        if any(now - t < FAILURE_MEMORY for t in failed if t):
             return "redis commands failing"
         return ""
 
@@ -283,21 +372,17 @@ class RedisBackend:
         """One command; Redis failures as ``BrokerUnavailable``/``BrokerError``."""
         try:
             reply = await shard.client.execute_command(*args, **options)
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            self.failing = True
-            raise BrokerUnavailable(f"redis {shard.address}: {exc}") from None
-        except rexc.RedisError as exc:
-            raise BrokerError(f"redis {shard.address}: {exc}") from None
-        self.failing = False
+        except (rexc.RedisError, OSError) as exc:
+            error = redis_error(shard.address, exc)
+            if isinstance(error, BrokerUnavailable):
+                self.failed_at = time.monotonic()
+            raise error from None
+        self.failed_at = 0.0
         return reply
 
     async def script(
         self, shard: RedisShard, name: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """Run a loaded script, loading it again if Redis lost it (a restart)."""
-        try:
-            return await self.call(shard, "EVALSHA", shard.scripts[name], len(keys), *keys, *args)
-        except BrokerError as exc:
-            if "NOSCRIPT" not in str(exc):
-                raise
-        return await self.call(shard, "EVAL", SCRIPTS[name], len(keys), *keys, *args)
+        """Run a loaded script (pipelined with the others of this loop iteration), loading
+        it again if Redis lost it (a restart)."""
+        return await shard.pipeliner.run(name, keys, args)

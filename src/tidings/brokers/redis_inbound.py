@@ -30,7 +30,7 @@ from tidings.exceptions import BrokerError, TidingsError
 
 from .redis_backend import RedisBackend
 
-__all__ = ["CLAIM_IDLE", "LEASE", "Inbound", "InboundPublish"]
+__all__ = ["CLAIM_IDLE", "GROUP", "LEASE", "Inbound", "InboundPublish"]
 
 log = logging.getLogger("tidings.inbound")
 

@@ -1,5 +1,5 @@
 """Clients for applications: ``Publisher`` (sync and async publishing)."""
 
-from .publisher import Publisher, PublishResult
+from .publisher import JsonEncoder, Publisher, PublishResult, encode_json, json_default
 
-__all__ = ["PublishResult", "Publisher"]
+__all__ = ["JsonEncoder", "PublishResult", "Publisher", "encode_json", "json_default"]

@@ -33,7 +33,7 @@ __all__ = [
 
 MAX_JSON_DEPTH = 254
 
-# What an event name may be: safe in an SSE ``event:`` field and in a URL query.
+# A publisher's event name: it travels in SSE ``event:`` fields and HTTP headers.
 EVENT_NAME = re.compile(r"[A-Za-z0-9_\-.:@/]{1,64}")
 
 

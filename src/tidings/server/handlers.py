@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from collections.abc import Awaitable
 from importlib import resources
@@ -87,6 +88,22 @@ def _event_name(request: Request) -> str | None:
     return event
 
 
+# Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): an sf-string, "…", or the
+# bare token most clients send; printable ASCII either way, bounded.
+_IDEMPOTENCY_KEY = re.compile(r'"([\x21\x23-\x5b\x5d-\x7e]{1,128})"|([\x21-\x7e]{1,128})')
+
+
+def _idempotency_key(request: Request) -> str:
+    """The ``Idempotency-Key`` header's key, "" without one; 400 for a malformed one."""
+    text = request.header("idempotency-key").strip()
+    if not text:
+        return ""
+    match = _IDEMPOTENCY_KEY.fullmatch(text)
+    if match is None or (match.group(2) and '"' in match.group(2)):
+        raise HttpError(400, "Idempotency-Key: 1-128 printable ASCII characters")
+    return match.group(1) or match.group(2)
+
+
 def _channel_info(
     node: Node, channel: str, position: StreamPosition | None, stored: int
 ) -> dict[str, Any]:
@@ -117,16 +134,16 @@ async def channel_infos(node: Node, channels: list[str]) -> list[dict[str, Any]]
 
 def _published(channel: str, done: Published) -> Response:
     pos = done.position
-    return json_response(
-        200,
-        {
-            "channel": channel,
-            "offset": pos.offset,
-            "epoch": pos.epoch,
-            "id": format_position(channel, pos.offset, pos.epoch),
-            "subscribers": done.subscribers,
-        },
-    )
+    body: dict[str, Any] = {
+        "channel": channel,
+        "offset": pos.offset,
+        "epoch": pos.epoch,
+        "id": format_position(channel, pos.offset, pos.epoch),
+        "subscribers": done.subscribers,
+    }
+    if done.duplicate:
+        body["duplicate"] = True  # the key's first publish; nothing was published now
+    return json_response(200, body)
 
 
 def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awaitable[Response]:
@@ -144,11 +161,12 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
     method = request.method
     if method in ("POST", "PUT"):
         event = _event_name(request)
+        key = _idempotency_key(request)
         data, is_json = decode_payload(request)
-        done = node.publish_nowait(channel, data, is_json=is_json, event=event)
+        done = node.publish_nowait(channel, data, is_json=is_json, event=event, idempotency_key=key)
         if done is not None:
             return _published(channel, done)
-        return _publish(node, channel, data, is_json, event)
+        return _publish(node, channel, data, is_json, event, key)
     if method == "GET":
         return _info(node, channel)
     if method == "DELETE":
@@ -157,9 +175,10 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
 
 
 async def _publish(
-    node: Node, channel: str, data: bytes, is_json: bool, event: str | None
+    node: Node, channel: str, data: bytes, is_json: bool, event: str | None, key: str
 ) -> Response:
-    return _published(channel, await node.publish(channel, data, is_json=is_json, event=event))
+    done = await node.publish(channel, data, is_json=is_json, event=event, idempotency_key=key)
+    return _published(channel, done)
 
 
 async def _info(node: Node, channel: str) -> Response:

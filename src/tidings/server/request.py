@@ -20,6 +20,7 @@ __all__ = [
     "origin_allowed",
     "parse_channels",
     "parse_subscribe",
+    "same_origin",
     "websocket_key",
 ]
 
@@ -104,8 +105,33 @@ def origin_allowed(request: Request, allowed: list[str]) -> bool:
         return True
     if allowed:
         return False
-    host = request.header("host")
-    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
+    return same_origin(origin, request.header("host"))
+
+
+# RFC 6454 §4: an origin's port is its scheme's default when the URI names none.
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether the browser's ``Origin`` names the host and port of the ``Host`` header.
+
+    A port left out means the default one: ``Host: app.example:443`` is the origin
+    ``https://app.example``, and ``Host: app.example`` (a proxy may drop the port) matches
+    an origin on its scheme's default port. The scheme itself is not compared: behind a
+    TLS-terminating proxy the server can't tell which one the browser used."""
+    try:
+        seen = urlsplit(origin)
+        want = urlsplit("//" + host)
+        default = _DEFAULT_PORTS.get(seen.scheme.lower())
+        origin_port = seen.port if seen.port is not None else default
+        host_port = want.port if want.port is not None else default
+    except ValueError:  # a port that is not a number, or out of range
+        return False
+    # A serialised origin is scheme://host[:port] and nothing more (RFC 6454 §6.1).
+    extra = seen.path or seen.query or seen.fragment or "@" in seen.netloc or "@" in host
+    if extra or not seen.hostname or not want.hostname or want.netloc != host.strip():
+        return False
+    return seen.hostname == want.hostname and origin_port == host_port
 
 
 def cors_headers(request: Request, allowed: list[str]) -> list[tuple[str, str]]:

@@ -178,7 +178,7 @@ def preflight(app: App, request: Request) -> Response:
         raise HttpError(403, "origin not allowed")
     cors += [
         ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
-        ("Access-Control-Allow-Headers", "Content-Type, X-API-Key, Last-Event-ID"),
+        ("Access-Control-Allow-Headers", "Content-Type, X-API-Key, Last-Event-ID, Idempotency-Key"),
         ("Access-Control-Max-Age", "600"),
     ]
     return 204, b"", cors

@@ -5,6 +5,8 @@
   ``MemoryBackend`` form a hub in one process (with injectable delay and loss).
 - ``FakeClock``: time that moves when told, for heartbeats, TTLs and timeouts.
 - ``RecordingSubscriber``, ``RecordingTransport``: ends that record what reaches them.
+- ``RecordingPublisher``: a ``Publisher`` that records instead of publishing, for
+  applications' own tests.
 - ``check_broker(factory)``, ``check_presence(factory)``: the conformance suites.
 
 ``TIMEOUT`` is a generous wait, scaled by ``TIDINGS_TEST_TIMEOUT_SCALE`` on slow machines;
@@ -22,14 +24,7 @@ TIMEOUT = 10.0 * float(os.environ.get("TIDINGS_TEST_TIMEOUT_SCALE", "1"))
 
 # The helpers below need TIMEOUT defined first.
 from .clock import FakeClock  # noqa: E402
-from .conformance import (  # noqa: E402
-    BROKER_CHECKS,
-    PRESENCE_CHECKS,
-    RecordingHandler,
-    check_broker,
-    check_presence,
-)
-from .recording import RecordingSubscriber, RecordingTransport  # noqa: E402
+from .publisher import RecordedPublication, RecordingPublisher  # noqa: E402
 
 if TYPE_CHECKING:
     from tidings.brokers.memory import MemoryBackend
@@ -37,12 +32,47 @@ if TYPE_CHECKING:
     from tidings.core.node import Node
     from tidings.server import Server
 
+    from .conformance import (
+        BROKER_CHECKS,
+        PRESENCE_CHECKS,
+        RecordingHandler,
+        check_broker,
+        check_presence,
+    )
+    from .recording import RecordingSubscriber, RecordingTransport
+
+# Imported on first use: they need the whole server's dependencies, and an application
+# that only publishes (``RecordingPublisher``) has the Publisher's alone.
+_LAZY = {
+    "BROKER_CHECKS": "conformance",
+    "PRESENCE_CHECKS": "conformance",
+    "RecordingHandler": "conformance",
+    "check_broker": "conformance",
+    "check_presence": "conformance",
+    "RecordingSubscriber": "recording",
+    "RecordingTransport": "recording",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tidings.testing' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "BROKER_CHECKS",
     "PRESENCE_CHECKS",
     "TIMEOUT",
     "FakeClock",
+    "RecordedPublication",
     "RecordingHandler",
+    "RecordingPublisher",
     "RecordingSubscriber",
     "RecordingTransport",
     "check_broker",
