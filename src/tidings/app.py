@@ -1,8 +1,9 @@
 """The application: the composition root of one tidings node, apart from any listener.
 
 ``App(config)`` builds the broker, presence manager and controller the configuration names
-(``make_backend``), the ``Node`` around them, the server API and the stream templates, and
-keeps the registry of live connections with its heartbeat. A listener mounts an ``App``:
+(``make_backend``), the ``Node`` around them, the hooks (from the modules ``hooks`` names,
+and ``app.hooks`` in code), the server API and the stream templates, and keeps the registry
+of live connections with its heartbeat. A listener mounts an ``App``:
 ``tidings.server.Server`` on a socket (an ASGI front end can do the same); none of them
 builds the node itself.
 """
@@ -10,6 +11,7 @@ builds the node itself.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import logging
 import os
@@ -25,10 +27,12 @@ from tidings.config import Config
 from tidings.core.broker import Broker
 from tidings.core.clock import Clock, SystemClock, Timer
 from tidings.core.control import Controller
+from tidings.core.hooks import Hook, Hooks, default_hooks
 from tidings.core.node import Node
 from tidings.core.presence import PresenceManager
 from tidings.exceptions import ConfigError, InvalidPayload
 from tidings.protocol.envelope import EVENT_NAME, check_json_payload
+from tidings.proxy import HttpProxies
 
 __all__ = [
     "KINDS",
@@ -37,6 +41,7 @@ __all__ = [
     "Backend",
     "Connection",
     "default_node_name",
+    "load_hooks",
     "make_backend",
 ]
 
@@ -104,6 +109,21 @@ def make_backend(config: Config, clock: Clock | None = None, node_name: str = ""
 def default_node_name() -> str:
     """``<host>-<pid>``: what ``info`` and Redis' CLIENT LIST show for this process."""
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_hooks(module: str) -> list[Hook]:
+    """Import ``module`` and return its hooks: those it (or a module below it) registered
+    on ``tidings.hooks``, and those of any ``Hooks`` registry it holds. An import that
+    fails raises ``ConfigError`` with the import error as its cause."""
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:
+        raise ConfigError(f"hooks: can't import {module!r}: {exc!r}") from exc
+    found = default_hooks.of_module(module)
+    for value in vars(mod).values():
+        if isinstance(value, Hooks) and value is not default_hooks:
+            found += [h for hooks in value.lists.values() for h in hooks if h not in found]
+    return found
 
 
 class AddressLimits:
@@ -186,21 +206,35 @@ class App:
         *,
         backend: Backend | None = None,
         clock: Clock | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.config = config = config or Config()
         config.validate()
         self.clock: Clock = clock or SystemClock()
+        # The application's hooks: the configured modules', then those given here; more
+        # may be registered on ``app.hooks`` before connections open.
+        self.hooks = Hooks(timeout=config.hook_timeout, threads=config.hook_threads)
+        namespaces = config.channel_namespaces()
+        self.proxies = HttpProxies(config, namespaces)
+        if self.proxies.configured():
+            self.proxies.register(self.hooks)  # first: the connect proxy sees token-less ones
+        for module in config.hook_modules():
+            self.hooks.extend(load_hooks(module))
+        if hooks is not None:
+            self.hooks.extend(hooks)
         name = default_node_name()
         backend = backend or make_backend(config, self.clock, name)
         self.node = Node(
             backend.broker,
             backend.presence,
             backend.controller,
-            config.channel_namespaces(),
+            namespaces,
             token_verifier=config.token_verifier(),
             clock=self.clock,
             recovery_limit=config.recovery_max_publications,
             name=name,
+            hooks=self.hooks,
+            message_log=config.message_log(),
         )
         self.api = ServerApi(self.node)
         self.client_options = config.client_options()
@@ -306,6 +340,14 @@ class App:
                 for conn in list(self.connections):
                     conn.abort()
                 self.connections.clear()
+        if self.hooks:
+            # The last hooks of the connections that went, within the shutdown timeout.
+            try:
+                await asyncio.wait_for(self.node.drain(), self.config.shutdown_timeout)
+            except TimeoutError:
+                log.warning("hooks still running at shutdown")
         if self.inbound is not None:
             await self.inbound.aclose()
         await self.node.aclose()
+        self.hooks.close()
+        await self.proxies.aclose()

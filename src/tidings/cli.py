@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ __all__ = [
     "build_parser",
     "cmd_bench",
     "cmd_bench_attack",
+    "cmd_bench_chat",
+    "cmd_bench_publish",
     "cmd_publish",
     "cmd_serve",
     "cmd_subscribe",
@@ -57,11 +60,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "workers": args.workers,
                 "certfile": args.certfile,
                 "keyfile": args.keyfile,
+                "hooks": args.hooks or None,
             },
         )
     except ConfigError as exc:
         print(f"tidings: configuration error: {exc}", file=sys.stderr)
         return 2
+    if config.hook_modules() and os.getcwd() not in sys.path:
+        # As `python -m` would: hook modules are found from where the server starts.
+        sys.path.insert(0, os.getcwd())
     warning = demo_warning(config)
     if warning:
         print(f"tidings: warning: {warning}", file=sys.stderr, flush=True)
@@ -120,7 +127,14 @@ def _raise_open_files_limit() -> None:
 async def _serve(config: Config, generated: bool) -> int:
     from tidings.server import Server
 
-    server = Server(config)
+    try:
+        server = Server(config)
+    except ConfigError as exc:
+        # A hook module that fails to import stops start-up with its error.
+        print(f"tidings: configuration error: {exc}", file=sys.stderr)
+        if exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        return 2
     try:
         await server.start()
     except ConfigError as exc:
@@ -204,6 +218,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(run_fanout(args))
 
 
+def cmd_bench_chat(args: argparse.Namespace) -> int:
+    from tidings.bench.chat import run_chat
+
+    return int(run_chat(args))
+
+
+def cmd_bench_publish(args: argparse.Namespace) -> int:
+    from tidings.bench.publish import run_publish
+
+    return int(run_publish(args))
+
+
 def cmd_bench_attack(args: argparse.Namespace) -> int:
     from tidings.bench.attack import run_attack
 
@@ -241,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--certfile", help="TLS: PEM certificate chain (with --keyfile)")
     serve.add_argument("--keyfile", help="TLS: PEM private key of the certificate")
+    serve.add_argument(
+        "--hooks", action="append", metavar="MODULE", help="a module of hooks (repeatable)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     publish = sub.add_parser("publish", help="publish one message")
@@ -280,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_attack_arguments(attack)
     attack.set_defaults(func=cmd_bench_attack)
+    publish_bench = bench_sub.add_parser(
+        "publish", help="publishes/s from one client: into Redis and through the HTTP API"
+    )
+    from tidings.bench.publish import add_arguments as add_publish_arguments
+
+    add_publish_arguments(publish_bench)
+    publish_bench.set_defaults(func=cmd_bench_publish)
+    chat = bench_sub.add_parser("chat", help="a chat where every message goes through a hook")
+    from tidings.bench.chat import add_arguments as add_chat_arguments
+
+    add_chat_arguments(chat)
+    chat.set_defaults(func=cmd_bench_chat)
     return parser
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from tidings.brokers.redis_settings import RedisSettings, check_url
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.client_types import ClientOptions
+from tidings.core.message_log import MessageLog
 from tidings.core.tokens import TokenVerifier
 from tidings.exceptions import ConfigError
 from tidings.protocol.template import MessageTemplate
@@ -88,6 +89,22 @@ class Config:
     client_connect_timeout: float = 10.0
     client_command_rate: float = 100.0
     client_command_burst: int = 500
+    # hooks (docs/hooks.md)
+    hooks: list[str] = field(default_factory=list)
+    hook_timeout: float = 5.0
+    hook_threads: int = 16
+    message_log_format: str = ""
+    # HTTP proxies (Centrifugo's; per-namespace ones are namespace options)
+    proxy_connect_endpoint: str = ""
+    proxy_refresh_endpoint: str = ""
+    proxy_rpc_endpoint: str = ""
+    proxy_disconnect_endpoint: str = ""
+    proxy_timeout: float = 1.0
+    proxy_http_headers: list[str] = field(default_factory=list)
+    # personal channels (Centrifugo's client.subscribe_to_user_personal_channel)
+    subscribe_to_user_personal_channel: bool = False
+    personal_channel_namespace: str = ""
+    personal_single_connection: bool = False
     default_namespace: dict[str, Any] = field(default_factory=dict)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -129,7 +146,19 @@ class Config:
             connect_timeout=self.client_connect_timeout,
             command_rate=self.client_command_rate,
             command_burst=self.client_command_burst,
+            personal_channels=self.subscribe_to_user_personal_channel,
+            personal_namespace=self.personal_channel_namespace,
+            personal_single_connection=self.personal_single_connection,
         )
+
+    def hook_modules(self) -> list[str]:
+        """The modules ``hooks`` names (a comma-separated string is allowed too)."""
+        names = self.hooks.split(",") if isinstance(self.hooks, str) else list(self.hooks)
+        return [name.strip() for name in names if name.strip()]
+
+    def message_log(self) -> MessageLog | None:
+        """The message log ``message_log_format`` asks for; None when it is unset."""
+        return MessageLog(self.message_log_format) if self.message_log_format else None
 
     def message_templates(self) -> dict[str, MessageTemplate]:
         result = {}
@@ -161,8 +190,30 @@ class Config:
             )
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("certfile and keyfile go together: set both for TLS, or neither")
-        self.channel_namespaces()
+        namespaces = self.channel_namespaces()
         self.message_templates()
+        self.message_log()
+        for name in self.hook_modules():
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ConfigError(f"hooks: {name!r} is not a module path (myproject.realtime)")
+        from tidings.proxy import NAMESPACE_ENDPOINTS, check_endpoint
+
+        for name in (
+            "proxy_connect_endpoint",
+            "proxy_refresh_endpoint",
+            "proxy_rpc_endpoint",
+            "proxy_disconnect_endpoint",
+        ):
+            check_endpoint(name, getattr(self, name))
+        scopes = [("default_namespace", namespaces.default), *namespaces.named.items()]
+        for scope, channel_opts in scopes:
+            for name in NAMESPACE_ENDPOINTS:
+                check_endpoint(f"{scope}.{name}", getattr(channel_opts, name))
+        ns = self.personal_channel_namespace
+        if ns and ns not in namespaces.named:
+            raise ConfigError(
+                f"personal_channel_namespace: no namespace {ns!r} ([namespaces.{ns}])"
+            )
         ChannelOptions()
         self.redis_settings()
         if self.workers > 1 and self.broker.strip() == "memory":
@@ -294,6 +345,11 @@ BOUNDS: dict[str, Bound] = {
     "redis_pool_size": Bound(1, 10_000),
     # A lost PUB/SUB connection is noticed after three silent intervals.
     "redis_health_interval": Bound(0.1, 60, "seconds"),
+    # A hook that takes longer is answered as an error (plain hooks' threads run on).
+    "hook_timeout": Bound(0, 3600, "seconds", above=True),
+    "hook_threads": Bound(1, 1024),
+    # A proxy that takes longer is answered as a temporary error (100).
+    "proxy_timeout": Bound(0, 60, "seconds", above=True),
 }
 
 

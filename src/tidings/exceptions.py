@@ -14,13 +14,15 @@ The tree::
     ├── CommandError          a client-protocol command refused; answered, never raised out
     │   ├── ReplyError        answer the command with this protocol error (code 100-113)
     │   └── DisconnectError   close the connection with this disconnect code (3000-4999)
-    ├── RpcError              an application RPC handler's own error, sent to the caller
+    ├── Reject                a hook refuses the action: its code and reason reach the client
+    ├── HookError             a hook failed or timed out: answered as an internal error
     ├── ApiError              a server API call answered with a protocol error code
     ├── BrokerError           the broker failed a call; nothing was half done
     │   └── BrokerUnavailable the broker can't be reached or timed out: try again later
     ├── ControlError          a command for another node could not be delivered or answered
     ├── PublishError          the Publisher could not publish: refused, or not reached
-    │   └── Unauthorized      missing or wrong API key
+    │   ├── Unauthorized      missing or wrong API key
+    │   └── NoSuchConnection  ``send`` to a connection that exists on no node
     ├── HttpError             an HTTP request that gets an error status (carries it)
     └── ProtocolError         the peer broke a wire protocol
         └── WebSocketError    a WebSocket handshake that can't be accepted
@@ -46,15 +48,17 @@ __all__ = [
     "ControlError",
     "DecodeError",
     "DisconnectError",
+    "HookError",
     "HttpError",
     "InvalidChannel",
     "InvalidPayload",
     "InvalidPosition",
     "InvalidToken",
+    "NoSuchConnection",
     "ProtocolError",
     "PublishError",
+    "Reject",
     "ReplyError",
-    "RpcError",
     "TidingsError",
     "TokenError",
     "TokenExpired",
@@ -120,14 +124,32 @@ class DisconnectError(CommandError):
         self.disconnect = disconnect
 
 
-class RpcError(TidingsError):
-    """Raised by an RPC handler to answer with an application error; its code and message
-    are the handler's own and reach the caller."""
+class Reject(TidingsError):
+    """Raised by a hook to refuse the action (a connect, a subscribe, a publish, an RPC…).
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
+    ``code`` 100-1999 answers the command with that error (Centrifugo keeps 400-1999 for
+    applications); 3000-4999 closes the connection with that code (4000-4499: the client
+    may reconnect, 4500-4999: it should not). ``reason`` is the hook's own text and reaches
+    the client."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError("Reject code must be an integer")
+        if not (100 <= code <= 1999 or 3000 <= code <= 4999):
+            raise ValueError(f"Reject code {code}: use 100-1999 (error) or 3000-4999 (close)")
+        super().__init__(reason)
         self.code = code
-        self.message = message
+        self.reason = reason
+
+    @property
+    def closes(self) -> bool:
+        """Whether the code closes the connection rather than answering an error."""
+        return self.code >= 3000
+
+
+class HookError(TidingsError):
+    """A hook raised something other than ``Reject``, or did not finish in time. The hook's
+    exception is logged and given to ``on_error``; the client gets an internal error."""
 
 
 class ApiError(TidingsError):
@@ -170,16 +192,27 @@ class Unauthorized(PublishError):
     """Missing or wrong API key."""
 
 
+class NoSuchConnection(PublishError):
+    """``send`` to a connection id that no node holds (never existed, or closed)."""
+
+
 class HttpError(TidingsError):
-    """An HTTP request that gets an error status; ``reason`` is safe to show the client."""
+    """An HTTP request that gets an error status; ``reason`` is safe to show the client,
+    and so is ``code`` (a hook's ``Reject`` code), answered with it when given."""
 
     def __init__(
-        self, status: int, reason: str, headers: list[tuple[str, str]] | None = None
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        code: int | None = None,
     ) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
         self.headers = headers or []
+        self.code = code
 
 
 class ProtocolError(TidingsError):

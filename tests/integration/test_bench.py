@@ -98,3 +98,28 @@ async def test_attack_bench_holds_the_attack_and_reports(tmp_path: Path) -> None
     assert result["rss_before_kib"] > 0 and result["rss_peak_kib"] >= result["rss_before_kib"]
     assert result["sent_during"] >= 1 and len(result["latency_before_ms"]) == 2
     assert "server RSS" in stdout.decode()
+
+
+async def test_bench_on_redis_counts_every_delivery_across_two_nodes(tmp_path: Path) -> None:
+    _, stdout, data = await run_bench(tmp_path, "--peer", "redis", "--peer", "redis-2nodes")
+    _, same, cross = data["results"]
+    check_result(same, "tidings-redis")
+    check_result(cross, "tidings-redis-2nodes")
+    assert "tidings / tidings-redis-2nodes: deliveries/s x" in stdout
+
+
+async def test_publish_bench_reports_both_ways(tmp_path: Path) -> None:
+    out = tmp_path / "publish.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tidings.cli", "bench", "publish", "-m", "200", "-c", "8",
+        "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT)
+    assert proc.returncode == 0, stderr.decode()
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {
+        "redis sequential", "redis concurrent", "http sequential", "http concurrent",
+    }  # fmt: skip
+    for figures in results.values():
+        assert figures["per_second"] > 0 and figures["redis_us_per_publication"] > 0
+    assert b"redis:// / http:// (concurrent): x" in stdout

@@ -27,9 +27,9 @@ from integration_helpers import OPEN_NAMESPACE
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from tidings.core.publication import ClientInfo as CallerInfo
+from tidings.core.hooks import Conn
 from tidings.core.tokens import mint_token
-from tidings.exceptions import RpcError
+from tidings.exceptions import Reject
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
@@ -356,29 +356,32 @@ async def test_connection_token_refresh(server: Server, transport: str, protocol
 
 
 async def test_rpc_and_send(server: Server, transport: str, protocol: str) -> None:
-    async def echo(caller: CallerInfo, data: bytes) -> bytes:
-        return json.dumps({"echo": json.loads(data), "user": caller.user}).encode()
+    async def echo(conn: Conn, context: dict[str, Any], data: Any) -> Any:
+        return {"echo": data, "user": conn.user}
 
-    async def fail(caller: CallerInfo, data: bytes) -> bytes:
-        raise RpcError(4001, "not today")
+    def fail(conn: Conn, context: dict[str, Any], data: Any) -> Any:  # a plain hook
+        raise Reject(1001, "not today")
 
-    messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    messages: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
-    async def on_message(caller: CallerInfo, data: bytes) -> None:
-        messages.put_nowait((caller.user, data))
+    async def on_message(
+        conn: Conn, context: dict[str, Any], channel: str | None, data: Any
+    ) -> None:
+        messages.put_nowait((conn.user, data))
 
-    server.app.node.on_rpc("echo", echo)
-    server.app.node.on_rpc("fail", fail)
-    server.app.node.on_message(on_message)
+    hooks = server.app.hooks
+    hooks.on_rpc("echo")(echo)
+    hooks.on_rpc("fail")(fail)
+    hooks.on_message(on_message)
     async with scenario(server, "rpc", transport, protocol, token=token("42")) as js:
         assert (await js.next("echo"))["data"] == {"echo": {"x": [1, 2]}, "user": "42"}
         assert (await js.next("missing"))["code"] == 104
         failing = await js.next("failing")
-        assert (failing["code"], failing["message"]) == (4001, "not today")
+        assert (failing["code"], failing["message"]) == (1001, "not today")
         assert (await js.next("again"))["data"] == {"echo": 1, "user": "42"}
         await js.next("sent")
         user, data = await asyncio.wait_for(messages.get(), TIMEOUT)
-        assert (user, json.loads(data)) == ("42", {"note": "bye"})
+        assert (user, data) == ("42", {"note": "bye"})
         js.send({"finish": True})
         await js.finish()
 
@@ -424,12 +427,12 @@ async def test_pings_and_pongs(transport: str, protocol: str) -> None:
     ids=["allowed", "other"],
 )
 async def test_allowed_origins(transport: str, protocol: str, origin: str, allowed: bool) -> None:
-    async def echo(caller: CallerInfo, data: bytes) -> bytes:
+    async def echo(conn: Conn, context: dict[str, Any], data: Any) -> Any:
         return data
 
     settings = {**SETTINGS, "allowed_origins": ["http://app.example"]}
     async with running_server(**settings) as server:
-        server.app.node.on_rpc("echo", echo)
+        server.app.hooks.on_rpc("echo")(echo)
         async with scenario(
             server, "origin", transport, protocol, token=token("42"), origin=origin, allowed=allowed
         ) as js:

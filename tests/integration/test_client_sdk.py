@@ -45,9 +45,9 @@ from centrifuge import (
 )
 from integration_helpers import OPEN_NAMESPACE, Recorder
 
-from tidings.core.publication import ClientInfo as CallerInfo
+from tidings.core.hooks import Conn
 from tidings.core.tokens import mint_token
-from tidings.exceptions import RpcError
+from tidings.exceptions import Reject
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
 
@@ -486,14 +486,14 @@ async def test_private_channel_token_of_another_user(server: Server, use_protobu
 
 
 async def test_rpc(server: Server, use_protobuf: bool) -> None:
-    async def echo(caller: CallerInfo, data: bytes) -> bytes:
-        return json.dumps({"echo": json.loads(data), "user": caller.user}).encode()
+    async def echo(conn: Conn, context: dict[str, Any], data: Any) -> Any:
+        return {"echo": data, "user": conn.user}
 
-    async def fail(caller: CallerInfo, data: bytes) -> bytes:
-        raise RpcError(4001, "not today")
+    def fail(conn: Conn, context: dict[str, Any], data: Any) -> Any:  # a plain hook
+        raise Reject(1001, "not today")
 
-    server.app.node.on_rpc("echo", echo)
-    server.app.node.on_rpc("fail", fail)
+    server.app.hooks.on_rpc("echo")(echo)
+    server.app.hooks.on_rpc("fail")(fail)
     async with sdk(server, use_protobuf, "42") as alice:
         await alice.connect()
         result = await alice.client.rpc("echo", alice.body({"x": [1, 2]}))
@@ -503,7 +503,7 @@ async def test_rpc(server: Server, use_protobuf: bool) -> None:
         assert exc.value.code == 104
         with pytest.raises(ReplyError) as exc:
             await alice.client.rpc("fail", alice.body({}))
-        assert (exc.value.code, exc.value.message) == (4001, "not today")
+        assert (exc.value.code, exc.value.message) == (1001, "not today")
         # Errors don't end the connection.
         assert value((await alice.client.rpc("echo", alice.body(1))).data)["echo"] == 1
 

@@ -332,7 +332,7 @@ async def test_unauthorized_carries_status_and_reason(server: Server) -> None:
 
 
 def test_a_url_that_is_not_http_is_refused() -> None:
-    with pytest.raises(ValueError, match="http:// or https://"):
+    with pytest.raises(ValueError, match="http://, https://, redis:// or rediss://"):
         Publisher("ftp://127.0.0.1", KEY)
 
 

@@ -21,7 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from centrifuge import Client, PublicationContext, SubscribedContext, SubscriptionEventHandler
+from centrifuge import (
+    Client,
+    ClientEventHandler,
+    DisconnectedContext,
+    PublicationContext,
+    SubscribedContext,
+    SubscriptionEventHandler,
+)
 
 from tidings.core.tokens import mint_token
 from tidings.testing import TIMEOUT
@@ -357,3 +364,30 @@ async def test_nothing_acknowledged_is_lost_while_redis_restarts(
             numbers = [m["data"]["n"] for m in reader.messages if "data" in m]
             assert numbers == acknowledged == list(range(1, 201))  # 0 lost, 0 twice, in order
             await reader.aclose()
+
+
+async def test_server_api_disconnect_reaches_the_node_holding_the_user(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    async with hub(tmp_path, redis, 2) as (one, two):
+        disconnected = asyncio.Event()
+        codes: list[int] = []
+
+        class Events(ClientEventHandler):
+            async def on_disconnected(self, ctx: DisconnectedContext) -> None:
+                codes.append(ctx.code)
+                disconnected.set()
+
+        client = Client(
+            one.url.replace("http", "ws") + "/connection/websocket",
+            token=mint_token(SECRET, "carol"), events=Events(), timeout=TIMEOUT, proxy=None,
+        )  # fmt: skip
+        await client.connect()
+        await client.ready(TIMEOUT)
+        try:
+            # Asked of the other node: the controller carries it to the one holding carol.
+            await two.api("disconnect", user="carol", disconnect={"code": 4501, "reason": "bye"})
+            await asyncio.wait_for(disconnected.wait(), TIMEOUT)
+            assert codes == [4501]
+        finally:
+            await client.disconnect()

@@ -156,3 +156,37 @@ async def test_subscribe_and_publish_fail_cleanly_while_redis_is_down(
         await sub.wait_for(lambda: [p.data for p in sub.publications] == [b"back"])
     finally:
         await node.aclose()
+
+
+async def test_a_sentinel_failover_moves_the_node_to_the_new_master() -> None:
+    from tidings.testing.redis import redis_sentinel
+
+    async with redis_sentinel() as group:
+        urls = tuple(f"redis://{h}:{p}" for h, p in group.sentinel_addresses)
+        settings = RedisSettings(
+            urls=urls, sentinel_master=group.master_name, health_interval=0.2, timeout=2
+        )
+        reader, writer = await nodes(settings, 2)
+        try:
+            sub = await subscribe(reader, "news")
+            await writer.publish("news", b"1")
+            await sub.wait_for(lambda: len(sub.publications) == 1)
+            await group.afailover()
+
+            async def published_again() -> None:
+                while True:
+                    try:
+                        await writer.publish("news", b"2")
+                        return
+                    except BrokerError:
+                        await asyncio.sleep(0.05)  # the old master refuses writes: retry
+
+            async with asyncio.timeout(TIMEOUT):
+                await published_again()
+            # The replica had the stream: the offsets go on, nothing is told, nothing lost.
+            await sub.wait_for(lambda: len(sub.publications) == 2)
+            assert [(p.offset, p.data) for p in sub.publications] == [(1, b"1"), (2, b"2")]
+            assert sub.notices == []
+        finally:
+            for node in (reader, writer):
+                await node.aclose()

@@ -3,8 +3,9 @@
 Every call answers ``{"result": {...}}`` or ``{"error": {"code", "message"}}`` (HTTP 200 in
 both cases; a missing or wrong API key is HTTP 401). ``batch`` answers ``{"replies": [...]}``
 with one ``{"<method>": result}`` or ``{"error": ...}`` per command, in order. Methods that
-act on connections (``disconnect``, ``subscribe``, ``unsubscribe``, ``refresh``) and the
-cluster views (``channels``, ``info``) go to every node through the controller.
+act on connections (``disconnect``, ``subscribe``, ``unsubscribe``, ``refresh``), the
+out-of-band messages (``send`` to one connection, ``send_all`` to every one; tidings'
+own) and the cluster views (``channels``, ``info``) go to every node through the controller.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tidings.exceptions import (
     ControlError,
     InvalidChannel,
     InvalidPayload,
+    NoSuchConnection,
 )
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.envelope import check_json_payload, json_payload, payload_json
@@ -37,6 +39,7 @@ from tidings.protocol.envelope import check_json_payload, json_payload, payload_
 __all__ = [
     "BAD_REQUEST",
     "MAX_HISTORY",
+    "NO_SUCH_CONNECTION",
     "ServerApi",
 ]
 
@@ -45,6 +48,8 @@ log = logging.getLogger("tidings.api")
 MAX_HISTORY = 10_000
 
 BAD_REQUEST = ApiError(codes.BAD_REQUEST)
+# ``send`` to a connection no node holds: "not available", with a message that says why.
+NO_SUCH_CONNECTION = codes.Error(108, "no such connection")
 
 
 def _str(params: dict[str, Any], name: str, *, required: bool = True) -> str:
@@ -99,6 +104,8 @@ class ServerApi:
         self.methods: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "publish": self.publish,
             "broadcast": self.broadcast,
+            "send": self.send,
+            "send_all": self.send_all,
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
             "disconnect": self.disconnect,
@@ -208,6 +215,9 @@ class ServerApi:
         key = params.get("idempotency_key") or ""
         if not isinstance(key, str):
             raise BAD_REQUEST
+        exclude = params.get("exclude_client") or ""
+        if not isinstance(exclude, str):
+            raise BAD_REQUEST
         done = await self.node.publish(
             channel,
             payload[0],
@@ -216,8 +226,30 @@ class ServerApi:
             skip_history=bool(params.get("skip_history")),
             delta=bool(params.get("delta")),
             idempotency_key=key,
+            exclude_client=exclude,
         )
         return {"offset": done.position.offset, "epoch": done.position.epoch}
+
+    async def send(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``{"client", "data"|"b64data"}``: a message to that connection, on whichever node
+        holds it; error 108 "no such connection" when none does."""
+        client = _str(params, "client")
+        payload = _json_or_b64(params, "data")
+        if payload is None:
+            raise BAD_REQUEST
+        try:
+            await self.node.send(client, *payload)
+        except NoSuchConnection:
+            raise ApiError(NO_SUCH_CONNECTION) from None
+        return {}
+
+    async def send_all(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``{"data"|"b64data"}``: a message to every connection on every node;
+        ``{"delivered": N}``."""
+        payload = _json_or_b64(params, "data")
+        if payload is None:
+            raise BAD_REQUEST
+        return {"delivered": await self.node.send_all(*payload)}
 
     async def broadcast(self, params: dict[str, Any]) -> dict[str, Any]:
         channels = params.get("channels")

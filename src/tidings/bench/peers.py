@@ -39,6 +39,7 @@ __all__ = [
     "remote_target",
     "rss_kib",
     "start_nchan",
+    "start_on_redis",
     "start_tidings",
     "start_websockets_peer",
     "subscriber_count",
@@ -252,14 +253,26 @@ def start_tidings(
     cpu: int | None,
     broker: str = "",
     name: str = "tidings",
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Target:
-    """``tidings serve`` on a free port with a known API key (on ``broker`` if given)."""
+    """``tidings serve`` on a free port with a known API key (on ``broker`` if given; more
+    ``args``, ``env``)."""
     cmd = [sys.executable, "-m", "tidings.cli", "serve", "--port", "0"]
-    cmd += ["--host", "127.0.0.1", "--api-key", api_key, "--log-level", "warning"]
+    cmd += [
+        "--host",
+        "127.0.0.1",
+        f"--api-key={api_key}",
+        "--log-level",
+        "warning",
+        *args,
+    ]  # a key may start with "-"
     env = {
         "TIDINGS_MAX_CONNECTIONS": str(subscribers + 256),
         # No heartbeat pings during a run: the byte count assumes data frames only.
         "TIDINGS_PING_INTERVAL": "3600",
+        **(env or {}),
     }
     if broker:
         env["TIDINGS_BROKER"] = broker

@@ -168,6 +168,7 @@ class MemoryBroker(Broker):
             channel, stream.offset, stream.epoch, data, is_json, event, info=info, tags=tags
         )
         pub.delta = delta
+        pub.exclude_client = options.exclude_client
         if options.history_size > 0 and options.history_ttl > 0:
             history = stream.history
             history.append((now, pub))

@@ -62,6 +62,7 @@ def publish_args(
         info=info,
         tags=tags,
         delta=delta,
+        exclude_client=options.exclude_client,
     )
     args = [
         blob,

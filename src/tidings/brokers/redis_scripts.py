@@ -20,7 +20,8 @@ on Redis Cluster they live in one slot and one script can touch them all:
 
 An encoded publication is ``<n>:<header><data>``: ``n`` the length of the JSON header
 ``[is_json, event, time_ms, info, tags, delta]`` (``info``: ``[user, client, conn_info,
-chan_info]`` with the infos as JSON text), then the payload bytes as published.
+chan_info]`` with the infos as JSON text; a seventh item, the connection excluded from live
+delivery, when there is one), then the payload bytes as published.
 """
 
 from __future__ import annotations
@@ -96,16 +97,20 @@ def encode_publication(
     info: ClientInfo | None,
     tags: dict[str, str] | None,
     delta: bool,
+    exclude_client: str = "",
 ) -> bytes:
-    header = orjson.dumps([is_json, event, time_ms, _info(info), tags, delta])
-    return b"%d:%b%b" % (len(header), header, data)
+    header = [is_json, event, time_ms, _info(info), tags, delta]
+    if exclude_client:
+        header.append(exclude_client)
+    encoded = orjson.dumps(header)
+    return b"%d:%b%b" % (len(encoded), encoded, data)
 
 
 def decode_publication(channel: str, offset: int, epoch: str, raw: bytes) -> Publication:
     """A publication from its encoding; ``ValueError`` when ``raw`` is not one."""
     colon = raw.index(b":")
     end = colon + 1 + int(raw[:colon])
-    is_json, event, time_ms, info, tags, delta = orjson.loads(raw[colon + 1 : end])
+    is_json, event, time_ms, info, tags, delta, *rest = orjson.loads(raw[colon + 1 : end])
     pub = Publication(
         channel,
         offset,
@@ -118,6 +123,8 @@ def decode_publication(channel: str, offset: int, epoch: str, raw: bytes) -> Pub
         tags,
     )
     pub.delta = bool(delta)
+    if rest:
+        pub.exclude_client = str(rest[0])
     return pub
 
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from tidings.exceptions import PublishError, Unauthorized
+from tidings.exceptions import NoSuchConnection, PublishError, Unauthorized
 
 from .transport import Call, LoopLocal
 
@@ -63,6 +63,12 @@ class HttpTransport:
             self._pools = LoopLocal(self._async_client, _aclose)
 
     def _request(self, call: Call) -> dict[str, Any]:
+        if call.method == "api":  # the server API: params["method"], the body as JSON
+            return {
+                "url": f"{self.url}/api/{call.params['method']}",
+                "content": call.data,
+                "headers": {"X-API-Key": self.api_key, "Content-Type": "application/json"},
+            }
         if call.method != "publish":
             raise ValueError(f"HttpTransport can't {call.method}")
         headers = {
@@ -75,7 +81,10 @@ class HttpTransport:
             "url": f"{self.url}/pub/{quote(call.channel, safe='')}",
             "content": call.data,
             "headers": headers,
-            "params": {"event": call.event} if call.event else {},
+            "params": {
+                **({"event": call.event} if call.event else {}),
+                **call.params,  # exclude_client
+            },
         }
 
     def call(self, call: Call) -> dict[str, Any]:
@@ -89,7 +98,7 @@ class HttpTransport:
             response = client.post(**request)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
-        return _answer(response)
+        return _answer(response, call)
 
     async def acall(self, call: Call) -> dict[str, Any]:
         request = self._request(call)
@@ -101,7 +110,7 @@ class HttpTransport:
             response = await client.post(**request)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
-        return _answer(response)
+        return _answer(response, call)
 
     def _unreachable(self, exc: httpx.HTTPError) -> PublishError:
         if isinstance(exc, httpx.TimeoutException):
@@ -141,16 +150,20 @@ async def _aclose(client: httpx.AsyncClient) -> None:
     await client.aclose()
 
 
-def _answer(response: httpx.Response) -> dict[str, Any]:
+def _answer(response: httpx.Response, call: Call) -> dict[str, Any]:
     status = response.status_code
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         body = None
+    if status == 200 and isinstance(body, dict) and call.method == "api":
+        return _api_answer(call, body)
     if status == 200 and isinstance(body, dict):
         return body
     reason = response.reason_phrase or "no reason given"
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        reason = str(body["error"].get("message", reason))
+    elif isinstance(body, dict) and isinstance(body.get("error"), str):
         reason = body["error"]
     elif status == 200:
         reason = "the answer is not a JSON object"
@@ -159,3 +172,17 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     if status == 401:
         raise Unauthorized(message, status, reason=reason)
     raise PublishError(message, status, reason=reason, retryable=status in RETRY_STATUSES)
+
+
+def _api_answer(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    """A server API answer: its ``result``, or its ``error`` raised."""
+    method = call.params["method"]
+    error = body.get("error")
+    if isinstance(error, dict):
+        if method == "send" and error.get("code") == 108:
+            client = orjson.loads(call.data).get("client")
+            raise NoSuchConnection(f"no connection {client!r} on any node", 404)
+        reason = f"{error.get('code')} {error.get('message')}"
+        raise PublishError(f"{method} refused: {reason}", 400, reason=reason)
+    result = body.get("result")
+    return result if isinstance(result, dict) else {}

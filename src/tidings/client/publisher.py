@@ -11,6 +11,10 @@ transient failure â€” the server unreachable or timing out, a 5xx, 408 or 429 â€
 with exponential backoff, and only when the call has a key: the server publishes a key
 once, so a retry after a publish that did land returns the first result (``duplicate``)
 instead of publishing twice. Other failures raise ``PublishError`` at once.
+
+Out-of-band messages go through the server API: ``send`` to one connection, ``broadcast``
+to every one; ``broadcast_channel`` publishes skipping one connection (``exclude_client``).
+Each has an ``a``-prefixed asyncio twin.
 """
 
 from __future__ import annotations
@@ -147,10 +151,12 @@ class Publisher:
         event: str | None = None,
         raw: bool = False,
         idempotency_key: str | None = None,
+        exclude_client: str | None = None,
     ) -> PublishResult:
         """Publish and wait for the server's answer. ``idempotency_key``: None draws a new
-        one; "" sends none (and so never retries)."""
-        call = self._publish_call(channel, data, event, raw, idempotency_key)
+        one; "" sends none (and so never retries). ``exclude_client``: every subscriber but
+        that connection gets it."""
+        call = self._publish_call(channel, data, event, raw, idempotency_key, exclude_client)
         return _result(channel, self._run(call))
 
     async def apublish(
@@ -161,16 +167,24 @@ class Publisher:
         event: str | None = None,
         raw: bool = False,
         idempotency_key: str | None = None,
+        exclude_client: str | None = None,
     ) -> PublishResult:
         """``publish`` from asyncio code."""
-        call = self._publish_call(channel, data, event, raw, idempotency_key)
+        call = self._publish_call(channel, data, event, raw, idempotency_key, exclude_client)
         return _result(channel, await self._arun(call))
 
     def _publish_call(
-        self, channel: str, data: Any, event: str | None, raw: bool, key: str | None
+        self,
+        channel: str,
+        data: Any,
+        event: str | None,
+        raw: bool,
+        key: str | None,
+        exclude_client: str | None = None,
     ) -> Call:
         body, is_json = self._encode(data, raw)
-        return Call("publish", channel, body, is_json, event, _key(key))
+        params = {"exclude_client": exclude_client} if exclude_client else {}
+        return Call("publish", channel, body, is_json, event, _key(key), params)
 
     def _encode(self, data: Any, raw: bool) -> tuple[bytes, bool]:
         """The payload's bytes and whether they are JSON."""
@@ -213,6 +227,40 @@ class Publisher:
                     raise
             await asyncio.sleep(delay)
             attempt += 1
+
+    # Out of band, through the server API (``POST /api/<method>``; HTTP only)
+    def _api_call(self, method: str, params: dict[str, Any]) -> Call:
+        body = self.json_encoder(params)
+        raw = body.encode() if isinstance(body, str) else body
+        return Call("api", "", raw, True, params={"method": method})
+
+    def send(self, client_id: str, data: Any) -> None:
+        """Send ``data`` (JSON) to the connection ``client_id``, on whichever node holds it;
+        ``NoSuchConnection`` when none does."""
+        self._run(self._api_call("send", {"client": client_id, "data": data}))
+
+    async def asend(self, client_id: str, data: Any) -> None:
+        await self._arun(self._api_call("send", {"client": client_id, "data": data}))
+
+    def broadcast(self, data: Any) -> int:
+        """Send ``data`` (JSON) to every connection on every node; how many got it."""
+        return int(self._run(self._api_call("send_all", {"data": data})).get("delivered", 0))
+
+    async def abroadcast(self, data: Any) -> int:
+        answer = await self._arun(self._api_call("send_all", {"data": data}))
+        return int(answer.get("delivered", 0))
+
+    def broadcast_channel(
+        self, data: Any, channel: str, *, exclude_client: str | None = None
+    ) -> PublishResult:
+        """Publish ``data`` to ``channel``'s subscribers but the connection
+        ``exclude_client`` (``publish`` with ``exclude_client``)."""
+        return self.publish(channel, data, exclude_client=exclude_client)
+
+    async def abroadcast_channel(
+        self, data: Any, channel: str, *, exclude_client: str | None = None
+    ) -> PublishResult:
+        return await self.apublish(channel, data, exclude_client=exclude_client)
 
     # Closing
     def close(self) -> None:

@@ -108,7 +108,9 @@ class RedisTransport:
         if call.is_json:  # as a node does: CR/LF are only whitespace in JSON
             data = data.replace(b"\r", b"").replace(b"\n", b"")
         options = PublishOptions.of(
-            self.namespaces.options(call.channel), idempotency_key=call.idempotency_key
+            self.namespaces.options(call.channel),
+            idempotency_key=call.idempotency_key,
+            exclude_client=call.params.get("exclude_client", ""),
         )
         s = self.settings
         shard = 0

@@ -18,7 +18,9 @@ contract:
    whose ``publish`` starts after it returned reaches this node's
    ``BrokerEventHandler.on_publication``. Delivery between nodes is at most once and in
    offset order per channel; the node finds a lost delivery by offset continuity and fills
-   it from history (``core/subscriptions.py``). ``unsubscribe`` stops delivery.
+   it from history (``core/subscriptions.py``). ``unsubscribe`` stops delivery. A
+   publication published with ``PublishOptions.exclude_client`` reaches every node with
+   that id in ``Publication.exclude_client`` (the node's hub skips that connection).
 4. **Idempotency.** A publish whose ``idempotency_key`` was used on the same channel within
    ``idempotency_ttl`` seconds publishes nothing and returns the first result with
    ``duplicate=True``. The check and the append are one atomic step.
@@ -75,17 +77,23 @@ class BrokerEventHandler(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PublishOptions:
-    """How a stream keeps one publication. Times in seconds."""
+    """How a stream keeps one publication, and whom it skips. Times in seconds."""
 
     history_size: int = 0
     history_ttl: float = 0.0
     meta_ttl: float = 86400.0  # the stream (offset, epoch) outlives its last publication
     idempotency_key: str = ""
     idempotency_ttl: float = 300.0
+    exclude_client: str = ""  # a connection id that is not to get this publication live
 
     @classmethod
     def of(
-        cls, opts: ChannelOptions, *, skip_history: bool = False, idempotency_key: str = ""
+        cls,
+        opts: ChannelOptions,
+        *,
+        skip_history: bool = False,
+        idempotency_key: str = "",
+        exclude_client: str = "",
     ) -> PublishOptions:
         """The options a namespace gives its channels' publications."""
         keep = not skip_history and opts.history_size > 0 and opts.history_ttl > 0
@@ -94,6 +102,7 @@ class PublishOptions:
             history_ttl=opts.history_ttl if keep else 0.0,
             meta_ttl=max(opts.history_meta_ttl, opts.history_ttl),
             idempotency_key=idempotency_key,
+            exclude_client=exclude_client,
         )
 
 

@@ -87,6 +87,14 @@ class ChannelOptions:
     # True for channels without a namespace and of unconfigured namespaces (the zero-config
     # hub); a configured namespace is closed to them unless it says so.
     simple_subscribe: bool = True
+    # What a /ws client sends is published to the channel (nginx-push-stream's
+    # websocket_allow_publish): off unless a namespace says so.
+    simple_publish: bool = False
+    # HTTP proxies of this namespace's channels (tidings.proxy): URLs, "" for none.
+    proxy_subscribe_endpoint: str = ""
+    proxy_publish_endpoint: str = ""
+    proxy_sub_refresh_endpoint: str = ""
+    proxy_unsubscribe_endpoint: str = ""
 
 
 class Namespaces:
@@ -139,6 +147,9 @@ def _options(base: ChannelOptions, values: dict[str, Any]) -> ChannelOptions:
             if not isinstance(value, list | tuple) or not set(value) <= {"fossil"}:
                 raise ConfigError('allowed_delta_types: a list holding at most "fossil"')
             value = tuple(value)
+        elif key.startswith("proxy_"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a URL")
         elif not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false")
         checked[key] = value

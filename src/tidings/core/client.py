@@ -18,10 +18,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from tidings.exceptions import (
     BrokerError,
     DisconnectError,
+    HookError,
     InvalidToken,
+    Reject,
     ReplyError,
     TokenExpired,
 )
@@ -30,11 +34,16 @@ from tidings.protocol.centrifuge import codes
 from . import client_commands as commands
 from . import client_subscribe as subscribing
 from . import permissions
-from .client_types import ClientOptions, ClientTransport, Subscription, info_dict
+from .client_types import ClientOptions, ClientTransport, Subscription, info_dict, refusal
 from .clock import Timer
+from .hooks import Conn, decode_data, encode_data
 from .publication import ClientInfo, Publication
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from tidings.protocol.http import Request
+
     from .node import Node
 
 __all__ = [
@@ -80,6 +89,7 @@ class Client:
 
     __slots__ = (
         "_busy",
+        "_drain_task",
         "_expire_timer",
         "_inbox",
         "_refused",
@@ -88,14 +98,17 @@ class Client:
         "_tokens",
         "awaiting_pong",
         "closed",
+        "conn",
         "connect_failed",
         "connected",
+        "connected_at",
         "exp",
         "formatter",
         "id",
         "info",
         "node",
         "options",
+        "request",
         "session",
         "subs",
         "subscribing",
@@ -103,8 +116,16 @@ class Client:
         "user",
     )
 
-    def __init__(self, node: Node, transport: ClientTransport, options: ClientOptions) -> None:
+    def __init__(
+        self,
+        node: Node,
+        transport: ClientTransport,
+        options: ClientOptions,
+        request: Request | None = None,
+    ) -> None:
         self.node = node
+        self.request = request  # kept until connect where hooks or the message log read it
+        self.conn: Conn | None = None
         self.transport = transport
         self.options = options
         self.formatter = transport.formatter
@@ -116,6 +137,7 @@ class Client:
         self.info: bytes | None = None
         self.exp = 0.0
         self.connected = False
+        self.connected_at = 0.0  # wall clock, for "the user's older connections"
         self.connect_failed = False
         self.closed = False
         self.awaiting_pong = False
@@ -126,6 +148,7 @@ class Client:
         self._stamp = node.clock.monotonic()
         self._refused = 0
         self._busy = False
+        self._drain_task: asyncio.Task[None] | None = None
         self._expire_timer: Timer | None = None
         # Centrifugo closes connections that don't connect in time (3502 stale): they
         # would otherwise hold a connection slot forever without any credentials.
@@ -157,7 +180,7 @@ class Client:
         self._inbox.extend(commands)
         if not self._busy:
             self._busy = True
-            self.node.spawn(self._drain())
+            self._drain_task = self.node.spawn(self._drain())
 
     def _admit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A token bucket per connection: ``command_rate`` a second, ``command_burst`` at
@@ -228,6 +251,13 @@ class Client:
             self.reply({"id": cmd_id, "error": exc.error.reply()})
         except DisconnectError as exc:
             self.disconnect(exc.disconnect)
+        except Reject as exc:
+            self._refused_by_hook(cmd_id, method, refusal(exc))
+        except HookError:
+            # Logged (with the hook's exception) where it failed; the client learns no more.
+            if method == "connect":
+                self.connect_failed = True
+            self.reply({"id": cmd_id, "error": codes.INTERNAL.reply()})
         except BrokerError as exc:
             # Normal under failure (a timeout, a restart): the client may retry.
             log.warning("client %s: %s failed: %s", self.id, method, exc)
@@ -238,6 +268,17 @@ class Client:
         else:
             if result is not None and cmd_id:
                 self.reply({"id": cmd_id, method: result})
+
+    def _refused_by_hook(
+        self, cmd_id: int, method: str, error: ReplyError | DisconnectError
+    ) -> None:
+        if isinstance(error, DisconnectError):
+            self.disconnect(error.disconnect)
+            return
+        if method == "connect":
+            self.connect_failed = True
+        if cmd_id:
+            self.reply({"id": cmd_id, "error": error.error.reply()})
 
     def reply(self, reply: dict[str, Any]) -> None:
         if self.closed:
@@ -268,10 +309,16 @@ class Client:
     def send_push(self, push: dict[str, Any]) -> None:
         self.reply({"push": push})
 
-    def send_message(self, data: bytes) -> None:
-        """An asynchronous message to this client (``message`` push; raw JSON in the JSON
-        encoding)."""
-        self.send_push({"message": {"data": data}})
+    def send_message(self, data: bytes, is_json: bool = True) -> None:
+        """An asynchronous message to this client (``message`` push)."""
+        self.send_push({"message": {"data": self.transport.codec.payload(data, is_json)}})
+
+    # ConnEnd (hooks.py)
+    def close_with(self, code: int, reason: str) -> None:
+        self.disconnect(codes.Disconnect(code, reason))
+
+    def hook_channels(self) -> list[str]:
+        return list(self.subs)
 
     # connection
     async def cmd_connect(self, cmd_id: int, params: dict[str, Any]) -> None:
@@ -298,12 +345,40 @@ class Client:
             if any(node.namespaces.find(ch) is None for ch in channels):
                 # Centrifugo refuses a token naming a channel of an unknown namespace.
                 raise ReplyError(codes.UNKNOWN_CHANNEL)
-        elif not (options.insecure or options.allow_anonymous_connect_without_token):
+        elif not (
+            options.insecure
+            or options.allow_anonymous_connect_without_token
+            or node.hooks.has("connect")  # they decide, as Centrifugo's connect proxy does
+        ):
             # No credentials at all (Centrifugo: "client credentials not found").
             log.info("client %s: connect without token refused", self.id)
             raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
         if self.exp and self.exp <= node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
+        connect_data: bytes | None = None
+        if node.wants_conns:
+            conn = self.conn = Conn(
+                node,
+                self,
+                kind="client",
+                transport=self.transport.name,
+                request=self.request,
+                protocol=self.transport.codec.name,
+            )
+            self.request = None
+            raw = params.get("data")
+            if isinstance(raw, bytes) and raw:
+                conn.data = decode_data(raw, self.transport.codec.name == "json" or _json(raw))
+            conn.client_name = str(params.get("name", ""))
+            conn.client_version = str(params.get("version", ""))
+            if node.hooks.has("connect"):
+                granted = await node.hooks.grants("connect", conn)
+                if self.closed:
+                    return
+                connect_data = self._granted(granted, channels)
+        personal = options.personal_channel(self.user)
+        if personal is not None and personal not in channels:
+            channels.append(personal)
         requested = params.get("subs", {})
         if not isinstance(requested, dict):
             raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
@@ -319,6 +394,7 @@ class Client:
             log.info("client %s: connect with %d channels", self.id, len(channels))
             raise DisconnectError(codes.CHANNEL_LIMIT)
         self.connected = True
+        self.connected_at = node.clock.time()
         if self._stale_timer is not None:
             self._stale_timer.cancel()
             self._stale_timer = None
@@ -332,6 +408,8 @@ class Client:
         if self.transport.emulated or self.transport.unidirectional:
             result["session"] = self.session
             result["node"] = node.id
+        if connect_data is not None:
+            result["data"] = connect_data
         self.set_expiry(result)
         handles = []
         subs_result: dict[str, Any] = {}
@@ -354,6 +432,43 @@ class Client:
         self.reply({"id": cmd_id, "connect": result})
         for handle in handles:
             subscribing.go_live(self, handle.channel, handle)
+        if personal is not None and options.personal_single_connection:
+            # One connection per user (Centrifugo's single_connection): the older ones go,
+            # on every node, and don't reconnect; a newer one that raced this is spared.
+            limit = codes.CONNECTION_LIMIT
+            command = {
+                "method": "disconnect",
+                "user": self.user,
+                "code": limit.code,
+                "reason": limit.reason,
+                "whitelist": [self.id],
+                "before": self.connected_at,
+            }
+            node.spawn(node.controller.broadcast(command))
+
+    def _granted(self, granted: dict[str, Any], channels: list[str]) -> bytes | None:
+        """Apply what ``on_connect`` hooks returned (the user, connection info, expiry,
+        server-side channels); the connect result's ``data``, encoded for this client."""
+        try:
+            user = granted.get("user", self.user)
+            expire_at = granted.get("expire_at", self.exp)
+            more = granted.get("channels", [])
+            if not isinstance(user, str) or not isinstance(expire_at, int | float):
+                raise TypeError("user must be a string, expire_at a number")
+            if not isinstance(more, list) or not all(isinstance(c, str) for c in more):
+                raise TypeError("channels must be a list of strings")
+            info = encode_data(granted["info"])[0] if granted.get("info") is not None else None
+            data = encode_data(granted["data"]) if granted.get("data") is not None else None
+        except TypeError as exc:
+            log.error("client %s: on_connect hooks returned %s", self.id, exc)
+            raise HookError("on_connect hooks returned bad values") from None
+        self.user, self.exp = user, float(expire_at or 0)
+        if info is not None:
+            self.info = info
+        channels += [c for c in more if c not in channels]
+        if self.exp and self.exp <= self.node.clock.time():
+            raise ReplyError(codes.TOKEN_EXPIRED)
+        return None if data is None else self.transport.codec.payload(*data)
 
     def set_expiry(self, result: dict[str, Any]) -> None:
         if self._expire_timer is not None:
@@ -369,18 +484,60 @@ class Client:
     def _arm_expiry(self, remaining: float) -> None:
         # From the exact expiry, not the whole seconds told to the client: a timer that
         # fired before ``exp`` would find the connection valid and never fire again.
-        delay = max(0.0, remaining) + self.options.expired_grace
+        # With refresh hooks (a refresh proxy) the server refreshes at the expiry itself.
+        grace = 0.0 if self._refreshed_by_hooks() else self.options.expired_grace
+        delay = max(0.0, remaining) + grace
         self._expire_timer = self.node.clock.call_later(delay, self._expired)
+
+    def _refreshed_by_hooks(self) -> bool:
+        return self.conn is not None and self.node.hooks.has("refresh")
 
     def _expired(self) -> None:
         self._expire_timer = None
         if not self.exp or self.closed:
             return
         remaining = self.exp - self.node.clock.time()
-        if remaining <= 0:
-            self.disconnect(codes.CONNECTION_EXPIRED)
-        else:  # the wall clock lagged the loop's clock: check again at the expiry
+        if remaining > 0:  # the wall clock lagged the loop's clock: check again at the expiry
             self._arm_expiry(remaining)
+        elif self._refreshed_by_hooks():
+            self.node.spawn(self._refresh_by_hooks())
+        else:
+            self.disconnect(codes.CONNECTION_EXPIRED)
+
+    async def _refresh_by_hooks(self) -> None:
+        """The ``on_refresh`` hooks decide: a later ``expire_at`` extends the connection
+        (unidirectional clients get a ``refresh`` push); otherwise it expires (3005). When
+        they fail, they are asked again until ``expired_grace`` has passed."""
+        assert self.conn is not None
+        node = self.node
+        try:
+            granted = await node.hooks.grants("refresh", self.conn)
+        except (HookError, Reject):
+            if self.closed:
+                return
+            if node.clock.time() > self.exp + self.options.expired_grace:
+                self.disconnect(codes.CONNECTION_EXPIRED)
+            else:
+                retry = min(5.0, max(0.5, self.options.expired_grace / 4))
+                self._expire_timer = node.clock.call_later(retry, self._expired)
+            return
+        if self.closed:
+            return
+        expire_at = granted.get("expire_at")
+        if (
+            granted.get("expired")
+            or not isinstance(expire_at, int | float)
+            or (expire_at and expire_at <= node.clock.time())
+        ):
+            self.disconnect(codes.CONNECTION_EXPIRED)
+            return
+        self.exp = float(expire_at)
+        if granted.get("info") is not None:
+            self.info = encode_data(granted["info"])[0]
+        push: dict[str, Any] = {}
+        self.set_expiry(push)
+        if self.transport.unidirectional:
+            self.send_push({"refresh": push})
 
     async def cmd_refresh(self, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
         verifier = self.node.token_verifier
@@ -431,16 +588,38 @@ class Client:
         for timer in (self._expire_timer, self._stale_timer):
             if timer is not None:
                 timer.cancel()
+        conn = self.conn
+        if conn is not None:
+            conn.ended(list(self.subs))
         self._leave_all()
         if self.connected:
             self.node.unregister_client(self)
+        if conn is not None and self.node.hooks:
+            self.node.spawn(self._last_hooks(conn, self.connected))
         return True
+
+    async def _last_hooks(self, conn: Conn, connected: bool) -> None:
+        """``on_disconnect`` (when it had connected), then ``on_finish``, after the
+        connection's running command and its hooks."""
+        task = self._drain_task
+        if task is not None and not task.done():
+            await task
+        hooks = self.node.hooks
+        if connected:
+            await hooks.notify("disconnect", conn)
+        await hooks.notify("finish", conn)
 
     def _leave_all(self) -> None:
         for channel in list(self.subs):
             subscribing.leave(self, channel)
 
     # hub subscriber
+    def excluded(self, pub: Publication) -> None:
+        """A publication skipped this connection: a delta subscription's next one is full."""
+        sub = self.subs.get(pub.channel)
+        if sub is not None:
+            sub.delta_ready = False
+
     def deliver(self, pub: Publication, data: bytes) -> None:
         sub = self.subs.get(pub.channel)
         if sub is None:
@@ -469,6 +648,7 @@ class Client:
             self.send_push(
                 {"channel": channel, "unsubscribe": {"code": unsub.code, "reason": unsub.reason}}
             )
+            subscribing.unsubscribed(self, channel)
 
     def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
         sub = self.subs.get(channel)
@@ -481,6 +661,14 @@ class Client:
             sub = self.subs.get(channel)
             chan_info = sub.chan_info if sub is not None else None
         return ClientInfo(self.user, self.id, self.info, chan_info)
+
+
+def _json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 # A command's handler gets the command id and parameters; it returns the reply's result

@@ -2,8 +2,10 @@
 
 Publish, presence and history are checked against the namespace options as Centrifugo
 does: "subscriber" rights need a subscription to the channel, "client" rights a user id,
-"anonymous" rights nothing. RPC and send go to handlers the application registers on the
-node (``Node.on_rpc``, ``Node.on_message``): Python functions, no proxy needed.
+"anonymous" rights nothing. A publish then goes through the ``on_publish`` hooks (which may
+refuse it or replace its data); RPC and send go to the ``on_rpc`` and ``on_message`` hooks
+(``hooks.py``): Python functions, no proxy needed. Each of the three is a line of the
+message log where one is configured.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.exceptions import DisconnectError, ReplyError, RpcError
+from tidings.exceptions import DisconnectError, HookError, Reject, ReplyError
 from tidings.protocol.centrifuge import codes
 
 from .broker import TOP, HistoryQuery
-from .client_types import info_dict, pub_dict
+from .client_types import info_dict, pub_dict, refusal
+from .hooks import decode_data
 from .permissions import channel_options
-from .publication import ClientInfo, StreamPosition
+from .publication import StreamPosition
 
 if TYPE_CHECKING:
     from .channels import ChannelOptions
@@ -74,7 +77,13 @@ async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[s
     if not isinstance(data, bytes):
         raise ReplyError(codes.BAD_REQUEST)
     is_json = client.transport.codec.name == "json" or _is_json(data)
-    await client.node.publish(channel, data, is_json=is_json, info=client.client_info(channel))
+    node, conn = client.node, client.conn
+    if conn is not None:
+        if node.message_log is not None:
+            node.message_log.write("publish", conn, channel, data)
+        if node.hooks.has("publish"):
+            data, is_json = await node.hooks.publish(conn, channel, data, is_json)
+    await node.publish(channel, data, is_json=is_json, info=client.client_info(channel))
     return {}
 
 
@@ -147,30 +156,48 @@ def _history_result(client: Client, pubs: list[Any], offset: int, epoch: str) ->
     return {"publications": [pub_dict(p, codec) for p in pubs], "epoch": epoch, "offset": offset}
 
 
-async def rpc(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
-    method = params.get("method", "")
-    handler = client.node.rpc_handlers.get(method)
-    if handler is None:
-        raise ReplyError(codes.METHOD_NOT_FOUND)
+def _payload(client: Client, params: dict[str, Any]) -> tuple[bytes, bool]:
     data = params.get("data", b"")
-    try:
-        result = await handler(_caller(client), data)
-    except RpcError as exc:
-        # An application error: the code and message are the handler's own, on purpose.
-        raise ReplyError(codes.Error(exc.code, exc.message)) from None
-    return {"data": result} if result else {}
+    if not isinstance(data, bytes):
+        raise ReplyError(codes.BAD_REQUEST)
+    return data, client.transport.codec.name == "json" or _is_json(data)
+
+
+async def rpc(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``on_rpc`` hooks of the method answer; none: 104. ``Reject`` is an error with
+    the hook's own code and reason."""
+    method = params.get("method", "")
+    data, is_json = _payload(client, params)
+    node, conn = client.node, client.conn
+    if conn is None or not isinstance(method, str):
+        raise ReplyError(codes.METHOD_NOT_FOUND)
+    if node.message_log is not None:
+        node.message_log.write("rpc", conn, None, data)
+    found, result = await node.hooks.rpc(conn, method, data, is_json)
+    if not found:
+        raise ReplyError(codes.METHOD_NOT_FOUND)
+    if result is None:
+        return {}
+    return {"data": client.transport.codec.payload(*result)}
 
 
 async def send(client: Client, cmd_id: int, params: dict[str, Any]) -> None:
-    handler = client.node.message_handler
-    if handler is None:
+    """An asynchronous message: the ``on_message`` hooks get it (channel None); without
+    any, as in Centrifugo without a proxy, the connection is closed with 3508. A failing
+    hook is logged (a send has no reply to carry an error)."""
+    node, conn = client.node, client.conn
+    if conn is not None and node.message_log is not None:
+        node.message_log.write("send", conn, None, params.get("data", b""))
+    if conn is None or not node.hooks.has("message"):
         raise DisconnectError(codes.NOT_AVAILABLE_DISCONNECT)
+    data, is_json = _payload(client, params)
     try:
-        await handler(_caller(client), params.get("data", b""))
-    except Exception:
-        log.exception("message handler failed for client %s", client.id)
+        await node.hooks.run("message", conn, None, decode_data(data, is_json))
+    except Reject as exc:
+        error = refusal(exc)
+        if isinstance(error, DisconnectError):
+            raise error from None
+        log.info("client %s: send refused by a hook (%d)", client.id, exc.code)
+    except HookError:
+        pass  # logged where it failed
     return None
-
-
-def _caller(client: Client) -> ClientInfo:
-    return client.client_info()

@@ -5,6 +5,8 @@ subscription token; ``#`` channels admit the users listed after ``#`` where the 
 allows user-limited channels; otherwise the namespace's ``allow_subscribe_for_*`` options
 decide (103). A resubscribing client that sends its position gets every publication it
 missed in the reply with ``recovered: true`` — or none and ``recovered: false``; never some.
+Every subscription (the client's, the connect's, the server API's) passes the
+``on_subscribe`` hooks first; leaving while connected runs ``on_unsubscribe``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,19 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from tidings.exceptions import DisconnectError, InvalidToken, ReplyError, TokenExpired
+from tidings.exceptions import (
+    DisconnectError,
+    HookError,
+    InvalidToken,
+    Reject,
+    ReplyError,
+    TokenExpired,
+)
 from tidings.protocol.centrifuge import codes
 
 from .channels import ChannelOptions
 from .client_types import Subscription, pub_dict
+from .hooks import encode_data
 from .permissions import apply_override, channel_options, has_history_access, user_allowed
 from .publication import StreamPosition
 
@@ -37,6 +47,7 @@ __all__ = [
     "sub_refresh",
     "subscribe",
     "unsubscribe",
+    "unsubscribed",
 ]
 
 log = logging.getLogger("tidings.client")
@@ -146,6 +157,13 @@ async def _subscribe(
     elif positioned:
         limit = 0
     node = client.node
+    sub_data: bytes | None = None
+    if client.conn is not None and node.hooks.has("subscribe"):
+        granted = await node.hooks.grants("subscribe", client.conn, channel, channel=channel)
+        if client.closed:
+            raise DisconnectError(codes.CONNECTION_CLOSED)
+        if granted:
+            chan_info, expires_at, sub_data = _granted(client, granted, chan_info, expires_at)
     handle = await node.subscribe(client, channel, since, limit)
     try:
         result: dict[str, Any] = {}
@@ -171,6 +189,8 @@ async def _subscribe(
             result["ttl"] = max(0, int(expires_at - client.node.clock.time()))
         if delta:
             result["delta"] = True
+        if sub_data is not None:
+            result["data"] = sub_data
         if opts.presence:
             await node.add_presence(channel, client.client_info(channel, chan_info))
         if client.closed:
@@ -190,6 +210,25 @@ async def _subscribe(
     client.subs[channel] = sub
     schedule_expiry(client, sub)
     return result, handle
+
+
+def _granted(
+    client: Client, granted: dict[str, Any], chan_info: bytes | None, expires_at: float
+) -> tuple[bytes | None, float, bytes | None]:
+    """What ``on_subscribe`` hooks returned: channel info, expiry, the reply's data."""
+    try:
+        expire_at = granted.get("expire_at", expires_at)
+        if not isinstance(expire_at, int | float) or isinstance(expire_at, bool):
+            raise TypeError("expire_at must be a number")
+        info = encode_data(granted["info"])[0] if granted.get("info") is not None else chan_info
+        data = encode_data(granted["data"]) if granted.get("data") is not None else None
+    except TypeError as exc:
+        log.error("client %s: on_subscribe hooks returned %s", client.id, exc)
+        raise HookError("on_subscribe hooks returned bad values") from None
+    if expire_at and expire_at <= client.node.clock.time():
+        raise ReplyError(codes.TOKEN_EXPIRED)
+    payload = None if data is None else client.transport.codec.payload(*data)
+    return info, float(expire_at or 0), payload
 
 
 def _position(params: dict[str, Any]) -> StreamPosition:
@@ -236,8 +275,19 @@ async def unsubscribe(client: Client, cmd_id: int, params: dict[str, Any]) -> di
     channel = params.get("channel")
     if not isinstance(channel, str) or not channel:
         raise DisconnectError(codes.BAD_REQUEST_DISCONNECT)
+    was = channel in client.subs
     leave(client, channel)
+    conn = client.conn
+    if was and conn is not None and client.node.hooks.has("unsubscribe"):
+        await client.node.hooks.notify("unsubscribe", conn, channel, channel=channel)
     return {}
+
+
+def unsubscribed(client: Client, channel: str) -> None:
+    """The server took ``channel`` from a connected client: its ``on_unsubscribe`` hooks."""
+    node, conn = client.node, client.conn
+    if conn is not None and not client.closed and node.hooks.has("unsubscribe"):
+        node.spawn(node.hooks.notify("unsubscribe", conn, channel, channel=channel))
 
 
 def schedule_expiry(client: Client, sub: Subscription) -> None:
@@ -249,13 +299,52 @@ def schedule_expiry(client: Client, sub: Subscription) -> None:
     if not sub.expires_at:
         return
     clock = client.node.clock
-    delay = max(0.0, sub.expires_at - clock.time()) + client.options.expired_grace
+    # With sub_refresh hooks (a proxy) the server refreshes at the expiry itself.
+    by_hooks = client.conn is not None and client.node.hooks.has("sub_refresh")
+    grace = 0.0 if by_hooks else client.options.expired_grace
+    delay = max(0.0, sub.expires_at - clock.time()) + grace
     sub.timer = clock.call_later(delay, _sub_expired, client, sub)
 
 
 def _sub_expired(client: Client, sub: Subscription) -> None:
-    if client.subs.get(sub.channel) is sub and sub.expires_at <= client.node.clock.time():
+    if client.subs.get(sub.channel) is not sub or sub.expires_at > client.node.clock.time():
+        return
+    if client.conn is not None and client.node.hooks.has("sub_refresh"):
+        client.node.spawn(_refresh_by_hooks(client, sub))
+    else:
         server_unsubscribe(client, sub.channel, codes.UNSUBSCRIBE_EXPIRED)
+
+
+async def _refresh_by_hooks(client: Client, sub: Subscription) -> None:
+    """The ``on_sub_refresh`` hooks decide: a later ``expire_at`` extends the subscription;
+    otherwise it ends (2501). When they fail they are asked again within the grace."""
+    assert client.conn is not None
+    node, channel = client.node, sub.channel
+    try:
+        granted = await node.hooks.grants("sub_refresh", client.conn, channel, channel=channel)
+    except (HookError, Reject):
+        if client.subs.get(channel) is not sub:
+            return
+        if node.clock.time() > sub.expires_at + client.options.expired_grace:
+            server_unsubscribe(client, channel, codes.UNSUBSCRIBE_EXPIRED)
+        else:
+            retry = min(5.0, max(0.5, client.options.expired_grace / 4))
+            sub.timer = node.clock.call_later(retry, _sub_expired, client, sub)
+        return
+    if client.subs.get(channel) is not sub:
+        return
+    expire_at = granted.get("expire_at")
+    if (
+        granted.get("expired")
+        or not isinstance(expire_at, int | float)
+        or (expire_at and expire_at <= node.clock.time())
+    ):
+        server_unsubscribe(client, channel, codes.UNSUBSCRIBE_EXPIRED)
+        return
+    sub.expires_at = float(expire_at)
+    if granted.get("info") is not None:
+        sub.chan_info = encode_data(granted["info"])[0]
+    schedule_expiry(client, sub)
 
 
 def leave(client: Client, channel: str) -> None:
@@ -287,6 +376,7 @@ def server_unsubscribe(client: Client, channel: str, unsub: codes.Unsubscribe) -
     client.send_push(
         {"channel": channel, "unsubscribe": {"code": unsub.code, "reason": unsub.reason}}
     )
+    unsubscribed(client, channel)
 
 
 async def sub_refresh(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from tidings.exceptions import DisconnectError, Reject, ReplyError
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import Codec
 
@@ -21,6 +22,7 @@ __all__ = [
     "Subscription",
     "info_dict",
     "pub_dict",
+    "refusal",
 ]
 
 
@@ -60,6 +62,18 @@ class ClientOptions:
     connect_timeout: float = 10.0  # a connection that hasn't connected by then is stale
     command_rate: float = 100.0  # commands a second per connection (0: no limit)
     command_burst: int = 500  # commands at once
+    # Centrifugo's subscribe_to_user_personal_channel: every connection with a user is
+    # subscribed server-side to "<namespace>:#<user>" (or "#<user>" without a namespace).
+    personal_channels: bool = False
+    personal_namespace: str = ""
+    personal_single_connection: bool = False  # a user's new connection closes the others
+
+    def personal_channel(self, user: str) -> str | None:
+        """The personal channel of ``user``; None when off or for anonymous connections."""
+        if not self.personal_channels or not user:
+            return None
+        name = self.user_boundary + user
+        return f"{self.personal_namespace}:{name}" if self.personal_namespace else name
 
 
 @dataclass(slots=True)
@@ -98,3 +112,11 @@ def pub_dict(pub: Publication, codec: Codec, *, delta_sub: bool = False) -> dict
     if pub.tags:
         body["tags"] = pub.tags
     return body
+
+
+def refusal(exc: Reject) -> ReplyError | DisconnectError:
+    """A hook's ``Reject`` as the client protocol answers it: an error reply (codes below
+    3000) or a disconnect."""
+    if exc.closes:
+        return DisconnectError(codes.Disconnect(exc.code, exc.reason))
+    return ReplyError(codes.Error(exc.code, exc.reason))

@@ -3,6 +3,8 @@
 Subscribers of a channel are grouped by ``Formatter``: a publication is encoded once per
 formatter and the same bytes go to every subscriber in the group. ``deliver`` must only queue
 bytes (no I/O, no await, no change to the hub): the fan-out loop iterates the live sets.
+A publication with ``exclude_client`` takes a loop of its own that skips the subscriber with
+that ``id``, so the common loop does no per-subscriber check.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class Hub:
         groups = self._channels.get(pub.channel)
         if groups is None:
             return 0
+        if pub.exclude_client:
+            return self._broadcast_except(pub, groups, pub.exclude_client)
         count = 0
         for formatter, group in groups.items():
             try:
@@ -108,6 +112,29 @@ class Hub:
                 except Exception:
                     log.exception("delivery to a subscriber of %s failed", pub.channel)
             count += len(group)
+        return count
+
+    def _broadcast_except(
+        self, pub: Publication, groups: dict[Formatter, dict[Subscriber, None]], skip: str
+    ) -> int:
+        count = 0
+        for formatter, group in groups.items():
+            data: bytes | None = None
+            for sub in group:
+                try:
+                    if getattr(sub, "id", None) == skip:
+                        # It has no copy of this payload: a delta subscriber must not get the
+                        # next publication as a delta against it.
+                        excluded = getattr(sub, "excluded", None)
+                        if excluded is not None:
+                            excluded(pub)
+                        continue
+                    if data is None:
+                        data = formatter.encode(pub)
+                    sub.deliver(pub, data)
+                    count += 1
+                except Exception:
+                    log.exception("delivery to a subscriber of %s failed", pub.channel)
         return count
 
     def subscribers(self, channel: str) -> list[Subscriber]:

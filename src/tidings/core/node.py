@@ -1,9 +1,11 @@
 """The node: the public facade of one tidings process.
 
 It publishes through the broker, subscribes through the channel lifecycle
-(``subscriptions.py``), keeps the registry of its client-protocol connections, owns its
-presence entries (refreshed while it lives, removed when it stops), and answers commands
-from other nodes through the controller (``node_control.py``).
+(``subscriptions.py``), keeps the registry of its connections (client-protocol clients by
+id, session and user; simple streaming sessions by id), owns its presence entries
+(refreshed while it lives, removed when it stops), runs the application's hooks
+(``hooks.py``), and answers commands from other nodes through the controller
+(``node_control.py``): out-of-band messages reach a connection on whichever node holds it.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tidings.exceptions import BrokerError
+from tidings.exceptions import BrokerError, NoSuchConnection
 
 from .broker import Broker, HistoryQuery, PublishOptions, PublishResult, StreamInfo
 from .channels import Namespaces, validate_channel
 from .clock import Clock, SystemClock, Timer
 from .control import Controller
+from .hooks import ConnEnd, Hooks
 from .hub import Hub, Subscriber
+from .message_log import MessageLog
 from .presence import PresenceManager
 from .publication import ClientInfo, HistoryResult, Publication, StreamPosition
 from .subscriptions import SubscribeHandle, Subscriptions
@@ -33,14 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECOVERY_LIMIT",
-    "MessageHandler",
     "Node",
     "Published",
-    "RpcHandler",
 ]
-
-RpcHandler = Callable[[ClientInfo, bytes], Awaitable[bytes | None]]
-MessageHandler = Callable[[ClientInfo, bytes], Awaitable[None]]
 
 log = logging.getLogger("tidings.node")
 
@@ -73,6 +72,8 @@ class Node:
         clock: Clock | None = None,
         recovery_limit: int = RECOVERY_LIMIT,
         name: str = "",
+        hooks: Hooks | None = None,
+        message_log: MessageLog | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.name = name or f"tidings-{self.id[:8]}"
@@ -89,8 +90,9 @@ class Node:
         self.clients: dict[str, Client] = {}
         self.sessions: dict[str, Client] = {}  # by the session secret of emulated transports
         self.users: dict[str, set[Client]] = {}
-        self.rpc_handlers: dict[str, RpcHandler] = {}
-        self.message_handler: MessageHandler | None = None
+        self.streams: dict[str, ConnEnd] = {}  # simple streaming sessions, by id
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.message_log = message_log
         self._present: dict[tuple[str, str], ClientInfo] = {}  # this node's presence entries
         self._refresh_timer: Timer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -121,15 +123,6 @@ class Node:
         await self.broker.aclose()
         await self.presence_manager.aclose()
 
-    # application hooks
-    def on_rpc(self, method: str, handler: RpcHandler) -> None:
-        """Answer client RPCs named ``method`` with ``await handler(caller, data)``."""
-        self.rpc_handlers[method] = handler
-
-    def on_message(self, handler: MessageHandler) -> None:
-        """Receive the clients' asynchronous ``send`` messages."""
-        self.message_handler = handler
-
     # client registry
     def register_client(self, client: Client) -> None:
         self.clients[client.id] = client
@@ -146,12 +139,56 @@ class Node:
                 del self.users[client.user]
 
     def send_message(self, user: str, data: bytes) -> int:
-        """Send ``data`` as a ``message`` push to every connection of ``user`` on this node;
-        return how many got it."""
+        """Send ``data`` (JSON) as a ``message`` push to every connection of ``user`` on
+        this node; return how many got it."""
         clients = list(self.users.get(user, ()))
         for client in clients:
-            client.send_message(data)
+            client.send_message(data, True)
         return len(clients)
+
+    @property
+    def wants_conns(self) -> bool:
+        """Whether connections keep what hooks and the message log read (``Conn``)."""
+        return bool(self.hooks) or self.message_log is not None
+
+    # out-of-band messages
+    def message_local(self, client_id: str, data: bytes, is_json: bool = True) -> bool:
+        """Send ``data`` to the connection ``client_id`` if this node holds it."""
+        end: ConnEnd | None = self.clients.get(client_id) or self.streams.get(client_id)
+        if end is None or end.closed:
+            return False
+        end.send_message(data, is_json)
+        return True
+
+    def message_all_local(self, data: bytes, is_json: bool = True) -> int:
+        """Send ``data`` to every connection of this node; how many got it."""
+        ends: list[ConnEnd] = [*self.clients.values(), *self.streams.values()]
+        count = 0
+        for end in ends:
+            if not end.closed:
+                end.send_message(data, is_json)
+                count += 1
+        return count
+
+    async def send(self, client_id: str, data: bytes, is_json: bool = True) -> None:
+        """Send ``data`` to the connection ``client_id`` on whichever node holds it;
+        ``NoSuchConnection`` when none does."""
+        if self.message_local(client_id, data, is_json):
+            return
+        from .node_control import b64
+
+        command = {"method": "message", "client": client_id, "b64data": b64(data), "json": is_json}
+        answers = await self.controller.broadcast(command)
+        if not any(answer.get("delivered") for answer in answers):
+            raise NoSuchConnection(f"no connection {client_id!r} on any node")
+
+    async def send_all(self, data: bytes, is_json: bool = True) -> int:
+        """Send ``data`` to every connection on every node; how many got it."""
+        from .node_control import b64
+
+        command = {"method": "message", "all": True, "b64data": b64(data), "json": is_json}
+        answers = await self.controller.broadcast(command)
+        return sum(int(answer.get("delivered") or 0) for answer in answers)
 
     # broker events
     def on_publication(self, pub: Publication) -> None:
@@ -173,7 +210,7 @@ class Node:
 
     # publishing
     def _prepare(
-        self, channel: str, data: bytes, is_json: bool, skip_history: bool, key: str
+        self, channel: str, data: bytes, is_json: bool, skip_history: bool, key: str, exclude: str
     ) -> tuple[bytes, PublishOptions]:
         validate_channel(channel)
         if is_json and (b"\n" in data or b"\r" in data):
@@ -181,7 +218,10 @@ class Node:
             # newline-framed wire format (NDJSON streams, the client protocol) intact.
             data = data.replace(b"\r", b"").replace(b"\n", b"")
         opts = PublishOptions.of(
-            self.namespaces.options(channel), skip_history=skip_history, idempotency_key=key
+            self.namespaces.options(channel),
+            skip_history=skip_history,
+            idempotency_key=key,
+            exclude_client=exclude,
         )
         return data, opts
 
@@ -202,10 +242,13 @@ class Node:
         skip_history: bool = False,
         delta: bool = False,
         idempotency_key: str = "",
+        exclude_client: str = "",
     ) -> Published | None:
         """Publish synchronously where the broker can (in-process); None: use ``publish``.
         Raises ``InvalidChannel`` and the broker's errors as ``publish`` does."""
-        data, opts = self._prepare(channel, data, is_json, skip_history, idempotency_key)
+        data, opts = self._prepare(
+            channel, data, is_json, skip_history, idempotency_key, exclude_client
+        )
         result = self.broker.publish_nowait(
             channel, data, opts, is_json=is_json, event=event, info=info, tags=tags, delta=delta
         )
@@ -223,9 +266,13 @@ class Node:
         skip_history: bool = False,
         delta: bool = False,
         idempotency_key: str = "",
+        exclude_client: str = "",
     ) -> Published:
-        """Publish ``data`` (JSON, or UTF-8 text when not ``is_json``) to ``channel``."""
-        data, opts = self._prepare(channel, data, is_json, skip_history, idempotency_key)
+        """Publish ``data`` (JSON, or UTF-8 text when not ``is_json``) to ``channel``; with
+        ``exclude_client``, every subscriber but that connection gets it."""
+        data, opts = self._prepare(
+            channel, data, is_json, skip_history, idempotency_key, exclude_client
+        )
         result = await self.broker.publish(
             channel, data, opts, is_json=is_json, event=event, info=info, tags=tags, delta=delta
         )

@@ -3,6 +3,8 @@
 Every command is a JSON object with a ``"method"``. Bytes travel as base64 (``b64data``,
 ``b64info``). Connections are chosen by ``user``, narrowed by ``client`` (client id) and
 ``session`` (the connection's session); a node without such connections does nothing.
+``message`` is for one connection by id (client protocol or simple stream) or, with
+``all``, every connection; it answers how many it reached.
 Unknown methods and malformed commands answer ``{"error": ...}`` and are logged.
 """
 
@@ -18,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tidings.exceptions import DecodeError
+from tidings.exceptions import BrokerError, CommandError, DecodeError, HookError, Reject
 from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import JSON, PROTOBUF
 
@@ -75,8 +77,9 @@ def _clients(node: Node, command: dict[str, Any]) -> list[Client]:
 async def _disconnect(node: Node, command: dict[str, Any]) -> dict[str, Any]:
     disconnect = codes.Disconnect(int(command["code"]), str(command.get("reason", "")))
     whitelist = set(command.get("whitelist") or ())
+    before = command.get("before")  # only connections that connected before then
     for client in _clients(node, command):
-        if client.id not in whitelist:
+        if client.id not in whitelist and (before is None or client.connected_at <= before):
             client.disconnect(disconnect)
     return {}
 
@@ -87,15 +90,20 @@ async def _subscribe(node: Node, command: dict[str, Any]) -> dict[str, Any]:
     since = command.get("since")
     position = None if since is None else StreamPosition(int(since[0]), str(since[1]))
     info, data = unb64(command.get("b64info")), unb64(command.get("b64data"))
+    channel = str(command["channel"])
     for client in _clients(node, command):
-        await server_subscribe(
-            client,
-            str(command["channel"]),
-            chan_info=info,
-            data=data,
-            since=position,
-            override=command.get("override"),
-        )
+        try:
+            await server_subscribe(
+                client,
+                channel,
+                chan_info=info,
+                data=data,
+                since=position,
+                override=command.get("override"),
+            )
+        except (CommandError, Reject, HookError, BrokerError) as exc:
+            # One connection's refusal (a hook, a closed connection) leaves the others.
+            log.info("server subscribe of client %s to %s: %r", client.id, channel, exc)
     return {}
 
 
@@ -144,6 +152,18 @@ async def _channels(node: Node, command: dict[str, Any]) -> dict[str, Any]:
     return {"channels": {ch: hub.count(ch) for ch in names}}
 
 
+async def _message(node: Node, command: dict[str, Any]) -> dict[str, Any]:
+    """An out-of-band message: to the connection ``client``, or with ``all`` to every one."""
+    data = unb64(command.get("b64data")) or b""
+    is_json = bool(command.get("json", True))
+    if command.get("all"):
+        return {"delivered": node.message_all_local(data, is_json)}
+    client = command.get("client")
+    if not isinstance(client, str):
+        raise ValueError("client: expected a connection id")
+    return {"delivered": int(node.message_local(client, data, is_json))}
+
+
 async def _emulation(node: Node, command: dict[str, Any]) -> dict[str, Any]:
     client = node.sessions.get(str(command.get("session", "")))
     if client is None or not client.transport.emulated:
@@ -165,6 +185,7 @@ METHODS: dict[str, Callable[[Node, dict[str, Any]], Awaitable[dict[str, Any]]]] 
     "info": _info,
     "channels": _channels,
     "emulation": _emulation,
+    "message": _message,
 }
 
 

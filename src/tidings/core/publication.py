@@ -49,6 +49,7 @@ class Publication:
     tags: dict[str, str] | None = None
     delta: bool = False  # published for delta delivery (fossil) to subscribers that asked
     prev: tuple[bytes, bool] | None = None  # previous (data, is_json), where deltas are on
+    exclude_client: str = ""  # the connection that is not to get it live (its publisher)
     encoded: dict[object, bytes] = field(default_factory=dict)
 
     @property

@@ -91,6 +91,17 @@ class Catchup:
         self.held: list[Publication | Notice] | None = []
         self.floor: StreamPosition | None = None  # after go_live: what the subscriber has
 
+    @property
+    def id(self) -> str | None:
+        """The subscriber's connection id: a publication excluding it skips the stand-in."""
+        return getattr(self.sub, "id", None)
+
+    def excluded(self, pub: Publication) -> None:
+        if self.held is None:
+            excluded = getattr(self.sub, "excluded", None)
+            if excluded is not None:
+                excluded(pub)
+
     def deliver(self, pub: Publication, data: bytes) -> None:
         held = self.held
         if held is not None:

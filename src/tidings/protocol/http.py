@@ -42,6 +42,7 @@ class Request:
     upgrade: bool = False
     http_minor: int = 1
     extra: dict[str, str] = field(default_factory=dict)
+    remote_addr: str = ""  # the peer's address, set by the connection that read it
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name, default)

@@ -47,6 +47,7 @@ __all__ = [
     "ClientWebSocket",
     "PushFormat",
     "client_websocket",
+    "kept",
     "register",
 ]
 
@@ -179,13 +180,14 @@ class ClientWebSocket(ClientConnection):
         transport: asyncio.Transport,
         codec: Codec,
         formatter: Formatter | None = None,
+        request: Request | None = None,
     ) -> None:
         super().__init__(ctx, transport)
         self.codec = codec
         self.formatter: Formatter = formatter or WS_PUSH[codec.name]
         self.delta_formats = DELTA_PAIRS[self.formatter]
         self.reader: WebSocketReader | None = None
-        self.client = Client(ctx.node, self, ctx.client_options)
+        self.client = Client(ctx.node, self, ctx.client_options, kept(ctx, request))
 
     # ClientTransport
     def send(self, data: bytes) -> None:
@@ -251,5 +253,12 @@ def client_websocket(request: Request) -> StreamStart:
         codec = JSON
         chosen = "centrifuge-json" if "centrifuge-json" in offered else None
     return StreamStart(
-        accept_response(key, chosen), lambda ctx, transport: ClientWebSocket(ctx, transport, codec)
+        accept_response(key, chosen),
+        lambda ctx, transport: ClientWebSocket(ctx, transport, codec, request=request),
     )
+
+
+def kept(ctx: Context, request: Request | None) -> Request | None:
+    """The request a client keeps until it connects: only for hooks and the message log
+    (its headers, cookies and address), so that other connections don't hold it."""
+    return request if request is not None and ctx.node.wants_conns else None

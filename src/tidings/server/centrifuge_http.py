@@ -23,7 +23,7 @@ from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import JSON, PROTOBUF, Codec
 from tidings.protocol.http import Request, chunk, response_head
 
-from .centrifuge import DELTA_PAIRS, ClientConnection, PushFormat, register
+from .centrifuge import DELTA_PAIRS, ClientConnection, PushFormat, kept, register
 from .decisions import Response, StreamStart
 
 if TYPE_CHECKING:
@@ -79,13 +79,15 @@ class ClientHttpStream(ClientConnection):
     emulated = True
     unidirectional = False
 
-    def __init__(self, ctx: Context, transport: asyncio.Transport, key: str) -> None:
+    def __init__(
+        self, ctx: Context, transport: asyncio.Transport, key: str, request: Request | None = None
+    ) -> None:
         super().__init__(ctx, transport)
         self.name = key.partition("/")[0]
         self.codec, self.frame = FRAMES[key]
         self.formatter = PUSH_FORMATS[key]
         self.delta_formats = DELTA_PAIRS[self.formatter]
-        self.client = Client(ctx.node, self, ctx.client_options)
+        self.client = Client(ctx.node, self, ctx.client_options, kept(ctx, request))
 
     def send(self, data: bytes) -> None:
         self.push(self.frame(data))
@@ -125,7 +127,7 @@ def _start(
         raise HttpError(400, "the first command must be connect")
 
     def make(ctx: Context, transport: asyncio.Transport) -> ClientHttpStream:
-        conn = ClientHttpStream(ctx, transport, key)
+        conn = ClientHttpStream(ctx, transport, key, request)
         conn.client.feed(commands)
         return conn
 

@@ -61,8 +61,10 @@ class ClientUniWebSocket(ClientWebSocket):
     name = "uni_websocket"
     unidirectional = True
 
-    def __init__(self, ctx: Context, transport: asyncio.Transport) -> None:
-        super().__init__(ctx, transport, JSON, UNI_WS_PUSH)
+    def __init__(
+        self, ctx: Context, transport: asyncio.Transport, request: Request | None = None
+    ) -> None:
+        super().__init__(ctx, transport, JSON, UNI_WS_PUSH, request)
         self.started = False
 
     def send(self, data: bytes) -> None:
@@ -100,7 +102,7 @@ def uni_websocket(request: Request) -> StreamStart:
     first = request.query.get("cf_connect")
 
     def make(ctx: Context, transport: asyncio.Transport) -> ClientUniWebSocket:
-        conn = ClientUniWebSocket(ctx, transport)
+        conn = ClientUniWebSocket(ctx, transport, request)
         if first is not None:
             conn.start(first.encode())
         return conn
@@ -131,7 +133,7 @@ def uni_stream(request: Request, name: str, cors: list[tuple[str, str]]) -> Stre
     )
 
     def make(ctx: Context, transport: asyncio.Transport) -> ClientUniStream:
-        conn = ClientUniStream(ctx, transport, key)
+        conn = ClientUniStream(ctx, transport, key, request)
         conn.client.feed([{"id": 1, "connect": connect}])
         return conn
 

@@ -1,8 +1,8 @@
 """What an endpoint decides, without doing any I/O: a response, a stream, or a long-poll.
 
 Endpoints take the ``App`` and a parsed ``Request`` and return one of these (or an
-awaitable of a ``Response`` when they have to wait, for a remote broker say). The listener
-carries the decision out on its transport.
+awaitable of one when they have to wait: for a remote broker, or for the hooks of a
+connection that opens). The listener carries the decision out on its transport.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Union
 from tidings.core.publication import StreamPosition
 
 if TYPE_CHECKING:
+    from tidings.core.hooks import Conn
+
     from .context import Context
     from .outbox import Outbox
 
@@ -41,6 +43,9 @@ class LongPollStart:
     headers: list[tuple[str, str]]
     resume: dict[str, StreamPosition]
     last: int | None
+    conn: Conn | None = None  # its hooks' connection, where hooks are configured
 
 
-Decision = Union[Response, StreamStart, LongPollStart, Awaitable[Response]]  # noqa: UP007
+Decision = Union[  # noqa: UP007
+    Response, StreamStart, LongPollStart, Awaitable[Union[Response, StreamStart, LongPollStart]]  # noqa: UP007
+]

@@ -163,10 +163,13 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
         event = _event_name(request)
         key = _idempotency_key(request)
         data, is_json = decode_payload(request)
-        done = node.publish_nowait(channel, data, is_json=is_json, event=event, idempotency_key=key)
+        exclude = request.query.get("exclude_client", "")
+        done = node.publish_nowait(
+            channel, data, is_json=is_json, event=event, idempotency_key=key, exclude_client=exclude
+        )
         if done is not None:
             return _published(channel, done)
-        return _publish(node, channel, data, is_json, event, key)
+        return _publish(node, channel, data, is_json, event, key, exclude)
     if method == "GET":
         return _info(node, channel)
     if method == "DELETE":
@@ -175,9 +178,17 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
 
 
 async def _publish(
-    node: Node, channel: str, data: bytes, is_json: bool, event: str | None, key: str
+    node: Node,
+    channel: str,
+    data: bytes,
+    is_json: bool,
+    event: str | None,
+    key: str,
+    exclude: str,
 ) -> Response:
-    done = await node.publish(channel, data, is_json=is_json, event=event, idempotency_key=key)
+    done = await node.publish(
+        channel, data, is_json=is_json, event=event, idempotency_key=key, exclude_client=exclude
+    )
     return _published(channel, done)
 
 

@@ -51,6 +51,7 @@ class HttpConnection(asyncio.Protocol):
     """Parses requests and answers them one at a time (pipelined ones wait their turn)."""
 
     __slots__ = (
+        "address",
         "backlog",
         "busy",
         "closed",
@@ -75,6 +76,7 @@ class HttpConnection(asyncio.Protocol):
             max_header_bytes=config.max_header_bytes, max_body=config.max_body_bytes
         )
         self.transport: asyncio.Transport | None = None
+        self.address = ""  # the peer's IP address
         self.busy = False  # a request is being answered; later ones wait in the parser
         self.processing = False
         self.closed = False
@@ -105,6 +107,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.peer()
         address = peer[0] if isinstance(peer, tuple) and peer else None
+        self.address = address or ""
         refused = self.ctx.app.admit(self, address)
         if refused == "limit":
             log.warning("connection limit reached, refusing %s", peer)
@@ -254,6 +257,7 @@ class HttpConnection(asyncio.Protocol):
         if not request.keep_alive:
             self.draining = True
         self.head = request.method == "HEAD"
+        request.remote_addr = self.address
         app = self.ctx.app
         try:
             if request.method == "OPTIONS":
@@ -263,36 +267,46 @@ class HttpConnection(asyncio.Protocol):
             decision = endpoint(app, request, rest)
         except HttpError as exc:
             log.info("%s %r -> %s %s", request.method, request.path, exc.status, exc.reason)
-            self.send_error(exc.status, exc.reason, headers=exc.headers)
+            self.send_error(exc.status, exc.reason, headers=exc.headers, code=exc.code)
             return
         except Exception:
             log.exception("%s %r failed", request.method, request.path)
             self.send_error(500, "internal error")
             return
-        if isinstance(decision, tuple):
-            self.respond(*decision)
-        elif isinstance(decision, StreamStart):
-            self.start_stream(decision)
-        elif isinstance(decision, LongPollStart):
-            self.longpoll(decision)
+        if isinstance(decision, tuple | StreamStart | LongPollStart):
+            self.carry_out(decision)
         else:
             self.busy = True
             self.task = self.ctx.loop.create_task(self._wait(decision))
 
-    async def _wait(self, outcome: Awaitable[Response]) -> None:
-        """An endpoint that has to wait (a remote broker): answer when it is done."""
+    def carry_out(self, decision: Response | StreamStart | LongPollStart) -> None:
+        if isinstance(decision, tuple):
+            self.respond(*decision)
+        elif isinstance(decision, StreamStart):
+            self.start_stream(decision)
+        else:
+            self.longpoll(decision)
+
+    async def _wait(self, outcome: Awaitable[Response | StreamStart | LongPollStart]) -> None:
+        """An endpoint that has to wait (a remote broker, the hooks of a connection that
+        opens): answer, or start the stream, when it is done."""
         try:
             result = await outcome
         except HttpError as exc:
             log.info("request -> %s %s", exc.status, exc.reason)
-            self.send_error(exc.status, exc.reason, headers=exc.headers)
+            self.task = None
+            self.send_error(exc.status, exc.reason, headers=exc.headers, code=exc.code)
         except Exception:
             log.exception("request handler failed")
+            self.task = None
             self.send_error(500, "internal error")
         else:
-            self.respond(*result)
-        finally:
             self.task = None
+            if self.closed:
+                return
+            if not isinstance(result, tuple):
+                self.busy = False
+            self.carry_out(result)
 
     # responses
     def respond(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
@@ -327,10 +341,14 @@ class HttpConnection(asyncio.Protocol):
         *,
         close: bool = False,
         headers: list[tuple[str, str]] | None = None,
+        code: int | None = None,
     ) -> None:
         if close:
             self.draining = True
-        self.respond(status, orjson.dumps({"error": reason}), headers or [])
+        body: dict[str, object] = {"error": reason}
+        if code is not None:
+            body["code"] = code
+        self.respond(status, orjson.dumps(body), headers or [])
 
     def close(self) -> None:
         """Close after what was written. When the client may still be sending (a refused
@@ -417,7 +435,7 @@ class HttpConnection(asyncio.Protocol):
 
     def longpoll(self, start: LongPollStart) -> None:
         self.busy = True
-        self.lp = LongPoll(self, start.channels, start.raw, start.headers)
+        self.lp = LongPoll(self, start.channels, start.raw, start.headers, start.conn)
         timeout = self.ctx.config.longpoll_timeout
         if self.draining and self.ctx.app.stopping:
             timeout = 0

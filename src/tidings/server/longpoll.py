@@ -23,6 +23,8 @@ from tidings.protocol.positions import format_positions
 from .formats import ENVELOPE
 
 if TYPE_CHECKING:
+    from tidings.core.hooks import Conn
+
     from .http import HttpConnection
 
 __all__ = ["LongPoll"]
@@ -39,6 +41,7 @@ class LongPoll:
         "conn",
         "formatter",
         "headers",
+        "hooks_conn",
         "messages",
         "notices",
         "positions",
@@ -49,9 +52,15 @@ class LongPoll:
     )
 
     def __init__(
-        self, conn: HttpConnection, channels: list[str], raw: bool, headers: list[tuple[str, str]]
+        self,
+        conn: HttpConnection,
+        channels: list[str],
+        raw: bool,
+        headers: list[tuple[str, str]],
+        hooks_conn: Conn | None = None,
     ) -> None:
         self.conn = conn
+        self.hooks_conn = hooks_conn
         self.channels = channels
         self.raw = raw
         self.headers = headers
@@ -144,3 +153,14 @@ class LongPoll:
         for channel in self.channels:
             # Deferred: this may run inside the hub's fan-out over this channel.
             loop.call_soon(self._leave, node, channel)
+        conn = self.hooks_conn
+        if conn is not None:
+            # A long-poll request is a connection of its own: its end runs the last hooks.
+            conn.ended(list(self.channels))
+            if node.hooks:
+                node.spawn(_last_hooks(node, conn))
+
+
+async def _last_hooks(node: Node, conn: Conn) -> None:
+    await node.hooks.notify("disconnect", conn)
+    await node.hooks.notify("finish", conn)

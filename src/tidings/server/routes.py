@@ -17,14 +17,21 @@ from tidings.protocol.http import Request, chunk, response_head
 from tidings.protocol.sse import sse_comment, sse_retry
 from tidings.protocol.websocket import accept_response
 
-from . import centrifuge, centrifuge_http, centrifuge_uni, handlers
+from . import centrifuge, centrifuge_http, centrifuge_uni, handlers, hooked
 from .decisions import Decision, LongPollStart, Response, StreamStart
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
-from .request import check_origin, cors_headers, parse_subscribe, websocket_key
+from .request import (
+    SubscribeRequest,
+    check_origin,
+    cors_headers,
+    parse_subscribe,
+    websocket_key,
+)
 from .sessions import Session, SseSession, StreamSession, WsSession
 
 if TYPE_CHECKING:
     from tidings.app import App
+    from tidings.core.hooks import Conn
 
     from .context import Context
 
@@ -51,21 +58,42 @@ NO_BUFFERING = [
 
 
 def subscribe(app: App, request: Request, transport_name: str, rest: str) -> Decision:
-    """``GET /ws|sse|stream|lp/<channels>``: the simple endpoints."""
+    """``GET /ws|sse|stream|lp/<channels>``: the simple endpoints. Where hooks (or the
+    message log) are configured, the connection's opening hooks run first
+    (``hooked.open_simple``)."""
     config = app.config
     if request.method != "GET":
         raise HttpError(405, "method not allowed", [("Allow", "GET, OPTIONS")])
     check_origin(request, config.allowed_origins)
     sub = parse_subscribe(request, rest, config.max_channels_per_connection, app.node.namespaces)
+    if transport_name == "ws":
+        websocket_key(request)  # a bad handshake is refused before any hook runs
+    if app.node.wants_conns:
+        return hooked.open_simple(
+            app,
+            request,
+            transport_name,
+            sub.channels,
+            lambda conn: _simple_start(app, request, transport_name, sub, conn),
+        )
+    return _simple_start(app, request, transport_name, sub, None)
+
+
+def _simple_start(
+    app: App, request: Request, transport_name: str, sub: SubscribeRequest, conn: Conn | None
+) -> StreamStart | LongPollStart:
+    config = app.config
     cors = cors_headers(request, config.allowed_origins)
     channels, resume, last, raw = sub.channels, sub.resume, sub.last, sub.raw
 
     def starting(session: Session) -> Session:
-        session.ctx.node.spawn(session.start(resume, last))
+        if conn is not None:
+            session.adopt(conn)
+        session.begin(resume, last)
         return session
 
     if transport_name == "lp":
-        return LongPollStart(channels, raw, cors, resume, last)
+        return LongPollStart(channels, raw, cors, resume, last, conn)
     if transport_name == "ws":
         # An empty Sec-WebSocket-Protocol is accepted and not echoed.
         head = accept_response(websocket_key(request))

@@ -1,24 +1,32 @@
 """Streaming subscribers: WebSocket, Server-Sent Events and chunked HTTP streams.
 
 After its handshake each connection's transport is handed to one of these small protocol
-objects (no task, no parser of HTTP left), which the hub calls to deliver.
+objects (no task, no parser of HTTP left), which the hub calls to deliver. Each has an id
+in the node's registry, so that out-of-band messages reach it (as a ``message`` notice, or
+the payload alone in raw mode); where hooks are configured it carries their ``Conn``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
+from tidings.core.hooks import Conn
 from tidings.core.hub import Formatter
 from tidings.core.publication import ClientInfo, Publication, StreamPosition
-from tidings.protocol.envelope import encode_notice
+from tidings.protocol.envelope import encode_notice, payload_json
 from tidings.protocol.http import chunk
 from tidings.protocol.positions import format_positions
 from tidings.protocol.sse import sse_event, sse_id
 from tidings.protocol.websocket import CloseCode, WebSocketReader, close_frame, text_frame
 
 from .formats import TemplateFormat, notice_event
+from .hooked import MAX_QUEUED_MESSAGES, Opening, ws_message
 from .outbox import Outbox
 
 if TYPE_CHECKING:
@@ -39,7 +47,7 @@ log = logging.getLogger("tidings.server")
 class Session(Outbox):
     """A connection subscribed to channels with one formatter."""
 
-    __slots__ = ("channels", "formatter")
+    __slots__ = ("channels", "conn", "formatter", "id", "user")
 
     def __init__(
         self,
@@ -51,6 +59,24 @@ class Session(Outbox):
         super().__init__(ctx, transport)
         self.formatter = formatter
         self.channels = channels
+        self.id = str(uuid.uuid4())
+        self.user = ""
+        self.conn: Conn | None = None
+
+    def begin(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+        """Become addressable (out-of-band messages) and start subscribing."""
+        node = self.ctx.node
+        node.streams[self.id] = self
+        node.spawn(self.start(resume, last))
+
+    def adopt(self, conn: Conn) -> None:
+        """Take over the ``Conn`` its opening hooks ran with (and what they sent)."""
+        opening = conn.end
+        assert isinstance(opening, Opening)
+        self.id, self.user, self.conn = opening.id, opening.user, conn
+        conn.end = self
+        for data, is_json in opening.messages:
+            self.send_message(data, is_json)
 
     async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
         """Subscribe to every channel: after the client's position where it gave one
@@ -88,18 +114,56 @@ class Session(Outbox):
             self.channels = [c for c in self.channels if c != channel]
         if self.channels:
             self.notice("deleted", channel, {})
+            node, conn = self.ctx.node, self.conn
+            if conn is not None and node.hooks.has("unsubscribe"):
+                node.spawn(node.hooks.notify("unsubscribe", conn, channel, channel=channel))
         else:
             self.finish(self.encode_notice("deleted", channel, {}) + self.goodbye("deleted"))
 
     def unsubscribe_all(self) -> None:
         node = self.ctx.node
-        for channel in self.channels:
+        channels = self.channels
+        for channel in channels:
             node.unsubscribe(self, channel)
         self.channels = []
+        if node.streams.get(self.id) is self:
+            del node.streams[self.id]
+            conn = self.conn
+            if conn is not None:
+                conn.ended(list(channels))
+                if node.hooks:
+                    node.spawn(self.last_hooks(conn))
+
+    async def last_hooks(self, conn: Conn) -> None:
+        """``on_disconnect``, then ``on_finish``."""
+        hooks = self.ctx.node.hooks
+        await hooks.notify("disconnect", conn)
+        await hooks.notify("finish", conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.unsubscribe_all()
         super().connection_lost(exc)
+
+    # ConnEnd (tidings.core.hooks): out-of-band messages and hooks' disconnects
+    def message_body(self, data: bytes, is_json: bool) -> bytes:
+        """An out-of-band message: the payload alone in raw mode, else a notice."""
+        if getattr(self.formatter, "raw", False):
+            return data
+        return encode_notice("message", "", data=orjson.Fragment(payload_json(data, is_json)))
+
+    def send_message(self, data: bytes, is_json: bool) -> None:
+        raise NotImplementedError
+
+    def ending(self) -> bytes:
+        """The bytes that end the stream, after its last notice."""
+        return b""
+
+    def close_with(self, code: int, reason: str) -> None:
+        notice = self.encode_notice("disconnect", "", {"code": code, "reason": reason})
+        self.finish(notice + self.ending())
+
+    def hook_channels(self) -> list[str]:
+        return list(self.channels)
 
 
 # Close codes of the simple WebSocket endpoint (docs/endpoints.md).
@@ -112,9 +176,10 @@ WS_CLOSE: dict[str, tuple[int, str]] = {
 
 
 class WsSession(Session):
-    """``/ws/<channels>``: one text frame per message. Client messages are ignored."""
+    """``/ws/<channels>``: one text frame per message. What the client sends goes to the
+    hooks and to channels that allow it (``hooked.ws_message``); otherwise it is ignored."""
 
-    __slots__ = ("reader", "seen")
+    __slots__ = ("busy", "inbox", "reader", "seen", "stamp", "tokens")
 
     kind: ClassVar[str] = "ws"
 
@@ -122,6 +187,28 @@ class WsSession(Session):
         super().__init__(*args)
         self.reader: WebSocketReader | None = None
         self.seen = True
+        self.inbox: deque[bytes] | None = None  # messages to handle; None: ignored
+        # Messages wait until the subscriptions are live, so that a message's publication
+        # reaches the sender too.
+        self.busy = True
+        self.tokens = 0.0
+        self.stamp = 0.0
+        node = self.ctx.node
+        if node.wants_conns or any(
+            node.namespaces.options(ch).simple_publish for ch in self.channels
+        ):
+            self.inbox = deque()
+            self.tokens = float(self.ctx.client_options.command_burst)
+            self.stamp = self.ctx.loop.time()
+
+    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+        try:
+            await super().start(resume, last)
+        finally:
+            self.busy = False
+            if self.inbox and not self.closed:
+                self.busy = True
+                self.ctx.node.spawn(self._drain())
 
     def opened(self, leftover: bytes) -> None:
         if leftover:
@@ -132,12 +219,14 @@ class WsSession(Session):
         reader = self.reader
         if reader is None:
             reader = self.reader = WebSocketReader(self.ctx.config.max_message_bytes)
-        _, out = reader.receive_data(data)
+        messages, out = reader.receive_data(data)
         if not reader.closed:
             if out:
                 # Pongs are queued like any other frame: bytes the client leaves unread
                 # count against the same bound (a client pinging without reading is slow).
                 self.push(out)
+            if messages and self.inbox is not None and not self.closed:
+                self.take([m.data for m in messages])
             return
         if self.closed:
             # We sent our close frame first; the client's answer completes the handshake.
@@ -149,11 +238,58 @@ class WsSession(Session):
             log.info("%s closed: %s %s", self.describe(), reader.close_code, reader.close_reason)
         self.finish(out)
 
+    def take(self, messages: list[bytes]) -> None:
+        """Queue the client's messages for their hooks, within the command rate
+        (``client_command_rate``/``_burst``) and ``MAX_QUEUED_MESSAGES``: past either the
+        connection is closed with 1008."""
+        inbox = self.inbox
+        assert inbox is not None
+        options = self.ctx.client_options
+        if options.command_rate:
+            now = self.ctx.loop.time()
+            tokens = min(
+                float(options.command_burst),
+                self.tokens + (now - self.stamp) * options.command_rate,
+            )
+            self.stamp = now
+            if tokens < len(messages):
+                log.info("%s: messages past the rate", self.describe())
+                self.close_with(1008, "too many messages")
+                return
+            self.tokens = tokens - len(messages)
+        if len(inbox) + len(messages) > MAX_QUEUED_MESSAGES:
+            log.info("%s: too many messages waiting", self.describe())
+            self.close_with(1008, "too many messages")
+            return
+        inbox.extend(messages)
+        if not self.busy:
+            self.busy = True
+            self.ctx.node.spawn(self._drain())
+
+    async def _drain(self) -> None:
+        inbox = self.inbox
+        assert inbox is not None
+        try:
+            while inbox and not self.closed:
+                await ws_message(self, inbox.popleft())
+        finally:
+            self.busy = False
+
     def eof_received(self) -> bool:
         return False
 
     def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
         return text_frame(encode_notice(kind, channel, **fields))
+
+    def error_notice(self, code: int, reason: str) -> None:
+        """A message was refused: ``{"notice":"error","code","reason"}``."""
+        self.push(self.encode_notice("error", "", {"code": code, "reason": reason}))
+
+    def send_message(self, data: bytes, is_json: bool) -> None:
+        self.push(text_frame(self.message_body(data, is_json)))
+
+    def close_with(self, code: int, reason: str) -> None:
+        self.finish(close_frame(code, reason))
 
     def goodbye(self, reason: str) -> bytes:
         code, text = WS_CLOSE.get(reason, WS_CLOSE["error"])
@@ -230,6 +366,9 @@ class SseSession(Session):
     def encode_notice(self, kind: str, channel: str, fields: dict[str, Any]) -> bytes:
         return sse_event(encode_notice(kind, channel, **fields), event=notice_event(kind))
 
+    def send_message(self, data: bytes, is_json: bool) -> None:
+        self.push(sse_event(self.message_body(data, is_json), event=notice_event("message")))
+
     def goodbye(self, reason: str) -> bytes:
         if reason == "deleted":
             return b""
@@ -263,12 +402,23 @@ class StreamSession(Session):
             return fmt.notice(kind, channel, fields)
         return self._frame(encode_notice(kind, channel, **fields) + b"\n")
 
-    def goodbye(self, reason: str) -> bytes:
+    def send_message(self, data: bytes, is_json: bool) -> None:
+        fmt = self.formatter
+        if isinstance(fmt, TemplateFormat):
+            body = orjson.Fragment(payload_json(data, is_json))
+            self.push(fmt.notice("message", "", {"data": body}))
+        else:
+            self.push(self._frame(self.message_body(data, is_json) + b"\n"))
+
+    def ending(self) -> bytes:
         fmt = self.formatter
         footer = fmt.template.footer if isinstance(fmt, TemplateFormat) else b""
-        notice = b"" if reason == "deleted" else self.encode_notice(reason, "", {})
         end = self._frame(b"")  # the last chunk; nothing when close-delimited
-        return notice + (self._frame(footer) if footer else b"") + end
+        return (self._frame(footer) if footer else b"") + end
+
+    def goodbye(self, reason: str) -> bytes:
+        notice = b"" if reason == "deleted" else self.encode_notice(reason, "", {})
+        return notice + self.ending()
 
     def data_received(self, data: bytes) -> None:
         pass

@@ -334,6 +334,15 @@ async def _publication_carries_info_and_tags(nodes: _Nodes) -> None:
     assert pub.info == info and pub.tags == {"k": "v"}
 
 
+async def _exclude_client_reaches_every_node(nodes: _Nodes) -> None:
+    a, _ = await nodes.node()
+    b, got = await nodes.node()
+    await b.subscribe("skip")
+    await a.publish("skip", b"1", PublishOptions(exclude_client="c9"))
+    await got.wait_for(lambda: len(got.publications) == 1)
+    assert got.publications[0].exclude_client == "c9"
+
+
 async def _stream_info_batched_and_channels(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
@@ -366,6 +375,7 @@ BROKER_CHECKS: dict[str, Callable[[_Nodes], Awaitable[None]]] = {
         _idempotent_publish_across_nodes,
         _join_and_leave_reach_subscribed_nodes,
         _publication_carries_info_and_tags,
+        _exclude_client_reaches_every_node,
         _stream_info_batched_and_channels,
     )
 }
