@@ -19,6 +19,7 @@ from tidings.exceptions import BrokerError, ConfigError, TidingsError
 
 __all__ = [
     "DEFAULT_URL",
+    "HS256_KEY_BYTES",
     "build_parser",
     "cmd_bench",
     "cmd_bench_attack",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+HS256_KEY_BYTES = 32
 
 
 def _run(coro: Any) -> Any:
@@ -164,7 +166,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from tidings.client.publisher import Publisher
 
     data: Any = args.data
-    with Publisher(args.url, args.api_key or os.environ.get("TIDINGS_API_KEY", "")) as pub:
+    try:
+        pub = Publisher(args.url, args.api_key or os.environ.get("TIDINGS_API_KEY", ""))
+    except ValueError as exc:
+        print(f"tidings: {exc}", file=sys.stderr)
+        return 2
+    with pub:
         try:
             result = pub.publish(args.channel, data, event=args.event, raw=True)
         except TidingsError as exc:
@@ -199,6 +206,16 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(
             "tidings: no token_hmac_secret_key configured (tidings.toml or "
             "TIDINGS_TOKEN_HMAC_SECRET_KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    # RFC 7518 §3.2: an HS256 key must be at least as long as the hash, 256 bits.
+    size = len(secret.encode())
+    if size < HS256_KEY_BYTES:
+        print(
+            f"tidings: token_hmac_secret_key is {size} bytes; HS256 needs at least "
+            f"{HS256_KEY_BYTES} (RFC 7518 §3.2): use a longer random secret, e.g. "
+            '`python -c "import secrets; print(secrets.token_urlsafe(32))"`',
             file=sys.stderr,
         )
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -38,7 +39,11 @@ async def run_bench(tmp_path: Path, *extra: str) -> tuple[int, str, dict]:
     )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT)
     assert proc.returncode == 0, (stdout.decode(), stderr.decode())
-    assert "connecting [" in stderr.decode()  # the progress bar
+    # The progress bar goes through every phase, each ending full.
+    bars = stderr.decode()
+    for phase in ("starting", "connecting", "subscribing", "saturated", "paced"):
+        done = re.search(rf"tidings: {phase} \[#+\] ([\d,]+)/([\d,]+)\n", bars)
+        assert done is not None and done.group(1) == done.group(2), (phase, bars)
     return proc.returncode, stdout.decode(), json.loads(out.read_text())
 
 

@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from integration_helpers import make_certificates
+from integration_helpers import make_certificates, until
 
 from tidings import cli
 from tidings.config import Config
 from tidings.server import Server
-from tidings.testing import TIMEOUT
+from tidings.server.sessions import StreamSession
+from tidings.testing import TIMEOUT, running_server
 
 CLI = [sys.executable, "-m", "tidings.cli"]
 
@@ -221,3 +222,131 @@ async def test_serve_with_an_unreadable_key_exits_2(tmp_path):
     assert err.strip() == (
         f"tidings: configuration error: keyfile: can't read {missing}: No such file or directory"
     )
+
+
+# tidings subscribe: reconnects, resumes, tells
+
+
+async def lines(stream: asyncio.StreamReader, count: int) -> list[str]:
+    async with asyncio.timeout(TIMEOUT):
+        return [(await stream.readline()).decode().rstrip("\n") for _ in range(count)]
+
+
+def stream_sessions(server: Server) -> list[StreamSession]:
+    return [c for c in server.app.connections if isinstance(c, StreamSession)]
+
+
+async def test_subscribe_resumes_exactly_after_a_lost_connection():
+    async with running_server(api_key="k") as server:
+        node = server.app.node
+        args = ("subscribe", "a", "b", "--url", server.url, "--raw")
+        async with running(*args) as sub:
+            assert sub.stdout is not None and sub.stderr is not None
+            await until(lambda: node.hub.count("a") == node.hub.count("b") == 1, "subscribed")
+            node.publish_nowait("a", b'"a1"')
+            assert await lines(sub.stdout, 1) == ["a1"]
+            # The connection breaks; meanwhile both channels get a message — "b" its first,
+            # which only the announced position lets the subscriber resume exactly.
+            [session] = stream_sessions(server)
+            session.transport.abort()
+            node.publish_nowait("b", b'"b1"')
+            node.publish_nowait("a", b'"a2"')
+            assert sorted(await lines(sub.stdout, 2)) == ["a2", "b1"]
+            await until(lambda: node.hub.count("a") == 1, "resubscribed")
+            node.publish_nowait("a", b'"a3"')
+            assert await lines(sub.stdout, 1) == ["a3"]
+            lost = await read_until(sub.stderr, r"connection lost \((.*)\); reconnecting in")
+            assert lost.group(1)
+            resumed = await read_until(sub.stderr, r"reconnected; resuming after (\S+)")
+            assert sorted(p.rsplit(":", 1)[0] for p in resumed.group(1).split(",")) == [
+                "a:1",
+                "b:0",
+            ]
+
+
+async def test_subscribe_reports_a_gap_after_the_server_restarts():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = {"host": "127.0.0.1", "port": port, "api_key": "k"}
+    first = Server(Config(**config))
+    await first.start()
+    async with running("subscribe", "news", "--url", first.url, "--raw") as sub:
+        assert sub.stdout is not None and sub.stderr is not None
+        await until(lambda: first.app.node.hub.count("news") == 1, "subscribed")
+        first.app.node.publish_nowait("news", b'"one"')
+        assert await lines(sub.stdout, 1) == ["one"]
+        await first.aclose()  # the memory broker's history goes with it
+        await read_until(sub.stderr, r"the server is shutting down")
+        await read_until(sub.stderr, r"connection lost")
+        second = Server(Config(**config))
+        await second.start()
+        try:
+            second.app.node.publish_nowait("news", b'"two"')
+            assert await lines(sub.stdout, 1) == ["two"]
+            gap = await read_until(sub.stderr, r"gap in news: (.*)")
+            assert "(epoch)" in gap.group(1)
+        finally:
+            await second.aclose()
+
+
+async def test_subscribe_to_a_server_that_is_down_exits_1_with_one_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening
+        code, out, err = await run("subscribe", "news", "--url", url)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"tidings: can't subscribe at {url}: ")
+    assert "Traceback" not in err
+
+
+async def test_subscribe_refused_exits_1_with_the_reason():
+    async with running_server(api_key="k") as server:
+        url = server.url
+        code, _, err = await run("subscribe", "$private", "--url", url)
+    assert code == 1
+    assert err == (
+        f"tidings: can't subscribe at {url}: "
+        "403 this channel needs a token: use /connection/websocket\n"
+    )
+
+
+async def test_subscribe_ends_when_its_channels_are_deleted():
+    async with running_server(api_key="k") as server:
+        node = server.app.node
+        async with running("subscribe", "gone", "--url", server.url) as sub:
+            assert sub.stderr is not None
+            await until(lambda: node.hub.count("gone") == 1, "subscribed")
+            await node.delete_channel("gone")
+            await read_until(sub.stderr, r"gone was deleted")
+            assert await asyncio.wait_for(sub.wait(), TIMEOUT) == 0
+
+
+async def test_publish_to_a_server_that_is_down_exits_1_with_one_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        env = {**os.environ, "TIDINGS_API_KEY": "k"}
+        code, out, err = await run("publish", "news", "x", "--url", url, env=env)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"tidings: can't reach {url}: ")
+
+
+async def test_token_refuses_a_short_secret(tmp_path):
+    config = tmp_path / "tidings.toml"
+    config.write_text('token_hmac_secret_key = "short-secret"\n')
+    code, out, err = await run("token", "--user", "1", "--config", str(config))
+    assert code == 2 and out == ""
+    assert err.startswith(
+        "tidings: token_hmac_secret_key is 12 bytes; HS256 needs at least 32 (RFC 7518 §3.2)"
+    )
+    assert err.count("\n") == 1 and "Warning" not in err
+
+
+async def test_serve_log_level_debug_logs_requests():
+    async with running("serve", "--port", "0", "--api-key", "k", "--log-level", "debug") as srv:
+        assert srv.stdout is not None and srv.stderr is not None
+        url = (await read_until(srv.stdout, r"serving on (http://\S+)")).group(1)
+        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=TIMEOUT) as c:
+            assert (await c.get("/health")).status_code == 200
+        await read_until(srv.stderr, r"DEBUG tidings.server: GET /health from 127\.0\.0\.1:\d+")

@@ -269,8 +269,8 @@ async def test_send_broadcast_and_exclude_client_through_the_publisher(server):
         # A publication that skips the WebSocket: the others get it, the WebSocket only the
         # next one.
         await pub.apublish("news", {"n": 1}, exclude_client=ids["ws"])
-        offset, _ = await pub.abroadcast_channel({"n": 2}, "news", exclude_client=client_id)
-        assert offset == 2
+        result = await pub.abroadcast_channel({"n": 2}, "news", exclude_client=client_id)
+        assert result.offset == 2
         assert [json.loads((await sse.next()).data)["data"] for _ in range(3)] == [
             "everyone",
             {"n": 1},

@@ -331,8 +331,10 @@ async def test_unauthorized_carries_status_and_reason(server: Server) -> None:
     assert (info.value.status, info.value.reason) == (401, "missing or wrong API key")
 
 
-def test_a_url_that_is_not_http_is_refused() -> None:
-    with pytest.raises(ValueError, match="http://, https://, redis:// or rediss://"):
+def test_a_url_of_another_scheme_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match="must start with http://, https://, redis:// or rediss://"
+    ):
         Publisher("ftp://127.0.0.1", KEY)
 
 

@@ -211,3 +211,21 @@ async def test_http10_template_stream() -> None:
         await srv.aclose()
         rest = await asyncio.wait_for(reader.read(), TIMEOUT)
         assert rest.endswith(b"</body></html>\n")
+
+
+async def test_positions_are_announced_on_request(server: Server, client) -> None:
+    await publish(server, "a", 1)
+    await publish(server, "a", 2)
+    async with stream_connect(server, "/stream/a,b?positions=1&since=a:1") as lines:
+        # After what history gives (a:2), each channel's position, then live messages.
+        replayed, pos_a, pos_b = [json.loads(line) for line in await lines.take(3)]
+        await subscribed(server, "b")
+        await publish(server, "b", "first")
+        live = json.loads(await lines.next())
+    assert replayed["offset"] == 2
+    epoch = replayed["epoch"]
+    assert pos_a == {"notice": "position", "channel": "a", "offset": 2, "epoch": epoch}
+    assert pos_b["notice"] == "position" and pos_b["channel"] == "b" and pos_b["offset"] == 0
+    assert (live["channel"], live["offset"], live["epoch"]) == ("b", 1, pos_b["epoch"])
+    resp = await client.get("/stream/a?positions=yes")
+    assert resp.status_code == 400

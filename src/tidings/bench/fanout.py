@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .loadgen import (
+    Progress,
     PublishDriver,
     Publisher,
     SampledSubscriber,
@@ -189,12 +190,12 @@ class Bench:
         args, target = self.args, self.target
         try:
             await self.setup()
-            phase = await self.phase(self.messages, args.rate)
+            phase = await self.phase(self.messages, args.rate, "saturated")
             self.result.throughput = phase
             if args.latency_load > 0 and phase.per_second > 0:
                 rate = args.latency_load * phase.per_second / args.subscribers
                 count = min(self.messages, max(20, int(rate * args.latency_seconds)))
-                self.result.paced = await self.phase(count, rate)
+                self.result.paced = await self.phase(count, rate, "paced")
             self.result.closed_by_server = sum(1 for s in self.subs if s.error)
         except (BenchError, OSError, TimeoutError) as exc:
             self.result.error = str(exc) or type(exc).__name__
@@ -208,7 +209,10 @@ class Bench:
     async def setup(self) -> None:
         args, target = self.args, self.target
         if target.process is not None:
+            starting = Progress(f"{target.name}: starting", 1)
+            starting.update(0, final=False)
             await wait_ready(target)
+            starting.update(1, final=True)
         if target.pub_target is not None:  # publishing through another node
             await wait_ready(target.pub_target)
             target.pub_port = target.pub_target.port
@@ -240,8 +244,10 @@ class Bench:
     async def wait_subscribed(self, count: int) -> None:
         """The handshake's answer may come before the subscription is in place."""
         deadline = time.monotonic() + self.args.timeout
+        progress = Progress(f"{self.target.name}: subscribing", count)
         while True:
             found = await subscriber_count(self.target)
+            progress.update(found, final=found >= count)
             if found >= count:
                 return
             if time.monotonic() > deadline:
@@ -249,10 +255,11 @@ class Bench:
             self.target.check_alive()
             await asyncio.sleep(0.1)
 
-    async def phase(self, count: int, rate: float | None) -> Phase:
+    async def phase(self, count: int, rate: float | None, label: str) -> Phase:
         args, target, totals = self.args, self.target, self.totals
         live = [s for s in self.subs if not s.error]
         expected = len(live) * count
+        progress = Progress(f"{target.name}: {label}", expected)
         done = totals.expect(expected * self.frame)
         start_bytes = totals.bytes
         host, path, size = target.host, target.pub_path, args.size
@@ -277,6 +284,7 @@ class Bench:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.25)
             target.check_alive()
+            progress.update((totals.bytes - start_bytes) // self.frame)
             now = time.monotonic()
             if totals.bytes != last_bytes:
                 last_bytes, last_progress = totals.bytes, now
@@ -292,6 +300,7 @@ class Bench:
         own = (server1 - server0 if pid else None, cpu1 - cpu0)
         cores = _core_shares(cores0, cores1, self.cpus, own) if self.cpus else {}
         deliveries = (totals.bytes - start_bytes) // self.frame
+        progress.update(deliveries, final=True)
         seconds = max(1e-9, (totals.last - driver.started) / 1e9)
         errors = [e for p in self.publishers for e in p.errors]
         for pub in self.publishers:

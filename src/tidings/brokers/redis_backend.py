@@ -25,7 +25,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from tidings.exceptions import BrokerError, BrokerUnavailable
 
@@ -45,6 +47,9 @@ def _client_kwargs(options: dict[str, Any], settings: RedisSettings) -> dict[str
         "socket_timeout": settings.timeout,
         "socket_connect_timeout": settings.connect_timeout,
         "client_name": settings.node_name,
+        # One retry at once: a pooled connection that a Redis restart closed is made
+        # again; past that, failing fast is the caller's to handle (BrokerUnavailable).
+        "retry": Retry(NoBackoff(), 1),
     }
     if options.get("ssl"):
         kwargs["ssl"] = True

@@ -252,7 +252,10 @@ class Node:
         result = self.broker.publish_nowait(
             channel, data, opts, is_json=is_json, event=event, info=info, tags=tags, delta=delta
         )
-        return None if result is None else self._published(channel, result)
+        if result is None:
+            return None
+        log.debug("broker publish_nowait %s -> %s", channel, result)
+        return self._published(channel, result)
 
     async def publish(
         self,
@@ -276,9 +279,11 @@ class Node:
         result = await self.broker.publish(
             channel, data, opts, is_json=is_json, event=event, info=info, tags=tags, delta=delta
         )
+        log.debug("broker publish %s -> %s", channel, result)
         return self._published(channel, result)
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
+        log.debug("broker history %s %s", channel, query)
         return await self.broker.history(channel, query)
 
     async def delete_channel(self, channel: str) -> int:
@@ -301,10 +306,12 @@ class Node:
     ) -> SubscribeHandle:
         """Begin subscribing ``sub`` to ``channel`` (see ``Subscriptions.subscribe``);
         render the handle, then ``go_live()`` — or ``abort()`` on any failure."""
+        log.debug("subscribe %s to %s (since %s, limit %s)", _who(sub), channel, since, limit)
         return await self.subscriptions.subscribe(sub, channel, since, limit)
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         """Remove ``sub`` from ``channel``; the broker unsubscribe runs in the background."""
+        log.debug("unsubscribe %s from %s", _who(sub), channel)
         self.subscriptions.unsubscribe(sub, channel)
 
     # presence
@@ -358,3 +365,9 @@ class Node:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
+
+
+def _who(sub: object) -> str:
+    """A subscriber as logs name it: its own ``describe()``, else its type."""
+    describe = getattr(sub, "describe", None)
+    return str(describe()) if callable(describe) else type(sub).__name__

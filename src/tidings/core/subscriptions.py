@@ -339,9 +339,11 @@ class Subscriptions:
         broker, channel = self.node.broker, state.name
         subscribed = False
         try:
+            log.debug("broker subscribe %s", channel)
             await broker.subscribe(channel)
             subscribed = True
             top = (await broker.history(channel, TOP)).position
+            log.debug("broker subscribed %s at %s", channel, top)
         except BaseException:
             if self.states.get(channel) is state:
                 del self.states[channel]
@@ -455,6 +457,7 @@ class Subscriptions:
 
     async def _unsubscribe(self, channel: str) -> None:
         try:
+            log.debug("broker unsubscribe %s", channel)
             await self.node.broker.unsubscribe(channel)
         except BrokerError as exc:
             # Late deliveries then find no channel state and are dropped.

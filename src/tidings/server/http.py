@@ -110,7 +110,7 @@ class HttpConnection(asyncio.Protocol):
         self.address = address or ""
         refused = self.ctx.app.admit(self, address)
         if refused == "limit":
-            log.warning("connection limit reached, refusing %s", peer)
+            log.warning("connection limit reached, refusing %s", self.where())
             self.send_error(503, "too many connections", close=True)
             return
         if refused is not None:
@@ -235,7 +235,7 @@ class HttpConnection(asyncio.Protocol):
             # connection closes (RFC 9112 §9.3.2: responses in request order).
             error = self.parser.error
             if error is not None and not queue and not self.busy and not self.closed:
-                log.info("bad request from %s: %s %s", self.peer(), error.status, error.reason)
+                log.info("bad request from %s: %s %s", self.where(), error.status, error.reason)
                 self.head = False  # the error has a body, whatever the request before was
                 self.send_error(error.status, error.reason, close=True)
             if self.busy and (queue or self.backlog):
@@ -263,41 +263,55 @@ class HttpConnection(asyncio.Protocol):
             if request.method == "OPTIONS":
                 self.respond(*routes.preflight(app, request))
                 return
+            # The path only: a query may carry a token.
+            log.debug("%s %s from %s", request.method, request.path, self.where())
             endpoint, rest = routes.find(request.path)
             decision = endpoint(app, request, rest)
         except HttpError as exc:
-            log.info("%s %r -> %s %s", request.method, request.path, exc.status, exc.reason)
-            self.send_error(exc.status, exc.reason, headers=exc.headers, code=exc.code)
+            self.refused(request, exc)
             return
         except Exception:
-            log.exception("%s %r failed", request.method, request.path)
+            log.exception("%s %s from %s failed", request.method, request.path, self.where())
             self.send_error(500, "internal error")
             return
         if isinstance(decision, tuple | StreamStart | LongPollStart):
-            self.carry_out(decision)
+            self.carry_out(decision, request)
         else:
             self.busy = True
-            self.task = self.ctx.loop.create_task(self._wait(decision))
+            self.task = self.ctx.loop.create_task(self._wait(decision, request))
 
-    def carry_out(self, decision: Response | StreamStart | LongPollStart) -> None:
+    def carry_out(self, decision: Response | StreamStart | LongPollStart, request: Request) -> None:
         if isinstance(decision, tuple):
             self.respond(*decision)
         elif isinstance(decision, StreamStart):
-            self.start_stream(decision)
+            self.start_stream(decision, request)
         else:
             self.longpoll(decision)
 
-    async def _wait(self, outcome: Awaitable[Response | StreamStart | LongPollStart]) -> None:
+    def refused(self, request: Request, exc: HttpError) -> None:
+        """Answer an error status, logged with what was asked and by whom."""
+        log.info(
+            "%s %s from %s -> %s %s",
+            request.method,
+            request.path,
+            self.where(),
+            exc.status,
+            exc.reason,
+        )
+        self.send_error(exc.status, exc.reason, headers=exc.headers, code=exc.code)
+
+    async def _wait(
+        self, outcome: Awaitable[Response | StreamStart | LongPollStart], request: Request
+    ) -> None:
         """An endpoint that has to wait (a remote broker, the hooks of a connection that
         opens): answer, or start the stream, when it is done."""
         try:
             result = await outcome
         except HttpError as exc:
-            log.info("request -> %s %s", exc.status, exc.reason)
             self.task = None
-            self.send_error(exc.status, exc.reason, headers=exc.headers, code=exc.code)
+            self.refused(request, exc)
         except Exception:
-            log.exception("request handler failed")
+            log.exception("%s %s from %s failed", request.method, request.path, self.where())
             self.task = None
             self.send_error(500, "internal error")
         else:
@@ -306,7 +320,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             if not isinstance(result, tuple):
                 self.busy = False
-            self.carry_out(result)
+            self.carry_out(result, request)
 
     # responses
     def respond(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
@@ -417,14 +431,22 @@ class HttpConnection(asyncio.Protocol):
     def peer(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
 
+    def where(self) -> str:
+        """The peer as logs show it: ``host:port``."""
+        peer = self.peer()
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return self.address or "an unknown peer"
+
     # streams
-    def start_stream(self, start: StreamStart) -> None:
+    def start_stream(self, start: StreamStart, request: Request) -> None:
         """Write the stream's head and hand the transport to its connection object; this
         HTTP connection object is done (its parser and timers go with it)."""
         transport = self.transport
         assert transport is not None
         transport.write(start.head)
         conn: Outbox = start.make(self.ctx, transport)
+        log.debug("%s %s from %s: %s stream", request.method, request.path, self.where(), conn.kind)
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()

@@ -16,9 +16,17 @@ from typing import TYPE_CHECKING, ClassVar
 if TYPE_CHECKING:
     from .context import Context
 
-__all__ = ["Flusher", "Outbox"]
+__all__ = ["Flusher", "Outbox", "address"]
 
 log = logging.getLogger("tidings.server")
+
+
+def address(peer: object) -> str:
+    """A transport's ``peername`` as logs show it: ``127.0.0.1:5000``, ``[::1]:5000``."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer) if peer else "unknown"
 
 
 class Flusher:
@@ -141,8 +149,7 @@ class Outbox(asyncio.Protocol):
         self.transport.abort()
 
     def describe(self) -> str:
-        peer = self.transport.get_extra_info("peername")
-        return f"{self.kind} connection from {peer}"
+        return f"{self.kind} connection from {address(self.transport.get_extra_info('peername'))}"
 
     # asyncio.Protocol: delivery never awaits the transport, so flow control is ignored
     # and the outgoing bound above is what protects memory.

@@ -29,13 +29,15 @@ MAX_LAST = 10000
 
 @dataclass(slots=True)
 class SubscribeRequest:
-    """Channels, the positions to resume them after, ``?last=N`` for the others, and
-    whether payloads go without the envelope (``?format=raw``)."""
+    """Channels, the positions to resume them after, ``?last=N`` for the others, whether
+    payloads go without the envelope (``?format=raw``), and whether each channel's position
+    is announced first (``?positions=1``)."""
 
     channels: list[str]
     resume: dict[str, StreamPosition]
     last: int | None
     raw: bool
+    positions: bool = False
 
 
 def parse_channels(text: str, limit: int, namespaces: Namespaces | None = None) -> list[str]:
@@ -92,7 +94,10 @@ def parse_subscribe(
         if not (text.isascii() and text.isdigit()) or int(text) > MAX_LAST:
             raise HttpError(400, f"last must be an integer from 0 to {MAX_LAST}")
         last = int(text)
-    return SubscribeRequest(channels, resume, last, mode == "raw")
+    announce = query.get("positions", "0")
+    if announce not in ("0", "1"):
+        raise HttpError(400, "positions must be 0 or 1")
+    return SubscribeRequest(channels, resume, last, mode == "raw", announce == "1")
 
 
 def origin_allowed(request: Request, allowed: list[str]) -> bool:

@@ -89,7 +89,7 @@ def _simple_start(
     def starting(session: Session) -> Session:
         if conn is not None:
             session.adopt(conn)
-        session.begin(resume, last)
+        session.begin(resume, last, announce=sub.positions)
         return session
 
     if transport_name == "lp":

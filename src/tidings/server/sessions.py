@@ -63,11 +63,13 @@ class Session(Outbox):
         self.user = ""
         self.conn: Conn | None = None
 
-    def begin(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+    def begin(
+        self, resume: dict[str, StreamPosition], last: int | None, *, announce: bool = False
+    ) -> None:
         """Become addressable (out-of-band messages) and start subscribing."""
         node = self.ctx.node
         node.streams[self.id] = self
-        node.spawn(self.start(resume, last))
+        node.spawn(self.start(resume, last, announce=announce))
 
     def adopt(self, conn: Conn) -> None:
         """Take over the ``Conn`` its opening hooks ran with (and what they sent)."""
@@ -78,20 +80,30 @@ class Session(Outbox):
         for data, is_json in opening.messages:
             self.send_message(data, is_json)
 
-    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+    async def start(
+        self, resume: dict[str, StreamPosition], last: int | None, *, announce: bool = False
+    ) -> None:
         """Subscribe to every channel: after the client's position where it gave one
-        (with a gap notice when history can't fill the gap), else the ``last`` N."""
+        (with a gap notice when history can't fill the gap), else the ``last`` N. With
+        ``announce``, a ``position`` notice follows what history gave: where the channel
+        stands, so that a client can resume exactly even before its first message."""
         node = self.ctx.node
         try:
             for channel in self.channels:
                 if self.closed:
                     return
                 since = resume.get(channel)
-                handle = await node.subscribe(self, channel, since, None if since else last)
+                limit = None if since else (0 if announce and last is None else last)
+                handle = await node.subscribe(self, channel, since, limit)
                 if self.closed:
                     handle.abort()
                     return
                 handle.replay()
+                position = handle.position
+                if announce and position is not None:
+                    # Before go_live: what it delivers comes after this position.
+                    fields = {"offset": position.offset, "epoch": position.epoch}
+                    self.notice("position", channel, fields)
                 handle.go_live()
         except Exception:
             log.exception("subscribing %s failed", self.describe())
@@ -201,9 +213,11 @@ class WsSession(Session):
             self.tokens = float(self.ctx.client_options.command_burst)
             self.stamp = self.ctx.loop.time()
 
-    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+    async def start(
+        self, resume: dict[str, StreamPosition], last: int | None, *, announce: bool = False
+    ) -> None:
         try:
-            await super().start(resume, last)
+            await super().start(resume, last, announce=announce)
         finally:
             self.busy = False
             if self.inbox and not self.closed:
@@ -337,7 +351,9 @@ class SseSession(Session):
         super().__init__(*args)
         self.positions: dict[str, tuple[int, str]] | None = {} if multi else None
 
-    async def start(self, resume: dict[str, StreamPosition], last: int | None) -> None:
+    async def start(
+        self, resume: dict[str, StreamPosition], last: int | None, *, announce: bool = False
+    ) -> None:
         # On several channels every id lists every position, so that a reconnecting
         # browser resumes all of them: the client's own, else where the stream stands now.
         positions = self.positions
@@ -353,7 +369,7 @@ class SseSession(Session):
                     positions[channel] = (info.position.offset, info.position.epoch)
                 else:
                     positions[channel] = (0, "")
-        await super().start(resume, last)
+        await super().start(resume, last, announce=announce)
 
     def deliver(self, pub: Publication, data: bytes) -> None:
         positions = self.positions
