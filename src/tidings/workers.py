@@ -488,5 +488,19 @@ async def _serve_worker(config: Config, worker: Worker) -> int:  # pragma: no co
     log.info("worker %d (pid %d, node %s) serving", worker.index, os.getpid(), server.app.node.name)
     await stop.wait()
     loop.remove_reader(worker.lifeline)
-    await server.aclose()
+    # Bounded like the supervisor's wait, which an orphaned worker no longer has. Past it,
+    # exit at once: a task that doesn't end when cancelled would hang asyncio.run's
+    # cleanup too.
+    limit = config.shutdown_timeout + 5.0
+    closing = asyncio.ensure_future(server.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=limit)
+    if not done:
+        log.error(
+            "worker %d (pid %d): shutdown not done after %g s", worker.index, os.getpid(), limit
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    closing.result()
     return 0

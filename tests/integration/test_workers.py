@@ -266,16 +266,50 @@ async def test_a_subscriber_on_one_worker_gets_what_is_published_through_another
 
 
 async def test_workers_stop_when_the_supervisor_dies(redis_server: RedisServer) -> None:
-    async with process(*CLI, *SERVE, "--broker", redis_server.url) as supervisor:
+    # A short shutdown bound (1 + 5 s), well within the wait below, even for a worker whose
+    # graceful shutdown would hang.
+    env = {**os.environ, "TIDINGS_SHUTDOWN_TIMEOUT": "1"}
+    async with process(*CLI, *SERVE, "--broker", redis_server.url, env=env) as supervisor:
         assert supervisor.stdout is not None
         url = (await read_until(supervisor.stdout, r"serving on (http://\S+)", [])).group(1)
         workers = children(supervisor.pid)
         supervisor.kill()
-        await supervisor.wait()
         await eventually(lambda: not any(map(alive, workers)), "the orphaned workers to stop")
+        await asyncio.wait_for(supervisor.wait(), TIMEOUT)
     with pytest.raises(httpx.ConnectError):
         async with http(url) as client:
             await client.get("/health")
+
+
+# The fault: a shutdown that never ends (a broker that hangs on close, a task that ignores
+# cancellation). The command is tidings serve itself, with App.aclose made to hang.
+HANGING_SHUTDOWN = """
+import asyncio, sys
+import tidings.app, tidings.cli
+
+async def hang(self):
+    await asyncio.Event().wait()
+
+tidings.app.App.aclose = hang
+sys.exit(tidings.cli.main(sys.argv[1:]))
+"""
+
+
+async def test_an_orphaned_worker_whose_shutdown_hangs_exits_anyway(
+    redis_server: RedisServer,
+) -> None:
+    env = {**os.environ, "TIDINGS_SHUTDOWN_TIMEOUT": "0.5"}
+    command = [sys.executable, "-c", HANGING_SHUTDOWN, *SERVE, "--broker", redis_server.url]
+    async with process(*command, env=env) as supervisor:
+        assert supervisor.stdout is not None
+        seen: list[str] = []
+        await read_until(supervisor.stdout, r"serving on", seen)
+        workers = children(supervisor.pid)
+        supervisor.kill()
+        await eventually(lambda: not any(map(alive, workers)), "the orphaned workers to exit")
+        out = "".join(seen) + (await asyncio.wait_for(supervisor.stdout.read(), TIMEOUT)).decode()
+    for pid in workers:
+        assert re.search(rf"pid {pid}\): shutdown not done after 5.5 s", out), out
 
 
 async def test_a_port_in_use_is_reported() -> None:
