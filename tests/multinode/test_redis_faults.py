@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from tidings.brokers.redis import RedisBroker
@@ -14,7 +15,7 @@ from tidings.brokers.redis_control import RedisController, RedisPresenceManager
 from tidings.brokers.redis_settings import RedisSettings
 from tidings.core.node import Node
 from tidings.exceptions import BrokerError
-from tidings.testing import TIMEOUT, RecordingSubscriber
+from tidings.testing import TIMEOUT, RecordingSubscriber, running_server
 from tidings.testing.redis import RedisServer, redis_server
 
 
@@ -190,3 +191,25 @@ async def test_a_sentinel_failover_moves_the_node_to_the_new_master() -> None:
         finally:
             for node in (reader, writer):
                 await node.aclose()
+
+
+async def test_health_answers_503_while_redis_is_down(server: RedisServer) -> None:
+    async with (
+        running_server(broker=server.url, redis_health_interval=0.2) as hub,
+        httpx.AsyncClient(base_url=hub.url) as http,
+    ):
+        assert (await http.get("/health")).status_code == 200
+        server.stop()
+
+        async def status() -> int:
+            return (await http.get("/health")).status_code
+
+        async with asyncio.timeout(TIMEOUT):
+            while (answer := await http.get("/health")).status_code != 503:
+                await asyncio.sleep(0.05)  # Redis' state is outside this process: poll
+        assert answer.json()["reason"] == "redis PUB/SUB connection down"
+        assert "127.0.0.1" not in answer.text  # no internals to clients
+        await server.astart()
+        async with asyncio.timeout(TIMEOUT):
+            while await status() != 200:
+                await asyncio.sleep(0.05)
