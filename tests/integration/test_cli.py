@@ -13,13 +13,14 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from integration_helpers import make_certificates, until
+from integration_helpers import until
 
 from tidings import cli
 from tidings.config import Config
 from tidings.server import Server
 from tidings.server.sessions import StreamSession
 from tidings.testing import TIMEOUT, running_server
+from tidings.testing.tls import make_certificates
 
 CLI = [sys.executable, "-m", "tidings.cli"]
 
@@ -200,12 +201,12 @@ async def test_a_forced_demo_server_serves_the_page():
 
 async def test_serve_over_tls(tmp_path):
     certs = make_certificates(str(tmp_path))
-    tls = ("--certfile", certs.certfile, "--keyfile", certs.keyfile)
+    tls = ("--certfile", str(certs.server_cert), "--keyfile", str(certs.server_key))
     async with running("serve", "--port", "0", "--api-key", "k", *tls) as server:
         assert server.stdout is not None
         url = (await read_until(server.stdout, r"serving on (https://\S+)")).group(1)
         # httpx, and so tidings publish, trusts the CA named by SSL_CERT_FILE.
-        env = {**os.environ, "TIDINGS_API_KEY": "k", "SSL_CERT_FILE": certs.cafile}
+        env = {**os.environ, "TIDINGS_API_KEY": "k", "SSL_CERT_FILE": str(certs.ca_cert)}
         code, out, err = await run("publish", "news", "over tls", "--url", url, env=env)
         assert code == 0, err
         assert out.startswith("news offset 1 ")
@@ -216,7 +217,7 @@ async def test_serve_over_tls(tmp_path):
 async def test_serve_with_an_unreadable_key_exits_2(tmp_path):
     certs = make_certificates(str(tmp_path))
     missing = str(tmp_path / "missing.pem")
-    tls = ("--certfile", certs.certfile, "--keyfile", missing)
+    tls = ("--certfile", str(certs.server_cert), "--keyfile", missing)
     code, out, err = await run("serve", "--port", "0", *tls)
     assert code == 2 and "serving on" not in out
     assert err.strip() == (

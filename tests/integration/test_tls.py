@@ -13,9 +13,7 @@ import pytest
 from integration_helpers import (
     API_KEY,
     AUTH,
-    Certificates,
     http_client,
-    make_certificates,
     read_to_eof,
     subscribed,
     ws_connect,
@@ -29,19 +27,22 @@ from tidings.core.tokens import mint_token
 from tidings.exceptions import ConfigError, PublishError
 from tidings.server import Server
 from tidings.testing import TIMEOUT, running_server
+from tidings.testing.tls import TlsFiles, make_certificates
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 BOTH_LOOPS = True  # see conftest.py
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+def certs(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return make_certificates(str(tmp_path_factory.mktemp("tls")))
 
 
 @pytest.fixture
-async def tls_server(certs: Certificates) -> AsyncIterator[Server]:
-    async with running_server(certfile=certs.certfile, keyfile=certs.keyfile) as srv:
+async def tls_server(certs: TlsFiles) -> AsyncIterator[Server]:
+    async with running_server(
+        certfile=str(certs.server_cert), keyfile=str(certs.server_key)
+    ) as srv:
         yield srv
 
 
@@ -51,7 +52,7 @@ async def publish(server: Server, verify: ssl.SSLContext, channel: str, data: st
     assert resp.status_code == 200, resp.text
 
 
-async def test_https_is_http_1_1(tls_server: Server, certs: Certificates) -> None:
+async def test_https_is_http_1_1(tls_server: Server, certs: TlsFiles) -> None:
     assert tls_server.url.startswith("https://127.0.0.1:")
     async with http_client(tls_server, certs.client_context()) as c:
         health = await c.get("/health")
@@ -61,7 +62,7 @@ async def test_https_is_http_1_1(tls_server: Server, certs: Certificates) -> Non
     assert published.json()["offset"] == 1 and info.json()["stored"] == 1
 
 
-async def test_alpn_offers_http_1_1_only(tls_server: Server, certs: Certificates) -> None:
+async def test_alpn_offers_http_1_1_only(tls_server: Server, certs: TlsFiles) -> None:
     context = certs.client_context()
     context.set_alpn_protocols(["h2", "http/1.1"])
     reader, writer = await asyncio.wait_for(
@@ -78,7 +79,7 @@ async def test_alpn_offers_http_1_1_only(tls_server: Server, certs: Certificates
     assert answer.startswith(b"HTTP/1.1 200 ")
 
 
-async def test_wss_simple_endpoint(tls_server: Server, certs: Certificates) -> None:
+async def test_wss_simple_endpoint(tls_server: Server, certs: TlsFiles) -> None:
     context = certs.client_context()
     async with ws_connect(tls_server, "/ws/news?format=raw", ssl=context) as ws:
         await subscribed(tls_server, "news")
@@ -86,13 +87,13 @@ async def test_wss_simple_endpoint(tls_server: Server, certs: Certificates) -> N
         assert await ws_json(ws) == {"over": "tls"}
 
 
-async def test_wss_client_protocol(certs: Certificates) -> None:
+async def test_wss_client_protocol(certs: TlsFiles) -> None:
     secret = "tidings-tls-tests-hmac-secret-0123456789"
     context = certs.client_context()
     async with (
         running_server(
-            certfile=certs.certfile,
-            keyfile=certs.keyfile,
+            certfile=str(certs.server_cert),
+            keyfile=str(certs.server_key),
             token_hmac_secret_key=secret,
             default_namespace={"allow_subscribe_for_client": True},
         ) as srv,
@@ -113,7 +114,7 @@ async def test_wss_client_protocol(certs: Certificates) -> None:
         assert push["push"]["pub"]["data"] == {"n": 1}
 
 
-async def test_sse_over_tls(tls_server: Server, certs: Certificates) -> None:
+async def test_sse_over_tls(tls_server: Server, certs: TlsFiles) -> None:
     context = certs.client_context()
     async with (
         http_client(tls_server, context) as c,
@@ -130,9 +131,7 @@ async def test_sse_over_tls(tls_server: Server, certs: Certificates) -> None:
                     break
 
 
-async def test_plain_http_on_the_tls_port_is_dropped(
-    tls_server: Server, certs: Certificates
-) -> None:
+async def test_plain_http_on_the_tls_port_is_dropped(tls_server: Server, certs: TlsFiles) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", tls_server.port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
     answer = await read_to_eof(reader)
@@ -142,10 +141,10 @@ async def test_plain_http_on_the_tls_port_is_dropped(
         assert (await c.get("/health")).status_code == 200
 
 
-async def test_a_silent_handshake_times_out(certs: Certificates) -> None:
+async def test_a_silent_handshake_times_out(certs: TlsFiles) -> None:
     # A client that opens TCP and never starts TLS is closed after request_timeout.
     async with running_server(
-        certfile=certs.certfile, keyfile=certs.keyfile, request_timeout=0.3
+        certfile=str(certs.server_cert), keyfile=str(certs.server_key), request_timeout=0.3
     ) as srv:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         assert await read_to_eof(reader) == b""
@@ -158,34 +157,37 @@ async def test_an_untrusted_client_fails_its_own_check(tls_server: Server) -> No
             await c.get("/health")
 
 
-def test_certfile_and_keyfile_go_together(certs: Certificates) -> None:
+def test_certfile_and_keyfile_go_together(certs: TlsFiles) -> None:
     with pytest.raises(ConfigError, match="certfile and keyfile go together"):
-        load_config(environ={"TIDINGS_CERTFILE": certs.certfile})
+        load_config(environ={"TIDINGS_CERTFILE": str(certs.server_cert)})
     config = load_config(
-        environ={"TIDINGS_CERTFILE": certs.certfile, "TIDINGS_KEYFILE": certs.keyfile}
+        environ={
+            "TIDINGS_CERTFILE": str(certs.server_cert),
+            "TIDINGS_KEYFILE": str(certs.server_key),
+        }
     )
-    assert (config.certfile, config.keyfile) == (certs.certfile, certs.keyfile)
+    assert (config.certfile, config.keyfile) == (str(certs.server_cert), str(certs.server_key))
 
 
 @pytest.mark.parametrize("which", ["missing", "swapped", "not pem", "wrong key"])
 async def test_unusable_files_refuse_to_start(
-    which: str, certs: Certificates, tmp_path: object
+    which: str, certs: TlsFiles, tmp_path: object
 ) -> None:
-    cert, key = certs.certfile, certs.keyfile
+    cert, key = str(certs.server_cert), str(certs.server_key)
     if which == "missing":
-        key = certs.keyfile + ".gone"
+        key = str(certs.server_key) + ".gone"
         expected = "keyfile: can't read"
     elif which == "swapped":
         cert, key = key, cert
         expected = "not a PEM certificate and its private key"
     elif which == "not pem":
-        cert = certs.cafile.replace("ca.pem", "junk.pem")
+        cert = str(certs.ca_cert).replace("ca.crt", "junk.pem")
         with open(cert, "w") as fh:
             fh.write("not a certificate\n")
         expected = "not a PEM certificate"
     else:
         other = make_certificates(str(tmp_path))
-        key = other.keyfile
+        key = str(other.server_key)
         expected = "not a PEM certificate and its private key"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -198,13 +200,13 @@ async def test_unusable_files_refuse_to_start(
         pass
 
 
-async def test_a_non_reader_over_tls_is_cut_off_as_slow(certs: Certificates) -> None:
+async def test_a_non_reader_over_tls_is_cut_off_as_slow(certs: TlsFiles) -> None:
     # Backpressure reads the TLS transport's buffer as it reads a TCP one's.
     context = certs.client_context()
     async with (
         running_server(
-            certfile=certs.certfile,
-            keyfile=certs.keyfile,
+            certfile=str(certs.server_cert),
+            keyfile=str(certs.server_key),
             max_outgoing_bytes=64 * 1024,
             shutdown_timeout=TIMEOUT,
         ) as srv,
@@ -237,7 +239,7 @@ async def test_a_non_reader_over_tls_is_cut_off_as_slow(certs: Certificates) -> 
             assert ws.close_code == 3008
 
 
-async def test_publisher_over_https(tls_server: Server, certs: Certificates) -> None:
+async def test_publisher_over_https(tls_server: Server, certs: TlsFiles) -> None:
     async with Publisher(tls_server.url, API_KEY, verify=certs.client_context()) as pub:
         first = await pub.apublish("secure", 1)
         second = await asyncio.to_thread(pub.publish, "secure", 2)
