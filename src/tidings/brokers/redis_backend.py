@@ -28,6 +28,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
 
 from tidings.exceptions import BrokerError, BrokerUnavailable
 
@@ -35,12 +36,24 @@ from .redis_pubsub import Endpoint, PubSub
 from .redis_scripts import SCRIPTS
 from .redis_settings import RedisSettings, jump_hash, tls_context, url_options
 
-__all__ = ["FAILURE_MEMORY", "Pipeliner", "RedisBackend", "RedisShard", "redis_error"]
+__all__ = [
+    "FAILURE_MEMORY",
+    "Pipeliner",
+    "RedisBackend",
+    "RedisShard",
+    "client_kwargs",
+    "redis_error",
+]
 
 log = logging.getLogger("tidings.redis")
 
 
-def _client_kwargs(options: dict[str, Any], settings: RedisSettings) -> dict[str, Any]:
+def client_kwargs(
+    options: dict[str, Any], settings: RedisSettings, *, asynchronous: bool = True
+) -> dict[str, Any]:
+    """redis-py client arguments for a server's ``url_options`` (credentials, timeouts,
+    TLS), shared by the node's clients and the Publisher's (sync ones too)."""
+    retry = Retry if asynchronous else SyncRetry
     kwargs: dict[str, Any] = {
         "username": options["username"],
         "password": options["password"],
@@ -49,7 +62,7 @@ def _client_kwargs(options: dict[str, Any], settings: RedisSettings) -> dict[str
         "client_name": settings.node_name,
         # One retry at once: a pooled connection that a Redis restart closed is made
         # again; past that, failing fast is the caller's to handle (BrokerUnavailable).
-        "retry": Retry(NoBackoff(), 1),
+        "retry": retry(NoBackoff(), 1),
     }
     if options.get("ssl"):
         kwargs["ssl"] = True
@@ -148,7 +161,7 @@ class RedisShard:
         self.cluster = settings.cluster
         options = [url_options(u) for u in urls]
         first = options[0]
-        self.kwargs = _client_kwargs(first, settings)
+        self.kwargs = client_kwargs(first, settings)
         self.tls = tls_context(first) if first.get("ssl") else None
         self.client: Any
         self.sentinel: Sentinel | None = None

@@ -36,34 +36,24 @@ def _clients(settings: RedisSettings, asynchronous: bool) -> list[Any]:
     import redis
     import redis.asyncio as aioredis
 
+    from tidings.brokers.redis_backend import client_kwargs
+
     mod: Any = aioredis if asynchronous else redis
     s = settings
+    nodes = [url_options(u) for u in s.urls]
+    kwargs = client_kwargs(nodes[0], s, asynchronous=asynchronous)
+    if s.cluster:
+        startup = [mod.cluster.ClusterNode(o["host"], o["port"]) for o in nodes]
+        return [mod.RedisCluster(startup_nodes=startup, **kwargs)]
+    if s.sentinel_master:
+        extra = {"password": s.sentinel_password} if s.sentinel_password else {}
+        sentinels = [(o["host"], o["port"]) for o in nodes]
+        sentinel = mod.sentinel.Sentinel(sentinels, sentinel_kwargs=extra, **kwargs)
+        return [sentinel.master_for(s.sentinel_master)]
     made = []
-    urls = s.urls if not (s.cluster or s.sentinel_master) else s.urls[:1]
-    for url in urls:
-        options = url_options(url)
-        kwargs: dict[str, Any] = {
-            "username": options["username"],
-            "password": options["password"],
-            "socket_timeout": s.timeout,
-            "socket_connect_timeout": s.connect_timeout,
-        }
-        if options.get("ssl"):
-            kwargs["ssl"] = True
-            for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
-                if key in options:
-                    kwargs[key] = options[key]
-        if s.cluster:
-            nodes = [url_options(u) for u in s.urls]
-            startup = [mod.cluster.ClusterNode(o["host"], o["port"]) for o in nodes]
-            made.append(mod.RedisCluster(startup_nodes=startup, **kwargs))
-        elif s.sentinel_master:
-            sentinels = [(o["host"], o["port"]) for o in map(url_options, s.urls)]
-            extra = {"password": s.sentinel_password} if s.sentinel_password else {}
-            sentinel = mod.sentinel.Sentinel(sentinels, sentinel_kwargs=extra, **kwargs)
-            made.append(sentinel.master_for(s.sentinel_master))
-        else:
-            made.append(mod.Redis(host=options["host"], port=options["port"], **kwargs))
+    for options in nodes:
+        kwargs = client_kwargs(options, s, asynchronous=asynchronous)
+        made.append(mod.Redis(host=options["host"], port=options["port"], **kwargs))
     return made
 
 
