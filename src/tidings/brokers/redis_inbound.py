@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from tidings.exceptions import BrokerError, TidingsError
+from tidings.protocol.envelope import is_json_text
 
 from .redis_backend import RedisBackend
 
@@ -47,14 +48,6 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
-
-
-def _is_json(data: bytes) -> bool:
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 class Inbound:
@@ -170,7 +163,7 @@ class Inbound:
             raw, is_json = orjson.dumps(data), True
         else:
             channel = name[len(self.prefix) + 1 :]
-            raw, is_json, event, key = payload, _is_json(payload), None, ""
+            raw, is_json, event, key = payload, is_json_text(payload), None, ""
         await self._publish(channel, raw, is_json, event, key)
 
     async def _publish(
@@ -253,6 +246,6 @@ class Inbound:
             data = values.get("data", b"")
             event = values["event"].decode(errors="replace") if "event" in values else None
             key = values.get("idempotency_key", b"").decode(errors="replace") or f"xadd:{ident}"
-            done = await self._publish(channel, data, _is_json(data), event, key)
+            done = await self._publish(channel, data, is_json_text(data), event, key)
             if done:
                 await self.backend.call(shard, "XACK", self.stream, GROUP, ident)

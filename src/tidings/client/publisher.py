@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tidings.exceptions import PublishError
+from tidings.protocol.envelope import is_json_text
 
 from .transport import Call, Transport
 
@@ -190,7 +191,7 @@ class Publisher:
         """The payload's bytes and whether they are JSON."""
         if isinstance(data, bytes | str):
             body = data.encode() if isinstance(data, str) else data
-            return body, raw and _is_json(body)
+            return body, raw and is_json_text(body)
         encoded = self.json_encoder(data)
         return (encoded.encode() if isinstance(encoded, str) else encoded), True
 
@@ -300,14 +301,6 @@ def _key(given: str | None) -> str:
     if len(given) > 128 or not all("\x21" <= c <= "\x7e" and c != '"' for c in given):
         raise ValueError("idempotency_key: at most 128 printable ASCII characters, no quote")
     return given
-
-
-def _is_json(body: bytes) -> bool:
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def _result(channel: str, body: dict[str, Any]) -> PublishResult:

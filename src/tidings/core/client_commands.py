@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from tidings.exceptions import DisconnectError, HookError, Reject, ReplyError
 from tidings.protocol.centrifuge import codes
+from tidings.protocol.envelope import is_json_text
 
 from .broker import TOP, HistoryQuery
 from .client_types import info_dict, pub_dict, refusal
@@ -53,14 +52,6 @@ def _allowed(client: Client, channel: str, subscriber: bool, for_client: bool, a
     return anon
 
 
-def _is_json(data: bytes) -> bool:
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
 async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
     channel = params.get("channel")
     opts = channel_options(client, channel)
@@ -76,7 +67,7 @@ async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[s
     data = params.get("data", b"")
     if not isinstance(data, bytes):
         raise ReplyError(codes.BAD_REQUEST)
-    is_json = client.transport.codec.name == "json" or _is_json(data)
+    is_json = client.transport.codec.name == "json" or is_json_text(data)
     node, conn = client.node, client.conn
     if conn is not None:
         if node.message_log is not None:
@@ -160,7 +151,7 @@ def _payload(client: Client, params: dict[str, Any]) -> tuple[bytes, bool]:
     data = params.get("data", b"")
     if not isinstance(data, bytes):
         raise ReplyError(codes.BAD_REQUEST)
-    return data, client.transport.codec.name == "json" or _is_json(data)
+    return data, client.transport.codec.name == "json" or is_json_text(data)
 
 
 async def rpc(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ __all__ = [
     "check_json_payload",
     "encode_envelope",
     "encode_notice",
+    "is_json_text",
     "json_payload",
     "payload_json",
 ]
@@ -45,6 +46,15 @@ def json_payload(value: Any) -> bytes:
     except orjson.JSONEncodeError:
         # The only failure for a parsed value: orjson's recursion limit (the tests pin it).
         raise InvalidPayload(f"JSON nested more than {MAX_JSON_DEPTH} levels") from None
+
+
+def is_json_text(data: bytes) -> bool:
+    """Whether ``data`` is JSON text (else it is published as text)."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def check_json_payload(data: bytes) -> None:
