@@ -277,8 +277,8 @@ class RedisBackend:
             self.shards = [RedisShard(self, settings, settings.urls)]
         else:
             self.shards = [RedisShard(self, settings, [url]) for url in settings.urls]
-        self.routes: dict[bytes, Handler] = {}
-        self.where: dict[bytes, tuple[RedisShard, PubSub]] = {}
+        # PUB/SUB name → its handler, and the shard and connection it was subscribed on.
+        self.routes: dict[bytes, tuple[Handler, RedisShard, PubSub]] = {}
         self.listeners: list[Callable[[list[bytes]], None]] = []
         self._users = 0
         self.failed_at = 0.0  # when a command last could not reach Redis; 0: it could since
@@ -339,25 +339,22 @@ class RedisBackend:
             how = b"ssubscribe" if shard.cluster else b"subscribe"
         target = shard.target(name) if how == b"ssubscribe" else shard.default
         ps = await shard.pubsub(target)
-        self.routes[name] = handler
-        self.where[name] = (shard, ps)
+        self.routes[name] = (handler, shard, ps)
         try:
             await ps.subscribe(name, how)
         except BaseException:
             self.routes.pop(name, None)
-            self.where.pop(name, None)
             raise
 
     async def unsubscribe(self, name: bytes) -> None:
-        self.routes.pop(name, None)
-        where = self.where.pop(name, None)
-        if where is not None:
-            await where[1].unsubscribe(name)
+        route = self.routes.pop(name, None)
+        if route is not None:
+            await route[2].unsubscribe(name)
 
     def dispatch(self, route: bytes, channel: bytes, payload: bytes) -> None:
-        handler = self.routes.get(route)
-        if handler is not None:
-            handler(channel, payload)
+        found = self.routes.get(route)
+        if found is not None:
+            found[0](channel, payload)
 
     def restored(self, names: list[bytes]) -> None:
         """A PUB/SUB connection came back with ``names`` subscribed again."""
@@ -366,11 +363,10 @@ class RedisBackend:
 
     def dropped(self, name: bytes) -> None:
         """Redis unsubscribed ``name`` (its slot moved): subscribe it where it lives now."""
-        where = self.where.get(name)
-        handler = self.routes.get(name)
-        if where is None or handler is None:
+        route = self.routes.get(name)
+        if route is None:
             return
-        shard = where[0]
+        handler, shard, _ = route
 
         async def again() -> None:
             try:
