@@ -18,8 +18,10 @@ async def test_stream_entries_are_published_once_and_acknowledged(
 ) -> None:
     async with (
         running_server(broker=redis_server.url, inbound_stream="tidings:inbound") as server,
-        sse_connect(server, "/sse/news") as events,
+        sse_connect(server, "/sse/news?positions=1") as events,
     ):
+        # The position notice comes once the subscription is live: nothing after is missed.
+        assert (await events.next()).event == "tidings.position"
         r = aioredis.Redis.from_url(redis_server.url)
         try:
             await r.xadd("tidings:inbound", {"channel": "news", "data": json.dumps({"n": 1})})
@@ -52,8 +54,9 @@ async def test_a_bad_inbound_message_is_refused_and_the_next_one_goes_through(
 ) -> None:
     async with (
         running_server(broker=redis_server.url) as server,
-        sse_connect(server, "/sse/news") as events,
+        sse_connect(server, "/sse/news?positions=1") as events,
     ):
+        assert (await events.next()).event == "tidings.position"
         r = aioredis.Redis.from_url(redis_server.url)
         try:
             async with asyncio.timeout(TIMEOUT):

@@ -8,9 +8,10 @@ adding a shard moves only about 1/N of the channels. Within a Cluster, the hash 
 ``{<channel>}`` keeps a channel's keys in one slot and its messages on that slot's shard
 (sharded PUB/SUB, Redis 7).
 
-Per shard the node holds one redis-py connection pool for commands and one PUB/SUB
-connection (``PubSub``) — on a Cluster one per master, for the slots that master serves —
-whatever the number of channels and clients. Controller messages go over the first
+Per shard the node holds one redis-py connection pool for commands, one connection of its
+own for scripts (``Commands``; on a Cluster, redis-py pipelines: ``Pipeliner``) and one
+PUB/SUB connection (``PubSub``) — on a Cluster one per master, for the slots that master
+serves — whatever the number of channels and clients. Controller messages go over the first
 shard's PUB/SUB connection.
 """
 
@@ -32,8 +33,9 @@ from redis.retry import Retry as SyncRetry
 
 from tidings.exceptions import BrokerError, BrokerUnavailable
 
+from .redis_commands import Commands
 from .redis_pubsub import Endpoint, PubSub
-from .redis_scripts import SCRIPTS
+from .redis_scripts import SCRIPT_SHAS, SCRIPTS
 from .redis_settings import RedisSettings, jump_hash, tls_context, url_options
 
 __all__ = [
@@ -151,6 +153,9 @@ class Pipeliner:
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the client is its shard's."""
+
 
 class RedisShard:
     """One Redis deployment: a command client and where its PUB/SUB connections go."""
@@ -193,8 +198,14 @@ class RedisShard:
         self.address = ",".join(f"{o['host']}:{o['port']}" for o in options)
         self.default = (first["host"], first["port"])
         self.pubsubs: dict[tuple[str, int], PubSub] = {}
-        self.scripts: dict[str, str] = {}
-        self.pipeliner = Pipeliner(self.client, self.scripts, self.address)
+        self.scripts = dict(SCRIPT_SHAS)
+        # Scripts: on a Cluster through redis-py, which routes each to its slot's master;
+        # else on a connection of our own (``Commands``), cheaper per call.
+        self.pipeliner: Pipeliner | Commands
+        if settings.cluster:
+            self.pipeliner = Pipeliner(self.client, self.scripts, self.address)
+        else:
+            self.pipeliner = Commands(self.endpoint(*self.default), timeout=settings.timeout)
 
     def endpoint(self, host: str, port: int) -> Endpoint:
         ep = Endpoint(
@@ -219,8 +230,8 @@ class RedisShard:
         try:
             if self.cluster:
                 await self.client.initialize()
-            for name, body in SCRIPTS.items():
-                self.scripts[name] = await self.client.script_load(body)
+            for body in SCRIPTS.values():
+                await self.client.script_load(body)
         except rexc.RedisError as exc:
             raise BrokerUnavailable(f"redis {self.address}: {exc}") from None
 
@@ -254,6 +265,7 @@ class RedisShard:
         for ps in list(self.pubsubs.values()):
             await ps.aclose()
         self.pubsubs.clear()
+        await self.pipeliner.aclose()
         await self.client.aclose()
         if self.sentinel is not None:
             for sentinel in self.sentinel.sentinels:
@@ -302,7 +314,7 @@ class RedisBackend:
         await self.shards[0].pubsub(self.shards[0].default)
 
     async def aclose(self) -> None:
-        self._users -= 1
+        self._users = max(0, self._users - 1)
         if self._users > 0:
             return
         self._starting = None

@@ -30,8 +30,9 @@ import hiredis
 from redis.crc import key_slot
 
 from tidings.exceptions import BrokerUnavailable
+from tidings.protocol.resp import encode_command
 
-__all__ = ["BATCH", "Endpoint", "PubSub"]
+__all__ = ["BATCH", "Endpoint", "PubSub", "hello_commands"]
 
 log = logging.getLogger("tidings.redis")
 
@@ -60,12 +61,15 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
-def _command(*args: bytes | str | int) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
-    return b"".join(out)
+def hello_commands(ep: Endpoint) -> list[bytes]:
+    """What a new connection to ``ep`` sends first: AUTH when it has credentials, then its
+    name (shown by ``CLIENT LIST``). Each has one reply."""
+    hello: list[bytes] = []
+    if ep.password is not None:
+        user = (ep.username,) if ep.username else ()
+        hello.append(encode_command("AUTH", *user, ep.password))
+    hello.append(encode_command("CLIENT", "SETNAME", ep.name))
+    return hello
 
 
 class _Pending:
@@ -169,11 +173,7 @@ class PubSub:
                 )
                 self._proto = proto
                 self.heard = time.monotonic()
-                hello: list[bytes] = []
-                if ep.password is not None:
-                    user = (ep.username,) if ep.username else ()
-                    hello.append(_command("AUTH", *user, ep.password))
-                hello.append(_command("CLIENT", "SETNAME", ep.name))
+                hello = hello_commands(ep)
                 waits = [self._expect(b"", 1) for _ in hello]
                 assert proto.transport is not None
                 proto.transport.write(b"".join(hello))
@@ -240,7 +240,7 @@ class PubSub:
         proto = self._proto
         if proto is not None and proto.transport is not None and self.live:
             self._pending.append(_Pending(b"pong", 1, None))
-            proto.transport.write(_command("PING"))
+            proto.transport.write(encode_command("PING"))
 
     def _lost(self, proto: _Protocol) -> None:
         if proto is not self._proto:
@@ -390,7 +390,7 @@ class PubSub:
         for group in groups.values():
             for start in range(0, len(group), BATCH):
                 chunk = group[start : start + BATCH]
-                out.append(_command(kind, *chunk))
+                out.append(encode_command(kind, *chunk))
                 waits.append(self._expect(kind, len(chunk)))
         proto.transport.write(b"".join(out))
         await asyncio.gather(*waits)

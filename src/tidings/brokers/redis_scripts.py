@@ -26,6 +26,7 @@ delivery, when there is one), then the payload bytes as published.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -38,6 +39,7 @@ __all__ = [
     "PRESENCE_SCRIPT",
     "PUBLISH_SCRIPT",
     "SCRIPTS",
+    "SCRIPT_SHAS",
     "decode_info",
     "decode_publication",
     "encode_info",
@@ -285,4 +287,10 @@ SCRIPTS = {
     "history": HISTORY_SCRIPT,
     "presence_add": PRESENCE_ADD_SCRIPT,
     "presence": PRESENCE_SCRIPT,
+}
+
+# Redis names a loaded script by the SHA-1 of its body: known without asking.
+SCRIPT_SHAS = {
+    name: hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
+    for name, body in SCRIPTS.items()
 }

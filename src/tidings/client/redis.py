@@ -7,14 +7,14 @@ hub's configuration: pass the hub's (``Publisher("redis://…", config=load_conf
 or the defaults apply. A repeated idempotency key is answered with the first publication
 (``duplicate``), so the Publisher's retries stay safe here too.
 
-Blocking calls share one redis-py client (thread-safe, pooled); asyncio calls get one per
-event loop (``LoopLocal``), whose scripts go to Redis pipelined (``Pipeliner``): what a loop
-publishes in one iteration is one round trip, in order.
+Blocking calls share one redis-py client (thread-safe, pooled); asyncio calls get, per
+event loop (``LoopLocal``), the shards a node has (``RedisBackend``), whose scripts go to
+Redis pipelined on a connection of their own (``Commands``): what a loop publishes in one
+iteration is one write, in order.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -31,17 +31,16 @@ if TYPE_CHECKING:
 __all__ = ["RedisTransport"]
 
 
-def _clients(settings: RedisSettings, asynchronous: bool) -> list[Any]:
-    """One redis-py client per shard (the Cluster or the Sentinel master: one)."""
+def _clients(settings: RedisSettings) -> list[Any]:
+    """One blocking redis-py client per shard (the Cluster or the Sentinel master: one)."""
     import redis
-    import redis.asyncio as aioredis
 
     from tidings.brokers.redis_backend import client_kwargs
 
-    mod: Any = aioredis if asynchronous else redis
+    mod: Any = redis  # its cluster and sentinel parts are untyped
     s = settings
     nodes = [url_options(u) for u in s.urls]
-    kwargs = client_kwargs(nodes[0], s, asynchronous=asynchronous)
+    kwargs = client_kwargs(nodes[0], s, asynchronous=False)
     if s.cluster:
         startup = [mod.cluster.ClusterNode(o["host"], o["port"]) for o in nodes]
         return [mod.RedisCluster(startup_nodes=startup, **kwargs)]
@@ -52,7 +51,7 @@ def _clients(settings: RedisSettings, asynchronous: bool) -> list[Any]:
         return [sentinel.master_for(s.sentinel_master)]
     made = []
     for options in nodes:
-        kwargs = client_kwargs(options, s, asynchronous=asynchronous)
+        kwargs = client_kwargs(options, s, asynchronous=False)
         made.append(mod.Redis(host=options["host"], port=options["port"], **kwargs))
     return made
 
@@ -75,15 +74,14 @@ class RedisTransport:
         self.script = PUBLISH_SCRIPT
         self._lock = threading.Lock()
         self._sync: list[Any] | None = None
-        self._pools: LoopLocal[list[Any]] = LoopLocal(self._pipeliners, _aclose)
+        self._pools: LoopLocal[Any] = LoopLocal(self._backend, _aclose)
 
-    def _pipeliners(self) -> list[Any]:
-        from tidings.brokers.redis_backend import Pipeliner
-        from tidings.brokers.redis_scripts import SCRIPTS
+    def _backend(self) -> Any:
+        """The node's own shards (``RedisBackend``), for their script connections only:
+        never started, so no PUB/SUB connection is made."""
+        from tidings.brokers.redis_backend import RedisBackend
 
-        # Known without asking: Redis names a script by the SHA-1 of its body.
-        sha = hashlib.sha1(SCRIPTS["publish"].encode(), usedforsecurity=False).hexdigest()
-        return [Pipeliner(c, {"publish": sha}, "redis") for c in _clients(self.settings, True)]
+        return RedisBackend(self.settings)
 
     def _prepare(self, call: Call) -> tuple[int, list[str], list[Any]]:
         from tidings.brokers.redis import publish_args
@@ -137,9 +135,7 @@ class RedisTransport:
         shard, keys, args = self._prepare(call)
         with self._lock:
             if self._sync is None:
-                self._sync = [
-                    c.register_script(self.script) for c in _clients(self.settings, False)
-                ]
+                self._sync = [c.register_script(self.script) for c in _clients(self.settings)]
             script = self._sync[shard]
         try:
             reply = script(keys=keys, args=args)
@@ -149,9 +145,9 @@ class RedisTransport:
 
     async def acall(self, call: Call) -> dict[str, Any]:
         shard, keys, args = self._prepare(call)
-        pipeliners = await self._pools.get()
+        backend = await self._pools.get()
         try:
-            reply = await pipeliners[shard].run("publish", keys, args)
+            reply = await backend.shards[shard].pipeliner.run("publish", keys, args)
         except BrokerError as exc:
             raise _failure(exc) from None
         return self._answer(call, reply)
@@ -167,9 +163,8 @@ class RedisTransport:
         await self._pools.aclose_current()
 
 
-async def _aclose(pipeliners: list[Any]) -> None:
-    for pipeliner in pipeliners:
-        await pipeliner.client.aclose()
+async def _aclose(backend: Any) -> None:
+    await backend.aclose()
 
 
 def _failure(exc: BaseException) -> PublishError:

@@ -14,7 +14,9 @@ import ssl
 from types import TracebackType
 from typing import Any
 
-__all__ = ["RespConnection", "RespError", "encode_command", "parse_info"]
+from tidings.protocol.resp import encode_command
+
+__all__ = ["RespConnection", "RespError", "parse_info"]
 
 
 class RespError(Exception):
@@ -24,15 +26,6 @@ class RespError(Exception):
     @property
     def code(self) -> str:
         return str(self.args[0]).split(" ", 1)[0]
-
-
-def encode_command(*args: str | bytes | int) -> bytes:
-    """A command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
 
 
 class RespConnection:
