@@ -286,6 +286,17 @@ def chunks_connect(server: Server, path: str) -> AbstractAsyncContextManager[Lin
 # Raw sockets
 
 
+async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple[int, bytes]]:
+    """``count`` responses (each with Content-Length) as (status, body), in order."""
+    answers = []
+    async with asyncio.timeout(TIMEOUT):
+        for _ in range(count):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            answers.append((int(head.split(b" ", 2)[1]), await reader.readexactly(length)))
+    return answers
+
+
 @dataclass
 class RawResponse:
     status: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH",
+    "MAX_ANSWERS",
     "MAX_BACKLOG",
     "MAX_QUEUED",
     "PARSE_STEP",
@@ -45,13 +47,29 @@ MAX_QUEUED = 16
 PARSE_STEP = 4096
 MAX_BACKLOG = 65536
 BATCH = 8  # requests of one connection answered in one loop iteration
+# Pipelined requests to endpoints that only answer (``routes.CONCURRENT``: publish, the
+# server API) are awaited together, up to this many per connection, and answered in order.
+MAX_ANSWERS = 16
+
+
+class _Answer:
+    """A response due in its request's turn: ``response`` once its endpoint is done."""
+
+    __slots__ = ("head", "response", "task")
+
+    def __init__(self, head: bool, response: Response | None = None) -> None:
+        self.head = head
+        self.response = response
+        self.task: asyncio.Task[None] | None = None
 
 
 class HttpConnection(asyncio.Protocol):
-    """Parses requests and answers them one at a time (pipelined ones wait their turn)."""
+    """Parses requests and answers them in order: pipelined publishes and server API calls
+    are awaited together (``MAX_ANSWERS``), anything else waits its turn."""
 
     __slots__ = (
         "address",
+        "answers",
         "backlog",
         "busy",
         "closed",
@@ -91,6 +109,8 @@ class HttpConnection(asyncio.Protocol):
         self.started: float | None = None
         self.writing = True  # False while the transport asks us to stop writing
         self.backlog: bytes | None = None  # bytes read and not yet given to the parser
+        # Responses of pipelined requests still to be written, in request order.
+        self.answers: deque[_Answer] = deque()
 
     @property
     def reading(self) -> bool:
@@ -129,7 +149,12 @@ class HttpConnection(asyncio.Protocol):
             self.parser.expect_continue = False
             # The client waits for this before sending its body (curl does past 1 KiB);
             # not while an earlier pipelined response is still to be written.
-            if not self.busy and not self.parser.requests and self.transport is not None:
+            if (
+                not self.busy
+                and not self.answers
+                and not self.parser.requests
+                and self.transport is not None
+            ):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.process()
         self._watch()
@@ -160,6 +185,8 @@ class HttpConnection(asyncio.Protocol):
             self.lp.close()
         if self.task is not None:
             self.task.cancel()
+        # Answers still awaited run to their end (a publish sent to the broker happens or
+        # fails there, whoever waits for it) and are dropped: at most MAX_ANSWERS.
         self.ctx.app.forget(self)
 
     # Backpressure: every byte held for this connection is bounded. While its answers go
@@ -202,7 +229,7 @@ class HttpConnection(asyncio.Protocol):
         self.draining = True
         if self.lp is not None:
             self.lp.respond()
-        elif not self.busy:
+        elif not self.busy and not self.answers:
             self.close()
 
     def abort(self) -> None:
@@ -220,7 +247,13 @@ class HttpConnection(asyncio.Protocol):
         try:
             queue = self.parser.requests
             handled = 0
+            stalled = False
             while queue and not self.busy and not self.closed and self.writing:
+                if self.answers and (
+                    len(self.answers) >= MAX_ANSWERS or not self._concurrent(queue[0])
+                ):
+                    stalled = True  # goes on when the answers before it are written
+                    break
                 if handled == BATCH:
                     # Fairness: the rest waits a loop iteration, so that one connection's
                     # flood of pipelined requests doesn't make every other client wait.
@@ -234,11 +267,17 @@ class HttpConnection(asyncio.Protocol):
             # A refused request is answered after the complete ones before it, then the
             # connection closes (RFC 9112 §9.3.2: responses in request order).
             error = self.parser.error
-            if error is not None and not queue and not self.busy and not self.closed:
+            if (
+                error is not None
+                and not queue
+                and not self.busy
+                and not self.answers
+                and not self.closed
+            ):
                 log.info("bad request from %s: %s %s", self.where(), error.status, error.reason)
                 self.head = False  # the error has a body, whatever the request before was
                 self.send_error(error.status, error.reason, close=True)
-            if self.busy and (queue or self.backlog):
+            if (self.busy or stalled) and (queue or self.backlog):
                 self._hold()
             elif not self.busy:
                 self._release()
@@ -276,9 +315,49 @@ class HttpConnection(asyncio.Protocol):
             return
         if isinstance(decision, tuple | StreamStart | LongPollStart):
             self.carry_out(decision, request)
+        elif endpoint in routes.CONCURRENT and self._concurrent(request):
+            answer = _Answer(self.head)
+            self.answers.append(answer)
+            answer.task = self.ctx.loop.create_task(self._answer(answer, decision, request))
         else:
             self.busy = True
             self.task = self.ctx.loop.create_task(self._wait(decision, request))
+
+    @staticmethod
+    def _concurrent(request: Request) -> bool:
+        """Whether ``request`` may be answered while earlier ones are still awaited: a
+        keep-alive request to an endpoint that only answers (never streams)."""
+        if not request.keep_alive or request.method != "POST":
+            return False
+        try:
+            endpoint, _ = routes.find(request.path)
+        except HttpError:
+            return False
+        return endpoint in routes.CONCURRENT
+
+    async def _answer(self, answer: _Answer, outcome: Awaitable[object], request: Request) -> None:
+        try:
+            result = await outcome
+            assert isinstance(result, tuple)  # CONCURRENT endpoints only answer
+            answer.response = cast(Response, result)
+        except HttpError as exc:
+            self._log_refused(request, exc)
+            answer.response = _error(exc.status, exc.reason, exc.headers, exc.code)
+        except Exception:
+            log.exception("%s %s from %s failed", request.method, request.path, self.where())
+            answer.response = _error(500, "internal error")
+        answer.task = None
+        if not self.closed:
+            self._flush_answers()
+
+    def _flush_answers(self) -> None:
+        """Write the answers that are due, in request order, then go on reading."""
+        answers = self.answers
+        while answers and answers[0].response is not None and not self.closed:
+            answer = answers.popleft()
+            assert answer.response is not None
+            self.head = answer.head
+            self.respond(*answer.response, turn=True)
 
     def carry_out(self, decision: Response | StreamStart | LongPollStart, request: Request) -> None:
         if isinstance(decision, tuple):
@@ -290,6 +369,10 @@ class HttpConnection(asyncio.Protocol):
 
     def refused(self, request: Request, exc: HttpError) -> None:
         """Answer an error status, logged with what was asked and by whom."""
+        self._log_refused(request, exc)
+        self.send_error(exc.status, exc.reason, headers=exc.headers, code=exc.code)
+
+    def _log_refused(self, request: Request, exc: HttpError) -> None:
         log.info(
             "%s %s from %s -> %s %s",
             request.method,
@@ -298,7 +381,6 @@ class HttpConnection(asyncio.Protocol):
             exc.status,
             exc.reason,
         )
-        self.send_error(exc.status, exc.reason, headers=exc.headers, code=exc.code)
 
     async def _wait(
         self, outcome: Awaitable[Response | StreamStart | LongPollStart], request: Request
@@ -323,8 +405,15 @@ class HttpConnection(asyncio.Protocol):
             self.carry_out(result, request)
 
     # responses
-    def respond(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+    def respond(
+        self, status: int, body: bytes, headers: list[tuple[str, str]], *, turn: bool = False
+    ) -> None:
+        """Write a response; ``turn``: it is the first of ``answers``, just taken."""
         if self.closed or self.transport is None:
+            return
+        if self.answers and not turn:
+            # Earlier pipelined requests are still awaited: this answer waits its turn.
+            self.answers.append(_Answer(self.head, (status, body, headers)))
             return
         ctype = "application/json"
         extra = []
@@ -333,7 +422,8 @@ class HttpConnection(asyncio.Protocol):
                 ctype = value
             else:
                 extra.append((name, value))
-        keep = not self.draining
+        # Draining (shutdown) closes after the last answer still due, not before it.
+        keep = not self.draining or bool(self.answers)
         response = simple_response(status, body, content_type=ctype, headers=extra, keep_alive=keep)
         if self.head and body:
             response = response[: -len(body)]  # same Content-Length, no content
@@ -359,10 +449,7 @@ class HttpConnection(asyncio.Protocol):
     ) -> None:
         if close:
             self.draining = True
-        body: dict[str, object] = {"error": reason}
-        if code is not None:
-            body["code"] = code
-        self.respond(status, orjson.dumps(body), headers or [])
+        self.respond(*_error(status, reason, headers, code))
 
     def close(self) -> None:
         """Close after what was written. When the client may still be sending (a refused
@@ -393,7 +480,7 @@ class HttpConnection(asyncio.Protocol):
         """Set the deadline of the phase the connection is in: a request under way must be
         complete ``request_timeout`` after its first byte; an idle keep-alive connection is
         closed after ``keepalive_timeout``; nothing runs out while a request is answered."""
-        if self.busy or self.closed:
+        if self.busy or self.answers or self.closed:
             return
         now = self.ctx.loop.time()
         if self.parser.pending() or self.parser.requests or self.backlog:
@@ -417,7 +504,7 @@ class HttpConnection(asyncio.Protocol):
     def _timed_out(self) -> None:
         self.timer = None
         deadline = self.deadline
-        if deadline is None or self.busy or self.closed:
+        if deadline is None or self.busy or self.answers or self.closed:
             return
         if deadline > self.ctx.loop.time():
             self.timer = self.ctx.loop.call_at(deadline, self._timed_out)
@@ -467,3 +554,13 @@ class HttpConnection(asyncio.Protocol):
         self.lp = None
         self.task = None
         self.respond(200, body, headers)
+
+
+def _error(
+    status: int, reason: str, headers: list[tuple[str, str]] | None = None, code: int | None = None
+) -> Response:
+    """An error answer: ``{"error": reason}`` (and the protocol ``code`` where there is one)."""
+    body: dict[str, object] = {"error": reason}
+    if code is not None:
+        body["code"] = code
+    return status, orjson.dumps(body), headers or []

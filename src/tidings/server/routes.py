@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .context import Context
 
 __all__ = [
+    "CONCURRENT",
     "EXACT",
     "NO_BUFFERING",
     "PREFIXES",
@@ -253,3 +254,8 @@ def find(path: str) -> tuple[Endpoint, str]:
     if endpoint is None or not rest:
         raise HttpError(404, "not found")
     return endpoint, rest
+
+
+# Endpoints that only ever answer (never stream or long-poll), so pipelined requests to
+# them may be awaited together (``HttpConnection``): publishing and the server API.
+CONCURRENT: frozenset[Endpoint] = frozenset({handlers.publish_endpoint, handlers.server_api})
