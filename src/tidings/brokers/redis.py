@@ -35,7 +35,7 @@ from .redis_scripts import (
 )
 from .redis_settings import RedisSettings
 
-__all__ = ["RedisBroker", "publish_args", "publish_result"]
+__all__ = ["RedisBroker", "epoch_candidate", "publish_args", "publish_result"]
 
 log = logging.getLogger("tidings.redis")
 

@@ -138,12 +138,22 @@ local function trim(hist, ttl, now)
   if ttl <= 0 then return end
   local cutoff = now - ttl
   while true do
-    local first = redis.call('xrange', hist, '-', '+', 'COUNT', 1)
-    if #first == 0 then return end
-    local f, t = first[1][2], 0
-    for j = 1, #f, 2 do if f[j] == 't' then t = tonumber(f[j + 1]) end end
-    if t >= cutoff then return end
-    redis.call('xtrim', hist, 'MINID', '(' .. first[1][1])
+    local batch = redis.call('xrange', hist, '-', '+', 'COUNT', 32)
+    if #batch == 0 then return end
+    for i = 1, #batch do
+      local f, t = batch[i][2], 0
+      for j = 1, #f, 2 do if f[j] == 't' then t = tonumber(f[j + 1]) end end
+      if t >= cutoff then
+        -- Keep this entry and what follows (XTRIM MINID takes no exclusive bound).
+        if i > 1 then redis.call('xtrim', hist, 'MINID', batch[i][1]) end
+        return
+      end
+    end
+    -- All expired: ids are <offset>-0, so the next offset is the new minimum.
+    local last = batch[#batch][1]
+    local offset = tonumber(string.sub(last, 1, string.find(last, '-') - 1))
+    redis.call('xtrim', hist, 'MINID', (offset + 1) .. '-0')
+    if #batch < 32 then return end
   end
 end
 local function now_ms()

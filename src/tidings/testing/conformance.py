@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -240,6 +241,31 @@ async def _history_expires_by_ttl(nodes: _Nodes) -> None:
     assert (await b.history("ttl", TOP)).position.offset == 2  # the offsets stay
 
 
+async def _history_expires_entry_by_entry(nodes: _Nodes) -> None:
+    # The first publication ages out while the second still counts: reads drop the first
+    # and keep the second (or, on a slow machine, have dropped both), and never fail.
+    a, _ = await nodes.node()
+    ttl = 1.0
+    options = PublishOptions(history_size=10, history_ttl=ttl)
+    await a.publish("aging", b"1", options)
+    first = time.monotonic()
+
+    async def half_gone() -> bool:
+        return time.monotonic() - first >= ttl / 2
+
+    await _eventually(half_gone)
+    second = await a.publish("aging", b"2", options)
+
+    async def first_expired() -> bool:
+        pubs = (await a.history("aging", HistoryQuery())).publications
+        return b"1" not in [p.data for p in pubs]
+
+    await _eventually(first_expired)
+    result = await a.history("aging", HistoryQuery())
+    assert [p.data for p in result.publications] in ([b"2"], [])
+    assert result.position == second.position
+
+
 async def _no_history_still_counts_offsets(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     await a.publish("nohist", b"1", _NONE)
@@ -367,6 +393,7 @@ BROKER_CHECKS: dict[str, Callable[[_Nodes], Awaitable[None]]] = {
         _history_is_shared_and_queried,
         _history_is_bounded_by_size,
         _history_expires_by_ttl,
+        _history_expires_entry_by_entry,
         _no_history_still_counts_offsets,
         _reading_a_position_fixes_the_epoch,
         _expired_stream_starts_a_new_epoch,
