@@ -149,7 +149,7 @@ class HttpProxies:
             body["version"] = conn.client_version
         result = await self._post(self.connect, conn, body)
         granted: dict[str, Any] = {}
-        for key in ("user", "expire_at"):
+        for key in ("user", "expire_at", "meta"):
             if key in result:
                 granted[key] = result[key]
         for key in ("info", "data"):
@@ -177,8 +177,9 @@ class HttpProxies:
         body = {**self._base(conn), "user": conn.user, "channel": channel}
         result = await self._post(url, conn, body)
         granted: dict[str, Any] = {}
-        if "expire_at" in result:
-            granted["expire_at"] = result["expire_at"]
+        for key in ("expire_at", "override"):
+            if key in result:
+                granted[key] = result[key]
         for key in ("info", "data"):
             value = _raw(result, key)
             if value is not None:
@@ -219,12 +220,15 @@ class HttpProxies:
 
     # HTTP
     def _base(self, conn: Conn) -> dict[str, Any]:
-        return {
+        base = {
             "client": conn.id,
             "transport": conn.transport,
             "protocol": conn.protocol,
             "encoding": "binary" if conn.protocol == "protobuf" else "json",
         }
+        if conn.meta is not None:
+            base["meta"] = conn.meta
+        return base
 
     @staticmethod
     def _expiry(result: dict[str, Any]) -> dict[str, Any]:

@@ -377,3 +377,33 @@ async def test_the_sdk_keeps_connecting_while_the_backend_is_down(caplog) -> Non
             await alice.events.next("connected")
             assert alice.client.state == ClientState.CONNECTED
     caplog.clear()
+
+
+async def test_connect_meta_comes_back_in_later_requests_and_subscribe_may_override() -> None:
+    async with backend() as app:
+        app.answers["/connect"] = lambda body: {"result": {"user": "7", "meta": {"tenant": "a"}}}
+
+        def subscribe(body: dict[str, Any]) -> Any:
+            # The namespace forces recovery; the backend turns it off for this subscription.
+            return {"result": {"override": {"force_recovery": {"value": False}}}}
+
+        app.answers["/subscribe"] = subscribe
+        app.answers["/rpc"] = lambda body: {"result": {"data": body.get("meta")}}
+        app.answers["/unsubscribe"] = lambda body: {}
+        app.answers["/disconnect"] = lambda body: {}
+        async with (
+            running_server(**settings(app)) as server,
+            ws_connect(server, "/connection/websocket") as ws,
+        ):
+            connected = await command(ws, {"id": 1, "connect": {}})
+            assert connected["connect"]["client"]
+            _, body = await app.next("/connect")
+            assert "meta" not in body  # nothing to send back yet
+            ok = await command(ws, {"id": 2, "subscribe": {"channel": "chat:1"}})
+            assert "recoverable" not in ok["subscribe"] and "positioned" not in ok["subscribe"]
+            _, body = await app.next("/subscribe")
+            assert body["meta"] == {"tenant": "a"}
+            plain = await command(ws, {"id": 3, "subscribe": {"channel": "news"}})
+            assert plain["subscribe"]["recoverable"] is True  # not proxied: the namespace's
+            answer = await command(ws, {"id": 4, "rpc": {"method": "m", "data": {}}})
+            assert answer["rpc"]["data"] == {"tenant": "a"}

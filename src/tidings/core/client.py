@@ -465,6 +465,8 @@ class Client:
         self.user, self.exp = user, float(expire_at or 0)
         if info is not None:
             self.info = info
+        if granted.get("meta") is not None and self.conn is not None:
+            self.conn.meta = granted["meta"]
         channels += [c for c in more if c not in channels]
         if self.exp and self.exp <= self.node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)

@@ -139,6 +139,15 @@ async def _subscribe(
     """Subscribe once allowed: a transaction. Every step that can fail (history, presence)
     runs before the subscription is committed to ``client.subs``; a failure aborts the
     handle and leaves nothing behind. The caller writes the reply, then ``go_live()``."""
+    node = client.node
+    sub_data: bytes | None = None
+    if client.conn is not None and node.hooks.has("subscribe"):
+        granted = await node.hooks.grants("subscribe", client.conn, channel, channel=channel)
+        if client.closed:
+            raise DisconnectError(codes.CONNECTION_CLOSED)
+        if granted:
+            chan_info, expires_at, sub_data = _granted(client, granted, chan_info, expires_at)
+            opts = apply_override(opts, granted.get("override"))
     history_access = has_history_access(client, opts) or client.options.insecure
     recoverable = opts.force_recovery or (
         bool(params.get("recoverable")) and (opts.allow_recovery or history_access)
@@ -156,14 +165,6 @@ async def _subscribe(
         since = _position(params)
     elif positioned:
         limit = 0
-    node = client.node
-    sub_data: bytes | None = None
-    if client.conn is not None and node.hooks.has("subscribe"):
-        granted = await node.hooks.grants("subscribe", client.conn, channel, channel=channel)
-        if client.closed:
-            raise DisconnectError(codes.CONNECTION_CLOSED)
-        if granted:
-            chan_info, expires_at, sub_data = _granted(client, granted, chan_info, expires_at)
     handle = await node.subscribe(client, channel, since, limit)
     try:
         result: dict[str, Any] = {}

@@ -154,6 +154,7 @@ class Conn:
         "end",
         "headers",
         "kind",
+        "meta",
         "protocol",
         "remote_addr",
         "transport",
@@ -181,6 +182,9 @@ class Conn:
         self.data: Any = None
         self.client_name = ""
         self.client_version = ""
+        # What an ``on_connect`` hook attached to the connection (a dict's ``"meta"``);
+        # the HTTP proxies send it with every later request (Centrifugo's connect meta).
+        self.meta: Any = None
         self.headers: dict[str, str] = dict(request.headers) if request is not None else {}
         self.remote_addr = request.remote_addr if request is not None else ""
         self.context: dict[str, Any] = {}
