@@ -646,3 +646,48 @@ async def test_connect_grants_and_refresh_hooks_on_a_fake_clock():
     finally:
         node.hooks.close()
         await node.aclose()
+
+
+async def test_while_every_hook_thread_is_held_past_its_timeout_plain_hooks_fail_at_once():
+    hooks = Hooks(timeout=0.2, threads=2)
+    node = make_node(hooks=hooks)
+    await node.start()
+    release = threading.Event()
+    calls = []
+
+    @hooks.on_rpc("block")
+    def block(conn, context, data):
+        calls.append("block")
+        release.wait(TIMEOUT)
+
+    @hooks.on_rpc("quick")
+    def quick(conn, context, data):
+        calls.append("quick")
+        return {"ok": True}
+
+    try:
+        c, transport = await connected(node)
+        for n in (2, 3):  # each holds a thread past its timeout
+            answer = await reply(c, transport, {"id": n, "rpc": {"method": "block"}})
+            assert answer["error"]["code"] == 100
+        assert hooks.stuck == 2
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await reply(c, transport, {"id": 4, "rpc": {"method": "quick"}})
+        assert answer["error"]["code"] == 100
+        assert loop.time() - started < 0.2  # refused at once, not after the timeout
+        assert calls == ["block", "block"]  # never queued behind them to run later
+        release.set()
+        # Wait for the held threads to end: their ends are reported on the loop before this
+        # wait's own answer arrives.
+        pool = hooks._executor
+        assert pool is not None
+        hooks.close()
+        await loop.run_in_executor(None, pool.shutdown)
+        assert hooks.stuck == 0
+        answer = await reply(c, transport, {"id": 5, "rpc": {"method": "quick"}})
+        assert answer["rpc"]["data"] == {"ok": True}
+    finally:
+        release.set()
+        hooks.close()
+        await node.aclose()

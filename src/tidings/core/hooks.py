@@ -355,6 +355,10 @@ class Hooks:
         self.threads = threads
         self.lists: dict[str, list[Hook]] = {event: [] for event in EVENTS}
         self._executor: ThreadPoolExecutor | None = None
+        # Threads still running a plain hook whose caller gave up on it (its timeout came):
+        # Python can't stop them, so while every thread is held so, plain hooks fail at
+        # once instead of queueing behind them.
+        self.stuck = 0
 
     def __bool__(self) -> bool:
         return any(self.lists.values())
@@ -564,9 +568,7 @@ class Hooks:
                 # in the same loop iteration, so what it publishes is coalesced with the rest.
                 async with asyncio.timeout(self.timeout):
                     return await hook.fn(conn, conn.context, *args)
-            loop = asyncio.get_running_loop()
-            call = functools.partial(hook.fn, conn, conn.context, *args)
-            return await asyncio.wait_for(loop.run_in_executor(self._pool(), call), self.timeout)
+            return await self._in_thread(hook, conn, args)
         except Reject:
             raise
         except TimeoutError as exc:
@@ -582,6 +584,24 @@ class Hooks:
         if hook.event != "error":
             await self.notify("error", conn, error, channel=channel)
         raise HookError(f"{hook.event} hook {hook.name} failed")
+
+    async def _in_thread(self, hook: Hook, conn: Conn, args: tuple[Any, ...]) -> Any:
+        if self.stuck >= self.threads:
+            raise HookError(f"all {self.threads} hook threads still run hooks past their timeout")
+        loop = asyncio.get_running_loop()
+        done = self._pool().submit(functools.partial(hook.fn, conn, conn.context, *args))
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.wrap_future(done)
+        except TimeoutError:
+            # Not started yet: it never will. Started: the thread is held until it ends.
+            if not done.cancel():
+                self.stuck += 1
+                done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._unstick))
+            raise
+
+    def _unstick(self) -> None:
+        self.stuck -= 1
 
     def _matching(self, event: str, conn: Conn, channel: str | None) -> list[Hook]:
         return [h for h in self.lists[event] if h.matches(channel, lambda: conn.channels)]
