@@ -146,23 +146,23 @@ class ChatDemo:
         if not isinstance(nick, str) or not nick.strip() or len(nick) > MAX_NICK:
             return f"a nickname is 1 to {MAX_NICK} characters"
         nick = nick.strip()
-        await self._seen(room, key, nick, conn)
-        if kind in ("join", "ping"):
-            return ""
-        if kind == "typing":
-            await self._publish(f"typing:{room}", {"type": "typing", "nick": nick}, nick)
-            return ""
-        if kind != "msg":
+        if kind not in ("join", "ping", "typing", "msg"):
             return "unknown message type"
         text, cid = message.get("text"), message.get("cid")
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
-            return f"a message is 1 to {MAX_TEXT} characters"
-        if not isinstance(cid, str) or not KEY.fullmatch(cid):
-            return "bad message id"
-        body = {"type": "msg", "nick": nick, "text": text, "cid": cid}
-        # A page sends a message again when it can't tell whether it arrived (a connection
-        # lost before the echo): the idempotency key publishes it once.
-        await self._publish(f"chat:{room}", body, nick, idempotency_key=cid)
+        if kind == "msg":
+            if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+                return f"a message is 1 to {MAX_TEXT} characters"
+            if not isinstance(cid, str) or not KEY.fullmatch(cid):
+                return "bad message id"
+        # Whatever a page says, it says it is there.
+        await self._seen(room, key, nick, conn)
+        if kind == "typing":
+            await self._publish(f"typing:{room}", {"type": "typing", "nick": nick}, nick)
+        elif kind == "msg":
+            body = {"type": "msg", "nick": nick, "text": text, "cid": cid}
+            # A page sends a message again when it can't tell whether it arrived (a
+            # connection lost before the echo): the idempotency key publishes it once.
+            await self._publish(f"chat:{room}", body, nick, idempotency_key=str(cid))
         return ""
 
     async def _seen(self, name: str, key: str, nick: str, conn: str) -> None:
