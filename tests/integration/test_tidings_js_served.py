@@ -14,6 +14,7 @@ from integration_helpers import http_client, until
 
 import tidings
 from tidings.server import Server
+from tidings.server import chat as chat_module
 from tidings.testing import running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -141,6 +142,22 @@ async def test_the_chat_refuses_bad_messages(
     assert any(error in r.getMessage() for r in caplog.records)
 
 
+async def test_the_chat_keeps_bounded_rooms(demo: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chat_module, "MAX_ROOMS", 1)
+    monkeypatch.setattr(chat_module, "MAX_MEMBERS", 1)
+    async with http_client(demo) as client:
+        first = {"type": "join", "key": KEY, "nick": "first"}
+        assert (await client.post("/demo/chat/send/a", json=first)).status_code == 200
+        second = {**first, "key": KEY[::-1]}
+        for room in ("a", "b"):
+            response = await client.post(f"/demo/chat/send/{room}", json=second)
+            assert response.status_code == 400
+            assert response.json() == {"error": "the chat is full"}
+        # The first page is still there and may speak.
+        again = {**page_says(), "nick": "first"}
+        assert (await client.post("/demo/chat/send/a", json=again)).status_code == 200
+
+
 async def test_the_chat_refuses_other_sites_and_other_methods(demo: Server) -> None:
     async with http_client(demo) as client:
         message = {"type": "join", "key": KEY, "nick": "x"}
@@ -186,7 +203,7 @@ async def test_a_websocket_page_sends_through_the_hooks(demo: Server) -> None:
     # The WebSocket closed: its page left the room.
     chat = demo.app.demo_chat
     assert chat is not None
-    await until(lambda: not chat.rooms["lobby"].members, "the page to leave")
+    await until(lambda: "lobby" not in chat.rooms, "the page to leave")
     async with http_client(demo) as client:
         last = (await client.get("/lp/chat:lobby?last=1")).json()["messages"][0]["data"]
     assert (last["event"], last["members"]) == ("leave", [])

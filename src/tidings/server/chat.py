@@ -42,7 +42,9 @@ __all__ = [
     "HISTORY_SIZE",
     "HISTORY_TTL",
     "KEY",
+    "MAX_MEMBERS",
     "MAX_NICK",
+    "MAX_ROOMS",
     "MAX_TEXT",
     "PRESENCE_TIMEOUT",
     "ROOM",
@@ -61,6 +63,9 @@ KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_NICK = 32
 MAX_TEXT = 2000
 PRESENCE_TIMEOUT = 30.0  # pages say they are there every 10 s
+# What one process keeps for the demo is bounded, whatever pages make up.
+MAX_ROOMS = 1000
+MAX_MEMBERS = 1000
 HISTORY_SIZE = 1000
 HISTORY_TTL = 7 * 86400.0
 
@@ -155,7 +160,8 @@ class ChatDemo:
             if not isinstance(cid, str) or not KEY.fullmatch(cid):
                 return "bad message id"
         # Whatever a page says, it says it is there.
-        await self._seen(room, key, nick, conn)
+        if not await self._seen(room, key, nick, conn):
+            return "the chat is full"
         if kind == "typing":
             await self._publish(f"typing:{room}", {"type": "typing", "nick": nick}, nick)
         elif kind == "msg":
@@ -165,18 +171,26 @@ class ChatDemo:
             await self._publish(f"chat:{room}", body, nick, idempotency_key=str(cid))
         return ""
 
-    async def _seen(self, name: str, key: str, nick: str, conn: str) -> None:
-        room = self.rooms.setdefault(name, Room())
+    async def _seen(self, name: str, key: str, nick: str, conn: str) -> bool:
+        """Note that the page ``key`` is in room ``name``; False when there is no room."""
+        room = self.rooms.get(name)
+        if room is None:
+            if len(self.rooms) >= MAX_ROOMS:
+                return False
+            room = self.rooms[name] = Room()
         member = room.members.get(key)
         now = self.clock.monotonic()
         if member is not None and member.nick == nick:
             member.seen = now
             member.conn = conn or member.conn
-            return
+            return True
+        if member is None and len(room.members) >= MAX_MEMBERS:
+            return False
         room.members[key] = Member(nick, now, conn)
         await self._presence(name, "join", nick)
         if self._timer is None:
             self._timer = self.clock.call_later(PRESENCE_TIMEOUT / 3, self._prune)
+        return True
 
     async def _leave(self, name: str, key: str) -> None:
         room = self.rooms.get(name)
@@ -184,6 +198,8 @@ class ChatDemo:
         if member is None:
             return
         await self._presence(name, "leave", member.nick)
+        if room is not None and not room.members and self.rooms.get(name) is room:
+            del self.rooms[name]
 
     def _prune(self) -> None:
         self._timer = None
