@@ -266,3 +266,53 @@ test("4404 (the channel was deleted) and a 4500 code close for good", () => {
   }
   assert.equal(FakeWebSocket.all.length, 2);
 });
+
+test("since: an offset for the first request only, then the positions", () => {
+  const { options } = recorder();
+  subscribe("news", { ...options, since: 0 });
+  const ws = FakeWebSocket.all[0];
+  assert.equal(ws.url.searchParams.get("since"), "0");
+  ws.open();
+  ws.deliver(envelope("news", 1, "a"));
+  ws.drop(1006);
+  mock.timers.tick(500);
+  const again = FakeWebSocket.all[1];
+  assert.equal(again.url.searchParams.get("since"), null);
+  assert.equal(again.url.searchParams.get("last_event_id"), "news:1:E1");
+});
+
+test("SSE: when the missing publications can't be fetched, a gap says so", async () => {
+  const { got, options } = recorder();
+  const fetch = fakeFetch();
+  subscribe("news", { ...options, transports: ["sse"], fetch });
+  const es = FakeEventSource.all[0];
+  es.open();
+  es.deliver(envelope("news", 1, "one"));
+  es.deliver(envelope("news", 3, "three"));
+  (await fetch.next()).resolve(jsonResponse(503, { error: "unavailable" }));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(got.gaps.map((g) => [g.channel, g.reason, g.expected]), [["news", "unfillable", 2]]);
+  const reopened = FakeEventSource.all[1];
+  assert.equal(reopened.url.searchParams.get("last_event_id"), null); // from now on
+  reopened.open();
+  reopened.deliver(envelope("news", 4, "four"));
+  assert.deepEqual(got.messages.map((m) => m[2]), ["one", "four"]);
+});
+
+test("a callback that throws doesn't break the bookkeeping", () => {
+  const { options } = recorder();
+  const seen = [];
+  subscribe("news", {
+    ...options,
+    onMessage: (data) => {
+      seen.push(data);
+      throw new Error("application bug");
+    },
+  });
+  const ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.deliver(envelope("news", 1, "a"));
+  ws.deliver(envelope("news", 2, "b"));
+  assert.deepEqual(seen, ["a", "b"]);
+  assert.throws(() => mock.timers.tick(0), /application bug/);
+});
