@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit fuzz system-deps js-deps clean
+.PHONY: serve test lint typecheck unit fuzz system-deps js-deps js-test clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ $(JS_STAMP): tests/js/package-lock.json
 	touch $(JS_STAMP)
 
 js-deps: $(JS_STAMP)
+
+# tidings.js (src/tidings/server/static/tidings.js): its unit tests, on Node's own runner.
+js-test: system-deps
+	cd js && node --test test/
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
@@ -72,7 +76,7 @@ fuzz: $(FUZZ_STAMP)
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/json
 
 # Branch coverage is reported (in-process code; the CLI and bench run in subprocesses).
-test: system-deps js-deps lint typecheck
+test: system-deps js-deps js-test lint typecheck
 	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
 
 clean:

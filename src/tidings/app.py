@@ -18,7 +18,7 @@ import os
 import socket
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tidings.api.server_api import ServerApi
 from tidings.brokers.memory import MemoryBackend, MemoryBroker
@@ -33,6 +33,9 @@ from tidings.core.presence import PresenceManager
 from tidings.exceptions import ConfigError, InvalidPayload
 from tidings.protocol.envelope import EVENT_NAME, check_json_payload
 from tidings.proxy import HttpProxies
+
+if TYPE_CHECKING:
+    from tidings.server.chat import ChatDemo
 
 __all__ = [
     "KINDS",
@@ -215,6 +218,10 @@ class App:
         # may be registered on ``app.hooks`` before connections open.
         self.hooks = Hooks(timeout=config.hook_timeout, threads=config.hook_threads)
         namespaces = config.channel_namespaces()
+        if config.demo:
+            from tidings.server.chat import chat_namespaces  # the demo's own front end
+
+            namespaces = chat_namespaces(namespaces)
         self.proxies = HttpProxies(config, namespaces)
         if self.proxies.configured():
             self.proxies.register(self.hooks)  # first: the connect proxy sees token-less ones
@@ -237,6 +244,13 @@ class App:
             message_log=config.message_log(),
         )
         self.api = ServerApi(self.node)
+        # The chat demo (/demo/chat): its rooms, and the hooks that take what pages send.
+        self.demo_chat: ChatDemo | None = None
+        if config.demo:
+            from tidings.server.chat import ChatDemo
+
+            self.demo_chat = ChatDemo(self.node, self.clock)
+            self.hooks.extend(self.demo_chat.hooks)
         self.client_options = config.client_options()
         self.templates = config.message_templates()
         self.connections: set[Connection] = set()
@@ -348,6 +362,8 @@ class App:
                 log.warning("hooks still running at shutdown")
         if self.inbound is not None:
             await self.inbound.aclose()
+        if self.demo_chat is not None:
+            self.demo_chat.close()
         await self.node.aclose()
         self.hooks.close()
         await self.proxies.aclose()

@@ -99,6 +99,7 @@ def _banner(config: Config, url: str, generated: bool) -> None:
     print(f"  publish API key ({where}): {config.api_key}", flush=True)
     if config.demo:
         print(f"  demo page: {url}/", flush=True)
+        print(f"  chat: {url}/demo/chat", flush=True)
     print(f"  try: curl -N {url}/stream/news", flush=True)
 
 

@@ -136,7 +136,11 @@ async def test_the_installed_server_serves_and_publishes(installed: Path, outsid
         url = (await read_until(server.stdout, r"serving on (http://\S+)")).group(1)
         async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=TIMEOUT) as c:
             page = await c.get("/")  # the demo page, read from the installed package
+            module = await c.get("/tidings.js")
+            chat = await c.get("/demo/chat")
         assert page.status_code == 200 and "tidings demo" in page.text
+        assert module.status_code == 200 and "export function subscribe" in module.text
+        assert chat.status_code == 200 and "tidings chat" in chat.text
         ws_url = url.replace("http://", "ws://") + "/ws/news?since=0"
         async with websockets.connect(ws_url, proxy=None, open_timeout=TIMEOUT) as ws:
             publish = await asyncio.create_subprocess_exec(

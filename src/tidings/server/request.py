@@ -140,15 +140,21 @@ def same_origin(origin: str, host: str) -> bool:
 
 
 def cors_headers(request: Request, allowed: list[str]) -> list[tuple[str, str]]:
-    """CORS headers for an allowed cross-origin request (none for same-origin requests)."""
+    """CORS headers for an allowed cross-origin request (none for same-origin requests).
+    Origins listed by name may send cookies (``withCredentials``); ``*`` lets any origin
+    read the answers, but without credentials: otherwise any site could read what a
+    visitor's cookies open."""
     origin = request.header("origin")
     if not origin or not allowed or not origin_allowed(request, allowed):
         return []
-    return [
+    headers = [
         ("Access-Control-Allow-Origin", origin),
         ("Vary", "Origin"),
         ("Access-Control-Expose-Headers", "ETag, X-Tidings-Gap"),
     ]
+    if origin in allowed:
+        headers.append(("Access-Control-Allow-Credentials", "true"))
+    return headers
 
 
 def check_origin(request: Request, allowed: list[str]) -> None:

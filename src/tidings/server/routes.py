@@ -17,7 +17,7 @@ from tidings.protocol.http import Request, chunk, response_head
 from tidings.protocol.sse import sse_comment, sse_retry
 from tidings.protocol.websocket import accept_response
 
-from . import centrifuge, centrifuge_http, centrifuge_uni, handlers, hooked
+from . import assets, centrifuge, centrifuge_http, centrifuge_uni, chat, handlers, hooked
 from .decisions import Decision, LongPollStart, Response, StreamStart
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .request import (
@@ -231,6 +231,8 @@ EXACT: dict[str, Endpoint] = {
     "/stats": handlers.stats,
     "/health": handlers.health,
     "/": handlers.demo_page,
+    "/tidings.js": assets.tidings_js,
+    "/demo/chat": chat.chat_page,
 }
 
 # First path segment → endpoint, for ``/<segment>/<rest>`` with a non-empty rest.
@@ -241,6 +243,7 @@ PREFIXES: dict[str, Endpoint] = {
     "lp": _simple("lp"),
     "pub": handlers.publish_endpoint,
     "api": handlers.server_api,
+    "demo": chat.chat_send,
 }
 
 
