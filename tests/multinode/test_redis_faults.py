@@ -193,6 +193,45 @@ async def test_a_sentinel_failover_moves_the_node_to_the_new_master() -> None:
                 await node.aclose()
 
 
+async def test_a_cluster_slot_moving_to_another_master_keeps_the_stream_going() -> None:
+    from tidings.testing.redis import redis_cluster
+
+    async with redis_cluster(masters=3) as cluster:
+        settings = RedisSettings(
+            urls=tuple(cluster.urls), cluster=True, health_interval=0.2, timeout=2
+        )
+        reader, writer = await nodes(settings, 2)
+        try:
+            sub = await subscribe(reader, "news")
+            await writer.publish("news", b"1")
+            await sub.wait_for(lambda: len(sub.publications) == 1)
+            slot = cluster.key_slot("{news}")  # the channel's keys and shard channel
+            source = cluster.master_for_slot(slot)
+            target = next(m for m in cluster.nodes[:3] if m is not source)
+            cluster.move_slot(slot, target)
+
+            async def published_again() -> None:
+                while True:
+                    try:
+                        await writer.publish("news", b"2")
+                        return
+                    except BrokerError:
+                        await asyncio.sleep(0.05)  # the cluster's map is settling: retry
+
+            async with asyncio.timeout(TIMEOUT):
+                await published_again()
+            # The stream's keys moved with the slot; the subscriber was moved to the new
+            # master (sunsubscribe, then SSUBSCRIBE there) and resynced from history.
+            await sub.wait_for(lambda: len(sub.publications) == 2)
+            assert [(p.offset, p.data) for p in sub.publications] == [(1, b"1"), (2, b"2")]
+            assert len({p.epoch for p in sub.publications}) == 1
+            assert sub.notices == []
+            assert cluster.master_for_key("{news}") is target
+        finally:
+            for node in (reader, writer):
+                await node.aclose()
+
+
 async def test_health_answers_503_while_redis_is_down(server: RedisServer) -> None:
     async with (
         running_server(broker=server.url, redis_health_interval=0.2) as hub,

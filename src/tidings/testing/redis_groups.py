@@ -271,6 +271,25 @@ class RedisCluster(_Group):
     def master_for_key(self, key: str) -> RedisServer:
         return self.master_for_slot(self.key_slot(key))
 
+    def move_slot(self, slot: int, target: RedisServer) -> None:
+        """Move ``slot`` and its keys to the master ``target``, as ``redis-cli --cluster
+        reshard`` does (https://redis.io/docs/latest/commands/cluster-setslot/): IMPORTING on
+        the target, MIGRATING on the source, MIGRATE of the keys, then NODE on every
+        master. Subscribers of its shard channels get an unasked ``sunsubscribe``."""
+        source = self.master_for_slot(slot)
+        if source is target:
+            return
+        src, dst = self.node_ids[source], self.node_ids[target]
+        target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", src)
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst)
+        while keys := source.command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            auth: list[str] = []
+            if self.password is not None:
+                auth = ["AUTH2", self.username or "default", self.password]
+            source.command("MIGRATE", target.host, target.port, "", 0, 5000, *auth, "KEYS", *keys)
+        for node in self.nodes[: self.masters_count]:
+            node.command("CLUSTER", "SETSLOT", slot, "NODE", dst)
+
     def close(self) -> None:
         stop_all(self.nodes)
         self.nodes = []
