@@ -31,7 +31,11 @@ async def uvicorn_serving(asgi: Any, app: App, prefix: str = "") -> AsyncIterato
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        asgi, lifespan="on", log_level="warning", timeout_graceful_shutdown=5, ws="websockets-sansio"
+        asgi,
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
