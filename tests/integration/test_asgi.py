@@ -195,12 +195,14 @@ async def test_client_protocol_over_http_stream_with_emulation(served):
 
 async def test_lifespan_shutdown_tells_streaming_clients():
     asgi = make_asgi()
-    async with uvicorn_serving(asgi, asgi.app) as served:
-        async with sse_connect(served, "/sse/news") as events:
-            await subscribed(served, "news")
-            await asgi.aclose()  # what the lifespan's shutdown runs
-            assert (await events.next()).event == "tidings.shutdown"
-            await events.wait_end()
+    async with (
+        uvicorn_serving(asgi, asgi.app) as served,
+        sse_connect(served, "/sse/news") as events,
+    ):
+        await subscribed(served, "news")
+        await asgi.aclose()  # what the lifespan's shutdown runs
+        assert (await events.next()).event == "tidings.shutdown"
+        await events.wait_end()
     assert asgi.app.stopping
 
 

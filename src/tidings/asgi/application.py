@@ -16,14 +16,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote
-
-import orjson
 
 from tidings.app import App
 from tidings.config import Config
 from tidings.exceptions import HttpError
-from tidings.protocol.http import Request
+from tidings.protocol.http import Request, error_body, parse_query
 from tidings.protocol.relay import split_head
 from tidings.server import routes
 from tidings.server.context import Context
@@ -56,7 +53,7 @@ class Exchange:
     # LongPollHost
     def send_error(self, status: int, reason: str) -> None:
         if not self.outcome.done():
-            self.outcome.set_result((status, orjson.dumps({"error": reason}), []))
+            self.outcome.set_result((status, error_body(reason), []))
 
     def finish_longpoll(self, body: bytes, headers: list[tuple[str, str]]) -> None:
         self.lp = None
@@ -157,11 +154,7 @@ class TidingsASGI:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         query_text = scope.get("query_string", b"").decode("latin-1")
-        try:
-            query = dict(parse_qsl(query_text, keep_blank_values=True, errors="strict"))
-            path = unquote(path, errors="strict")
-        except UnicodeDecodeError:
-            raise HttpError(400, "Bad Request") from None
+        query = parse_query(query_text)  # the host decoded the path already
         version = scope.get("http_version", "1.1")
         client = scope.get("client")
         return Request(
@@ -351,10 +344,7 @@ def _error(
     headers: list[tuple[str, str]] | None = None,
     code: int | None = None,
 ) -> Response:
-    body: dict[str, object] = {"error": reason}
-    if code is not None:
-        body["code"] = code
-    return status, orjson.dumps(body), headers or []
+    return status, error_body(reason, code), headers or []
 
 
 async def _respond(send: Send, response: Response, *, head: bool = False) -> None:

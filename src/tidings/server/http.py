@@ -14,10 +14,8 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
-import orjson
-
 from tidings.exceptions import HttpError
-from tidings.protocol.http import Request, RequestParser, simple_response
+from tidings.protocol.http import Request, RequestParser, error_body, simple_response
 
 from . import routes
 from .decisions import LongPollStart, Response, StreamStart
@@ -359,10 +357,7 @@ class HttpConnection(asyncio.Protocol):
     ) -> None:
         if close:
             self.draining = True
-        body: dict[str, object] = {"error": reason}
-        if code is not None:
-            body["code"] = code
-        self.respond(status, orjson.dumps(body), headers or [])
+        self.respond(status, error_body(reason, code), headers or [])
 
     def close(self) -> None:
         """Close after what was written. When the client may still be sending (a refused
