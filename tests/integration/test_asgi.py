@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,8 +22,10 @@ from integration_helpers import (
     sse_connect,
     stream_connect,
     subscribed,
+    until,
     ws_close_code,
     ws_connect,
+    ws_handshake,
     ws_json,
 )
 from websockets.exceptions import InvalidStatus
@@ -287,3 +290,45 @@ def __getattr__(name: str) -> Any:
     if name == "urlpatterns":
         return _urls()
     raise AttributeError(name)
+
+
+@pytest.mark.parametrize(
+    ("kind", "request_bytes"),
+    [
+        ("ws", ws_handshake("/ws/flood")),
+        ("sse", b"GET /sse/flood HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ],
+    ids=["ws", "sse"],
+)
+async def test_a_client_that_does_not_read_is_cut_off_as_slow(kind, request_bytes):
+    limit, message = 64 * 1024, 16 * 1024
+    asgi = make_asgi(max_outgoing_bytes=limit, shutdown_timeout=0.5)
+    async with uvicorn_serving(asgi, asgi.app) as served, http_client(served) as http:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            port = int(served.url.rsplit(":", 1)[1])
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, request_bytes)  # and never reads
+            await subscribed(served, "flood")
+            [slow] = [c for c in asgi.app.connections if c.kind == kind]
+            peak = 0
+            for _ in range(2000):
+                resp = await http.post(
+                    "/pub/flood",
+                    content="x" * message,
+                    headers={**AUTH, "Content-Type": "text/plain"},
+                )
+                assert resp.status_code == 200
+                if asgi.app.slow_disconnects:
+                    break
+                peak = max(peak, slow.transport.get_write_buffer_size())  # type: ignore[attr-defined]
+            assert asgi.app.slow_disconnects == 1
+            # What tidings held for it stayed within the bound (one message over at most).
+            assert peak <= limit + message + 1024
+            await until(lambda: slow not in asgi.app.connections, "slow connection forgotten")
+            assert asgi.app.node.hub.count("flood") == 0
+        finally:
+            sock.close()

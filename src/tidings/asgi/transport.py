@@ -121,11 +121,12 @@ class AsgiTransport(asyncio.Transport):
         self._wake.set()
 
     def abort(self) -> None:
-        """Drop what is queued and end the connection now."""
+        """End the connection now: what is queued is dropped, and a ``send`` the host
+        holds back (a peer that doesn't read) is given up; the host closes the socket."""
         self._queue.clear()
         self._buffered = 0
-        self._closing = False
-        self.close()
+        self._closing = True
+        self._writer.cancel()
 
     def is_closing(self) -> bool:
         return self._closing
