@@ -30,12 +30,13 @@ from integration_helpers import (
 )
 from websockets.exceptions import InvalidStatus
 
+from tidings.app import App
 from tidings.asgi import TidingsASGI
 from tidings.config import Config
 from tidings.core.hooks import Conn
 from tidings.core.tokens import mint_token
 from tidings.exceptions import Reject
-from tidings.testing import TIMEOUT
+from tidings.testing import TIMEOUT, FakeClock
 
 SECRET = "tidings-asgi-tests-hmac-secret-0123456789"
 
@@ -332,3 +333,19 @@ async def test_a_client_that_does_not_read_is_cut_off_as_slow(kind, request_byte
             assert asgi.app.node.hub.count("flood") == 0
         finally:
             sock.close()
+
+
+async def test_heartbeat_rounds_leave_a_quiet_websocket_connected():
+    # ASGI has no ping message: the host pings the peer; the session's heartbeat must not
+    # take the missing answers for a dead client.
+    clock = FakeClock()
+    asgi = TidingsASGI(App(Config(api_key="test-key"), clock=clock))
+    async with uvicorn_serving(asgi, asgi.app) as served, ws_connect(served, "/ws/news") as ws:
+        await subscribed(served, "news")
+        [session] = [c for c in asgi.app.connections if c.kind == "ws"]
+        for _ in range(3):
+            clock.advance(asgi.config.ping_interval)
+            await until(lambda: session.seen, "the heartbeat answered")  # type: ignore[attr-defined]
+        assert not session.closed
+        await publish(served, "news", {"still": "here"})
+        assert (await ws_json(ws))["data"] == {"still": "here"}
