@@ -9,6 +9,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from asgi_helpers import Served, uvicorn_serving
@@ -111,9 +112,15 @@ async def test_bad_input_gets_statuses_and_stats_need_the_key(served):
         resp = await http.post("/pub/news", content=big, headers=AUTH)
         assert resp.status_code == 413
         assert resp.json() == {"error": "Content Too Large"}
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as refused:
         async with ws_connect(served, "/ws/bad name!"):
             pass
+    assert refused.value.response.status_code == 400
+    # A browser page of another origin is refused before the handshake, as natively.
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(served, "/connection/websocket", origin="http://evil.example"):
+            pass
+    assert refused.value.response.status_code == 403
 
 
 async def test_hooks_refuse_and_admit_simple_connections():
@@ -349,3 +356,16 @@ async def test_heartbeat_rounds_leave_a_quiet_websocket_connected():
         assert not session.closed
         await publish(served, "news", {"still": "here"})
         assert (await ws_json(ws))["data"] == {"still": "here"}
+
+
+async def test_unidirectional_transports_over_asgi(served):
+    connect = json.dumps({"token": mint_token(SECRET, "9"), "subs": {"room": {}}})
+    async with ws_connect(served, "/connection/uni_websocket") as ws:
+        await ws.send(connect)
+        assert "connect" in await ws_json(ws)
+        async with sse_connect(served, f"/connection/uni_sse?cf_connect={quote(connect)}") as ev:
+            assert "connect" in json.loads((await ev.next()).data)
+            await subscribed(served, "room", 2)
+            await publish(served, "room", {"uni": True})
+            assert json.loads((await ev.next()).data)["pub"]["data"] == {"uni": True}
+        assert (await ws_json(ws))["pub"]["data"] == {"uni": True}

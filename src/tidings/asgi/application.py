@@ -22,6 +22,7 @@ from tidings.config import Config
 from tidings.exceptions import HttpError
 from tidings.protocol.http import Request, error_body, parse_query
 from tidings.protocol.relay import split_head
+from tidings.protocol.websocket import close_frame
 from tidings.server import routes
 from tidings.server.context import Context
 from tidings.server.decisions import LongPollStart, Response, StreamStart
@@ -270,7 +271,17 @@ class TidingsASGI:
         transport = AsgiTransport(send, peer, websocket=websocket)
         if not websocket:
             transport.write(start.head)
-        conn = start.make(exchange.ctx, transport)
+        try:
+            conn = start.make(exchange.ctx, transport)
+        except Exception:
+            log.exception("starting a %s stream failed", "websocket" if websocket else "http")
+            if websocket:
+                transport.write(close_frame(1011, "internal error"))
+            else:
+                transport.close()
+            await transport.done.wait()
+            self.app.forget(exchange)
+            return
         transport.set_protocol(conn)
         self.app.replace(exchange, conn)
         conn.opened(b"")
