@@ -15,6 +15,8 @@ import pytest
 from asgi_helpers import Served, uvicorn_serving
 from cent import AsyncClient, PublishRequest
 from centrifuge import Client, PublicationContext, SubscriptionEventHandler
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
 from integration_helpers import (
     AUTH,
     OPEN_NAMESPACE,
@@ -244,16 +246,10 @@ async def test_mounted_in_starlette_under_a_prefix():
 async def test_mounted_beside_django_asgi():
     import django
     from django.conf import settings
+    from django.test import override_settings
 
     if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="asgi-tests",
-            ALLOWED_HOSTS=["127.0.0.1"],
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=[],
-            INSTALLED_APPS=[],
-        )
+        settings.configure(SECRET_KEY="asgi-tests", MIDDLEWARE=[], INSTALLED_APPS=[])
         django.setup()
     from django.core.asgi import get_asgi_application
 
@@ -265,39 +261,27 @@ async def test_mounted_beside_django_asgi():
         if scope["type"] == "lifespan":
             await asgi(scope, receive, send)
         elif scope["path"].startswith("/tidings/"):
-            await asgi(
-                {**scope, "root_path": scope.get("root_path", "") + "/tidings"}, receive, send
-            )
+            root = scope.get("root_path", "") + "/tidings"
+            await asgi({**scope, "root_path": root}, receive, send)
         else:
             await django_app(scope, receive, send)
 
-    async with uvicorn_serving(application, asgi.app, prefix="/tidings") as served:
-        async with http_client(served) as http:
-            page = await http.get(served.url.removesuffix("/tidings") + "/hello/")
-            assert page.text == "from django"
-        async with stream_connect(served, "/stream/news") as lines:
-            await subscribed(served, "news")
-            await publish(served, "news", {"beside": "django"})
-            assert json.loads(await lines.next())["data"] == {"beside": "django"}
+    with override_settings(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["127.0.0.1"], DEBUG=False):
+        async with uvicorn_serving(application, asgi.app, prefix="/tidings") as served:
+            async with http_client(served) as http:
+                page = await http.get(served.url.removesuffix("/tidings") + "/hello/")
+                assert page.text == "from django"
+            async with stream_connect(served, "/stream/news") as lines:
+                await subscribed(served, "news")
+                await publish(served, "news", {"beside": "django"})
+                assert json.loads(await lines.next())["data"] == {"beside": "django"}
 
 
-def _hello(request: Any) -> Any:
-    from django.http import HttpResponse
-
+def hello(request: HttpRequest) -> HttpResponse:
     return HttpResponse("from django")
 
 
-def _urls() -> list[Any]:
-    from django.urls import path
-
-    return [path("hello/", _hello)]
-
-
-def __getattr__(name: str) -> Any:
-    # Django reads ``urlpatterns`` of ROOT_URLCONF (this module) on its first request.
-    if name == "urlpatterns":
-        return _urls()
-    raise AttributeError(name)
+urlpatterns = [path("hello/", hello)]  # ROOT_URLCONF of the Django test above
 
 
 @pytest.mark.parametrize(
