@@ -12,41 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 
 __all__ = ["main", "serve_asgi"]
 
 
 async def serve_asgi(api_key: str, max_connections: int) -> None:
-    import uvicorn
-
     from tidings.asgi import TidingsASGI
     from tidings.config import Config
+    from tidings.testing.uvicorn import uvicorn_serving
 
     # No heartbeat during a run: the bench counts data frames only.
     config = Config(api_key=api_key, max_connections=max_connections, ping_interval=3600)
-    asgi = TidingsASGI(config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            asgi,
-            lifespan="on",
-            log_level="warning",
-            http="httptools",
-            ws="websockets-sansio",
-            ws_ping_interval=None,
-            backlog=4096,
-            limit_concurrency=None,
-            timeout_graceful_shutdown=5,
-        )
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not task.done():  # noqa: ASYNC110 - a flag, no event
-        await asyncio.sleep(0.01)
-    print(f"serving on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    await task
+    options = {"http": "httptools", "ws_ping_interval": None, "backlog": 4096}
+    async with uvicorn_serving(TidingsASGI(config), **options) as run:
+        print(f"serving on http://127.0.0.1:{run.port}", flush=True)
+        await run.task  # until SIGTERM
 
 
 def main() -> None:
