@@ -353,3 +353,13 @@ async def test_unidirectional_transports_over_asgi(served):
             await publish(served, "room", {"uni": True})
             assert json.loads((await ev.next()).data)["pub"]["data"] == {"uni": True}
         assert (await ws_json(ws))["pub"]["data"] == {"uni": True}
+
+
+async def test_the_asgi_lifespan_starts_and_stops_the_app():
+    asgi = make_asgi()
+    async with uvicorn_serving(asgi, asgi.app) as served, http_client(served) as http:
+        assert (await http.get("/health")).status_code == 200
+        assert not asgi.app.stopping
+    # uvicorn has stopped: its lifespan.shutdown closed the App.
+    assert asgi.app.stopping
+    assert not asgi.app.connections
