@@ -128,3 +128,12 @@ async def test_publish_bench_reports_both_ways(tmp_path: Path) -> None:
     for figures in results.values():
         assert figures["per_second"] > 0 and figures["redis_us_per_publication"] > 0
     assert b"redis:// / http:// (concurrent): x" in stdout
+
+
+async def test_bench_against_the_asgi_front_end(tmp_path: Path) -> None:
+    # tidings.asgi under uvicorn: the same endpoints, every delivery counted the same way.
+    _, stdout, data = await run_bench(tmp_path, "--peer", "asgi")
+    tidings, peer = data["results"]
+    check_result(tidings, "tidings")
+    check_result(peer, "asgi")
+    assert "tidings / asgi: deliveries/s x" in stdout

@@ -80,7 +80,8 @@ def test_python_example_runs(code: str, threaded_server: Server, redis_url: str)
         code = code.replace("redis://127.0.0.1:6379", redis_url)
         code = code.replace("redis.Redis()", f"redis.Redis(port={port})")
     compiled = compile(code, "<docs>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    namespace: dict[str, Any] = {"server": threaded_server}
+    # A module name of its own, as a script has (Flask(__name__) looks its module up).
+    namespace: dict[str, Any] = {"server": threaded_server, "__name__": "docs_example"}
 
     async def run() -> None:
         if compiled.co_flags & inspect.CO_COROUTINE:

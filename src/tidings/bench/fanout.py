@@ -46,6 +46,7 @@ from .peers import (
     raise_open_files,
     remote_target,
     rss_kib,
+    start_asgi_peer,
     start_nchan,
     start_on_redis,
     start_tidings,
@@ -94,10 +95,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--peer",
         action="append",
-        choices=["websockets", "nchan", "redis", "redis-2nodes"],
+        choices=["asgi", "websockets", "nchan", "redis", "redis-2nodes"],
         default=[],
-        help="also bench this server the same way, for ratios (repeatable): redis is tidings "
-        "on a Redis broker, redis-2nodes publishes through a second node on it",
+        help="also bench this server the same way, for ratios (repeatable): asgi is "
+        "tidings.asgi under uvicorn, redis is tidings on a Redis broker, redis-2nodes "
+        "publishes through a second node on it",
     )
     add("--url", help="bench a running tidings server (loopback only) instead of starting one")
     add("--api-key", help="its publish key (default: $TIDINGS_API_KEY)")
@@ -355,6 +357,8 @@ def _start(
         return start_on_redis(args.channel, args.subscribers, cpus, name == "redis-2nodes")
     if name == "websockets":
         return start_websockets_peer(args.channel, cpu)
+    if name == "asgi":
+        return start_asgi_peer(args.channel, args.subscribers, cpu)
     if name == "nchan":
         return start_nchan(args.channel, args.subscribers, cpu)
     if args.url:

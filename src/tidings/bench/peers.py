@@ -38,6 +38,7 @@ __all__ = [
     "raise_open_files",
     "remote_target",
     "rss_kib",
+    "start_asgi_peer",
     "start_nchan",
     "start_on_redis",
     "start_tidings",
@@ -277,6 +278,18 @@ def start_tidings(
     if broker:
         env["TIDINGS_BROKER"] = broker
     proc, tmp, log = _spawn("tidings", cmd, cpu, env)
+    return _tidings_target(name, channel, api_key, proc, tmp, log)
+
+
+def _tidings_target(
+    name: str,
+    channel: str,
+    api_key: str,
+    proc: subprocess.Popen[bytes],
+    tmp: tempfile.TemporaryDirectory[str],
+    log: Path,
+) -> Target:
+    """A process serving tidings' endpoints that prints ``serving on http://HOST:PORT``."""
     return Target(
         name=name,
         host="127.0.0.1",
@@ -321,6 +334,15 @@ def start_on_redis(
         server.stop()
         raise
     return target
+
+
+def start_asgi_peer(channel: str, subscribers: int, cpu: int | None) -> Target:
+    """``tidings.asgi`` under uvicorn (peer_asgi): the same endpoints as tidings."""
+    api_key = secrets.token_urlsafe(12)
+    cmd = [sys.executable, "-m", "tidings.bench.peer_asgi", f"--api-key={api_key}"]
+    cmd.append(f"--max-connections={subscribers + 256}")
+    proc, tmp, log = _spawn("asgi", cmd, cpu)
+    return _tidings_target("asgi", channel, api_key, proc, tmp, log)
 
 
 def start_websockets_peer(channel: str, cpu: int | None) -> Target:

@@ -16,6 +16,7 @@ that takes over. A caller that answers the request without switching calls
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -25,7 +26,32 @@ import httptools
 
 from tidings.exceptions import HttpError
 
-__all__ = ["Request", "RequestParser", "chunk", "response_head", "simple_response"]
+__all__ = [
+    "Request",
+    "RequestParser",
+    "chunk",
+    "error_body",
+    "parse_query",
+    "response_head",
+    "simple_response",
+]
+
+
+def parse_query(text: str) -> dict[str, str]:
+    """A request's query (latin-1 text as received); ``HttpError(400)`` for
+    percent-escapes that aren't UTF-8. A repeated parameter keeps its last value."""
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        raise HttpError(400, "Bad Request") from None
+
+
+def error_body(reason: str, code: int | None = None) -> bytes:
+    """The JSON body of an error status: ``{"error": reason}`` (and its ``code``)."""
+    body: dict[str, object] = {"error": reason}
+    if code is not None:
+        body["code"] = code
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(slots=True)
@@ -198,9 +224,9 @@ class RequestParser:
         query_text = (url.query or b"").decode("latin-1")
         try:
             path = unquote(raw_path, errors="strict")
-            query = dict(parse_qsl(query_text, keep_blank_values=True, errors="strict"))
         except UnicodeDecodeError:
             raise HttpError(400, "Bad Request") from None
+        query = parse_query(query_text)
         self.requests.append(
             Request(
                 method=parser.get_method().decode(),

@@ -15,10 +15,8 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
-import orjson
-
 from tidings.exceptions import HttpError
-from tidings.protocol.http import Request, RequestParser, simple_response
+from tidings.protocol.http import Request, RequestParser, error_body, simple_response
 
 from . import routes
 from .decisions import LongPollStart, Response, StreamStart
@@ -342,10 +340,10 @@ class HttpConnection(asyncio.Protocol):
             answer.response = cast(Response, result)
         except HttpError as exc:
             self._log_refused(request, exc)
-            answer.response = _error(exc.status, exc.reason, exc.headers, exc.code)
+            answer.response = (exc.status, error_body(exc.reason, exc.code), exc.headers or [])
         except Exception:
             log.exception("%s %s from %s failed", request.method, request.path, self.where())
-            answer.response = _error(500, "internal error")
+            answer.response = (500, error_body("internal error"), [])
         answer.task = None
         if not self.closed:
             self._flush_answers()
@@ -449,7 +447,7 @@ class HttpConnection(asyncio.Protocol):
     ) -> None:
         if close:
             self.draining = True
-        self.respond(*_error(status, reason, headers, code))
+        self.respond(status, error_body(reason, code), headers or [])
 
     def close(self) -> None:
         """Close after what was written. When the client may still be sending (a refused
@@ -554,13 +552,3 @@ class HttpConnection(asyncio.Protocol):
         self.lp = None
         self.task = None
         self.respond(200, body, headers)
-
-
-def _error(
-    status: int, reason: str, headers: list[tuple[str, str]] | None = None, code: int | None = None
-) -> Response:
-    """An error answer: ``{"error": reason}`` (and the protocol ``code`` where there is one)."""
-    body: dict[str, object] = {"error": reason}
-    if code is not None:
-        body["code"] = code
-    return status, orjson.dumps(body), headers or []

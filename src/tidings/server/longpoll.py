@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -25,11 +25,22 @@ from .formats import ENVELOPE
 if TYPE_CHECKING:
     from tidings.core.hooks import Conn
 
-    from .http import HttpConnection
+    from .context import Context
 
-__all__ = ["LongPoll"]
+__all__ = ["LongPoll", "LongPollHost"]
 
 log = logging.getLogger("tidings.server")
+
+
+class LongPollHost(Protocol):
+    """What answers a long-poll: the native ``HttpConnection``, or an ASGI request."""
+
+    @property
+    def ctx(self) -> Context: ...
+
+    def send_error(self, status: int, reason: str) -> None: ...
+
+    def finish_longpoll(self, body: bytes, headers: list[tuple[str, str]]) -> None: ...
 
 
 class LongPoll:
@@ -53,7 +64,7 @@ class LongPoll:
 
     def __init__(
         self,
-        conn: HttpConnection,
+        conn: LongPollHost,
         channels: list[str],
         raw: bool,
         headers: list[tuple[str, str]],

@@ -8,6 +8,8 @@
 - ``RecordingPublisher``: a ``Publisher`` that records instead of publishing, for
   applications' own tests.
 - ``check_broker(factory)``, ``check_presence(factory)``: the conformance suites.
+- ``tidings.testing.uvicorn.uvicorn_serving(asgi)``: an ASGI application (``tidings.asgi``)
+  under uvicorn on a free port.
 
 ``TIMEOUT`` is a generous wait, scaled by ``TIDINGS_TEST_TIMEOUT_SCALE`` on slow machines;
 wait on events with it, never sleep to synchronise.
