@@ -360,6 +360,14 @@ def test_the_publisher_needs_none_of_the_server_dependencies() -> None:
         assert recorder.on("news") == [{"n": 1}]
         with Publisher(sys.argv[1], sys.argv[2]) as pub:
             print(pub.publish("small", {"deps": True}).offset)
+
+        import asyncio
+
+        async def main():
+            async with Publisher(sys.argv[1], sys.argv[2]) as pub:
+                print((await pub.apublish("small", {"deps": "async"})).offset)
+
+        asyncio.run(main())
         """
     )
     with server_in_thread(api_key=KEY) as server:
@@ -373,5 +381,61 @@ def test_the_publisher_needs_none_of_the_server_dependencies() -> None:
             check=False,
         )
         assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == "1"
-        assert stored(server, "small") == [b'{"deps":true}']
+        assert done.stdout.split() == ["1", "2"]
+        assert stored(server, "small") == [b'{"deps":true}', b'{"deps":"async"}']
+
+
+async def test_many_publishes_in_flight_share_a_few_pipelined_connections(server: Server) -> None:
+    async with Publisher(server.url, KEY) as pub:
+        results = await asyncio.gather(*(pub.apublish("crowd", {"n": i}) for i in range(500)))
+        # Kept open for the next publishes: at most the pool's four.
+        assert 1 <= server.app.connection_counts()["http"] <= 4
+    assert sorted(r.offset for r in results) == list(range(1, 501))
+    history = await server.app.node.history("crowd", HistoryQuery(limit=500))
+    assert len(history.publications) == 100  # the namespace's history size
+    # Each call's answer is its own publication's.
+    stored = {p.offset: orjson.loads(p.data)["n"] for p in history.publications}
+    assert all(stored[r.offset] == i for i, r in enumerate(results) if r.offset in stored)
+
+
+async def test_a_server_that_closes_after_every_answer_still_gets_every_publish() -> None:
+    offsets = iter(range(1, 1000))
+    served = []
+
+    async def one_answer_per_connection(reader, writer) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            key = re.search(rb"idempotency-key: (\S+)", head.lower()).group(1)
+            served.append(key)
+            offset = next(offsets)
+            body = orjson.dumps(
+                {
+                    "channel": "c",
+                    "offset": offset,
+                    "epoch": "e",
+                    "id": f"c:{offset}:e",
+                    "subscribers": 0,
+                }
+            )
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()  # what was pipelined behind the answer is never read
+
+    listener = await asyncio.start_server(one_answer_per_connection, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with Publisher(f"http://127.0.0.1:{port}", KEY, backoff=0.01, retries=10) as pub:
+            results = await asyncio.gather(*(pub.apublish("c", i) for i in range(40)))
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert len({r.offset for r in results}) == 40  # each call got an answer of its own
+    assert len(set(served)) == 40  # and each publication was served once

@@ -1,7 +1,8 @@
 """``HttpTransport``: a ``Call`` as ``POST /pub/<channel>`` over keep-alive HTTP(S).
 
-Blocking calls share one ``httpx.Client`` (thread-safe); asyncio calls get one
-``httpx.AsyncClient`` per event loop (``LoopLocal``). A process that forks after
+Blocking calls share one ``httpx.Client`` (thread-safe); asyncio calls get one ``HttpPool``
+per event loop (``LoopLocal``): a few keep-alive connections with pipelined requests, so
+many publishes in flight cost little more than one. A process that forks after
 publishing (Celery's prefork pool, gunicorn) starts the child with new clients: the
 parent's connections are dropped there, never closed, so the parent keeps them.
 """
@@ -12,13 +13,15 @@ import os
 import ssl
 import threading
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
 
 from tidings.exceptions import NoSuchConnection, PublishError, Unauthorized
+from tidings.protocol.http_response import ParsedResponse
 
+from .http_pool import HttpPool, PoolError
 from .transport import Call, LoopLocal
 
 __all__ = ["RETRY_STATUSES", "HttpTransport"]
@@ -49,10 +52,10 @@ class HttpTransport:
         self._lock = threading.Lock()
         self._sync: httpx.Client | None = None
         self._pid = os.getpid()
-        self._pools: LoopLocal[httpx.AsyncClient] = LoopLocal(self._async_client, _aclose)
+        self._pools: LoopLocal[HttpPool] = LoopLocal(self._async_pool, _aclose)
 
-    def _async_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout, verify=self.verify)
+    def _async_pool(self) -> HttpPool:
+        return HttpPool(self.url, timeout=self.timeout, verify=self.verify)
 
     def _forked(self) -> None:
         # The connections are the parent's too: drop them unclosed (closing would end
@@ -60,7 +63,7 @@ class HttpTransport:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._sync = None
-            self._pools = LoopLocal(self._async_client, _aclose)
+            self._pools = LoopLocal(self._async_pool, _aclose)
 
     def _request(self, call: Call) -> dict[str, Any]:
         if call.method == "api":  # the server API: params["method"], the body as JSON
@@ -92,7 +95,8 @@ class HttpTransport:
         with self._lock:
             self._forked()
             if self._sync is None:
-                self._sync = httpx.Client(timeout=self.timeout, verify=self.verify)
+                # Straight to the hub, as the asyncio pool goes: no HTTP(S)_PROXY.
+                self._sync = httpx.Client(timeout=self.timeout, verify=self.verify, trust_env=False)
             client = self._sync
         try:
             response = client.post(**request)
@@ -105,11 +109,17 @@ class HttpTransport:
         with self._lock:
             self._forked()
             pools = self._pools
-        client = await pools.get()
+        pool = await pools.get()
+        path = request["url"][len(self.url) :]
+        query = request.get("params")
+        if query:
+            path += "?" + urlencode(query)
         try:
-            response = await client.post(**request)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
+            response = await pool.post(path, request["content"], request["headers"])
+        except PoolError as exc:
+            raise PublishError(
+                f"can't reach {self.url}: {exc}", reason=str(exc), retryable=not exc.tls
+            ) from None
         return _answer(response, call)
 
     def _unreachable(self, exc: httpx.HTTPError) -> PublishError:
@@ -146,11 +156,11 @@ def _tls_refused(exc: BaseException) -> bool:
     return False
 
 
-async def _aclose(client: httpx.AsyncClient) -> None:
-    await client.aclose()
+async def _aclose(pool: HttpPool) -> None:
+    await pool.aclose()
 
 
-def _answer(response: httpx.Response, call: Call) -> dict[str, Any]:
+def _answer(response: httpx.Response | ParsedResponse, call: Call) -> dict[str, Any]:
     status = response.status_code
     try:
         body = orjson.loads(response.content)

@@ -56,6 +56,11 @@ class ChunkReader:
         self._buffer = buffer
         return b"".join(out)
 
+    def rest(self) -> bytes:
+        """What came after the last chunk: the next message's bytes."""
+        rest, self._buffer = self._buffer, b""
+        return rest
+
 
 class ServerFrameReader:
     """Unmasked, unfragmented server frames (RFC 6455 §5.2) as ``(opcode, payload)``."""
