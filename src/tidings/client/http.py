@@ -95,8 +95,7 @@ class HttpTransport:
         with self._lock:
             self._forked()
             if self._sync is None:
-                # Straight to the hub, as the asyncio pool goes: no HTTP(S)_PROXY.
-                self._sync = httpx.Client(timeout=self.timeout, verify=self.verify, trust_env=False)
+                self._sync = httpx.Client(timeout=self.timeout, verify=self.verify)
             client = self._sync
         try:
             response = client.post(**request)
