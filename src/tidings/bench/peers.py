@@ -38,6 +38,7 @@ __all__ = [
     "raise_open_files",
     "remote_target",
     "rss_kib",
+    "start_durable",
     "start_nchan",
     "start_on_redis",
     "start_tidings",
@@ -291,6 +292,18 @@ def start_tidings(
         log=log,
         announce=re.compile(r"serving on http://[^\s/]+:(\d+)"),
         _tmp=tmp,
+    )
+
+
+def start_durable(channel: str, api_key: str, subscribers: int, cpu: int | None) -> Target:
+    """``tidings serve`` with durable history: a SQLite file in its temporary directory."""
+    return start_tidings(
+        channel,
+        api_key,
+        subscribers,
+        cpu,
+        name="tidings-sqlite",
+        args=("--history-path", "history.db"),
     )
 
 
