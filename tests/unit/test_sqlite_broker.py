@@ -1,5 +1,5 @@
 """The SQLite store beyond the conformance suite: what survives a restart, trimming on
-disk, batching, a failing commit, and files it must refuse."""
+disk, batching, a failing commit, files it must refuse, and its settings."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tidings.app import make_backend
 from tidings.brokers.memory import SWEEP_INTERVAL
 from tidings.brokers.sqlite import SqliteBackend, SqliteBroker
+from tidings.brokers.sqlite_file import store_path
+from tidings.config import load_config
 from tidings.core.broker import TOP, HistoryQuery, PublishOptions
-from tidings.exceptions import BrokerError, BrokerUnavailable
+from tidings.exceptions import BrokerError, BrokerUnavailable, ConfigError
 from tidings.testing import FakeClock
 from tidings.testing.conformance import RecordingHandler
 
@@ -229,3 +232,43 @@ async def test_a_path_that_cannot_be_opened_is_refused(tmp_path: Path) -> None:
         await started(tmp_path / "missing-dir" / "h.db")
     with pytest.raises(BrokerError, match="unable to open database file"):
         await started(tmp_path)  # a directory
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"history_path": "h.db", "workers": 2}, "workers = 2 needs a shared broker"),
+        ({"broker": "sqlite:///h.db", "workers": 2}, "workers = 2 needs a shared broker"),
+        ({"history_path": "h.db", "history_sync": "off"}, "history_sync: 'off' is not one of"),
+        ({"broker": "sqlite://h.db"}, r"broker 'sqlite://h.db': write sqlite:///path"),
+        ({"broker": "sqlite:///a.db", "history_path": "b.db"}, "name different files"),
+        (
+            {"broker": "redis://127.0.0.1:6379", "history_path": "h.db"},
+            "history_path keeps a single node's history",
+        ),
+    ],
+)
+def test_store_settings_that_cannot_work_are_refused(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ={}, overrides=settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "path"),
+    [
+        ({"history_path": "h.db"}, "h.db"),
+        ({"broker": "sqlite:///data/h.db"}, "data/h.db"),
+        ({"broker": "sqlite:////var/lib/tidings/h.db"}, "/var/lib/tidings/h.db"),
+        ({"broker": "sqlite:///h.db", "history_path": "h.db"}, "h.db"),
+        ({}, ""),
+    ],
+)
+def test_store_path_spellings(settings: dict[str, object], path: str) -> None:
+    config = load_config(environ={}, overrides=settings)
+    assert store_path(config.broker, config.history_path, config.history_sync) == path
+    backend = make_backend(config)
+    assert isinstance(backend.broker, SqliteBroker) == bool(path)
+    if path:
+        assert isinstance(backend.broker, SqliteBroker) and backend.broker.backend.path == path
