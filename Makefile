@@ -1,4 +1,4 @@
-# `make serve` starts the hub with embedded defaults; `make test` installs and runs every test.
+# `make serve` starts the hub with embedded defaults (history kept in .tidings/history.db); `make test` installs and runs every test.
 # Both work in .venv: `make serve` installs tidings with its runtime dependencies only,
 # `make test` adds the test extras (linters, test clients, the browser driver).
 PYTHON ?= python3
@@ -21,7 +21,9 @@ $(STAMP): $(RUNTIME_STAMP)
 
 # The documented development key `dev` is used only by `make serve`, which binds 127.0.0.1.
 serve: $(RUNTIME_STAMP)
-	$(BIN)/tidings serve --host 127.0.0.1 --port 8000 --demo --api-key dev
+	mkdir -p .tidings
+	$(BIN)/tidings serve --host 127.0.0.1 --port 8000 --demo --api-key dev \
+		--history-path .tidings/history.db
 
 system-deps:
 	bash .ci/system-deps

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tidings.api.server_api import ServerApi
 from tidings.brokers.memory import MemoryBackend, MemoryBroker
 from tidings.brokers.memory_control import MemoryController, MemoryPresenceManager
+from tidings.brokers.sqlite import SqliteBackend, SqliteBroker
+from tidings.brokers.sqlite_file import store_path
 from tidings.config import Config
 from tidings.core.broker import Broker
 from tidings.core.clock import Clock, SystemClock, Timer
@@ -84,8 +86,17 @@ class Backend:
 
 
 def make_backend(config: Config, clock: Clock | None = None, node_name: str = "") -> Backend:
-    """The broker, presence manager and controller ``config.broker`` names."""
+    """The broker, presence manager and controller ``config.broker`` (and
+    ``history_path``) name."""
     settings = config.redis_settings(node_name or default_node_name())
+    path = store_path(config.broker, config.history_path, config.history_sync)
+    if path:
+        durable = SqliteBackend(path, sync=config.history_sync, clock=clock)
+        return Backend(
+            SqliteBroker(durable),
+            MemoryPresenceManager(durable.memory, ttl=config.presence_ttl),
+            MemoryController(durable.memory),
+        )
     if settings is None:
         backend = MemoryBackend(clock=clock)
         return Backend(

@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "allowed_origins": args.allowed_origin or None,
                 "reuse_port": True if args.reuse_port else None,
                 "broker": args.broker,
+                "history_path": args.history_path,
                 "workers": args.workers,
                 "certfile": args.certfile,
                 "keyfile": args.keyfile,
@@ -276,7 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-origin", action="append", help="allowed browser Origin")
     serve.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT for workers")
     serve.add_argument(
-        "--broker", help="memory (default), or redis://host:port to share the hub with other nodes"
+        "--broker",
+        help="memory (default), sqlite:///file.db (durable history), or redis://host:port "
+        "to share the hub with other nodes",
+    )
+    serve.add_argument(
+        "--history-path",
+        metavar="FILE",
+        help="keep history in this SQLite file across restarts (single node)",
     )
     serve.add_argument(
         "--workers",

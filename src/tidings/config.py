@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tidings.brokers.redis_settings import RedisSettings, check_url
+from tidings.brokers.sqlite_file import store_path
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.client_types import ClientOptions
 from tidings.core.message_log import MessageLog
@@ -75,6 +76,10 @@ class Config:
     history_size: int = 100
     history_ttl: float = 600.0
     history_meta_ttl: float = 86400.0
+    # Durable history (single node): a SQLite file, also spelt broker = "sqlite:///file.db";
+    # history_sync is SQLite's synchronous mode, "normal" or "full" (docs/persistence.md).
+    history_path: str = ""
+    history_sync: str = "normal"
     recovery_max_publications: int = 300
     presence_ttl: float = 60.0
     # client protocol (Centrifugo-compatible)
@@ -216,9 +221,11 @@ class Config:
             )
         ChannelOptions()
         self.redis_settings()
-        if self.workers > 1 and self.broker.strip() == "memory":
+        store_path(self.broker, self.history_path, self.history_sync)
+        if self.workers > 1 and self.redis_settings() is None:
             raise ConfigError(
-                f"workers = {self.workers} needs a shared broker: with the memory broker each "
+                f"workers = {self.workers} needs a shared broker: with the memory broker (or "
+                "the SQLite store, which one process holds) each "
                 "worker would be a hub of its own, and a subscriber on one would miss what is "
                 "published on another. Use --broker redis://host:port (broker = "
                 '"redis://…"), or one worker'
@@ -227,7 +234,7 @@ class Config:
     def redis_settings(self, node_name: str = "tidings") -> RedisSettings | None:
         """The Redis deployment ``broker`` names; None for the memory broker."""
         broker = self.broker.strip()
-        if broker == "memory":
+        if broker == "memory" or broker.startswith("sqlite:"):
             if self.redis_urls:
                 raise ConfigError('redis_urls is set but broker = "memory": set broker = "redis"')
             return None
@@ -239,8 +246,8 @@ class Config:
             urls = [broker, *self.redis_urls]
         else:
             raise ConfigError(
-                f"broker: unknown broker {self.broker!r} (memory, redis://host:port, "
-                "rediss://…, or redis with redis_urls)"
+                f"broker: unknown broker {self.broker!r} (memory, sqlite:///file.db, "
+                "redis://host:port, rediss://…, or redis with redis_urls)"
             )
         if self.redis_cluster and self.redis_sentinel_master:
             raise ConfigError("redis_cluster and redis_sentinel_master exclude each other")

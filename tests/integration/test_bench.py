@@ -137,3 +137,27 @@ async def test_bench_against_the_asgi_front_end(tmp_path: Path) -> None:
     check_result(tidings, "tidings")
     check_result(peer, "asgi")
     assert "tidings / asgi: deliveries/s x" in stdout
+
+
+async def test_bench_with_durable_history_counts_every_delivery(tmp_path: Path) -> None:
+    _, stdout, data = await run_bench(tmp_path, "--peer", "sqlite")
+    tidings, durable = data["results"]
+    check_result(tidings, "tidings")
+    check_result(durable, "tidings-sqlite")
+    assert "tidings / tidings-sqlite: deliveries/s x" in stdout
+
+
+async def test_publish_bench_compares_durable_history_with_memory(tmp_path: Path) -> None:
+    out = tmp_path / "publish.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tidings.cli", "bench", "publish", "-m", "200", "-c", "8",
+        "--peer", "sqlite", "--json", str(out),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT)
+    assert proc.returncode == 0, stderr.decode()
+    results = json.loads(out.read_text())["results"]
+    for name in ("memory", "sqlite"):
+        for mode in ("sequential", "concurrent"):
+            assert results[f"{name} {mode}"]["per_second"] > 0
+    assert b"sqlite / memory (concurrent): x" in stdout

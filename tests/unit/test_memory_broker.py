@@ -1,10 +1,14 @@
-"""The memory backend: the conformance suites on several nodes, and what only it has."""
+"""The in-process backends: the conformance suites on several nodes (memory, and the
+durable SQLite store, whose nodes share one file), and what only memory has."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from tidings.brokers import MemoryBackend, MemoryBroker, MemoryPresenceManager
+from tidings.brokers.sqlite import SqliteBackend, SqliteBroker
 from tidings.core.broker import TOP, HistoryQuery, PublishOptions
 from tidings.testing import BROKER_CHECKS, PRESENCE_CHECKS, FakeClock, check_broker, check_presence
 
@@ -13,6 +17,19 @@ from tidings.testing import BROKER_CHECKS, PRESENCE_CHECKS, FakeClock, check_bro
 async def test_broker_conformance(check: str) -> None:
     backend = MemoryBackend()
     await check_broker(lambda: MemoryBroker(backend), only=[check])
+
+
+@pytest.mark.parametrize("check", sorted(BROKER_CHECKS))
+async def test_sqlite_broker_conformance(check: str, tmp_path: Path) -> None:
+    backend = SqliteBackend(str(tmp_path / "history.db"))
+    await check_broker(lambda: SqliteBroker(backend), only=[check])
+
+
+@pytest.mark.parametrize("sync", ["normal", "full"])
+async def test_sqlite_broker_conformance_all_checks_on_one_file(sync: str, tmp_path: Path) -> None:
+    """Every check after the other on one file: each opens the store again (a restart)."""
+    backend = SqliteBackend(str(tmp_path / "history.db"), sync=sync)
+    await check_broker(lambda: SqliteBroker(backend))
 
 
 @pytest.mark.parametrize("check", sorted(BROKER_CHECKS))

@@ -5,8 +5,9 @@ running one) pinned to one CPU and runs the load generator pinned to another. It
 subscribers, measures the server's idle RSS per connection, then publishes M messages over
 keep-alive HTTP with several requests in flight (the throughput phase: deliveries/s and
 latency under saturation), then a paced phase at a fraction of that rate (latency under
-normal load). Peers (``--peer websockets``, ``--peer nchan``) run the same way in the same
-run, so figures can be compared as ratios. Every run is bounded in count and time.
+normal load). Peers (``--peer websockets``, ``--peer nchan``, tidings on Redis or with
+durable history, ``--peer sqlite``) run the same way in the same run, so figures can be
+compared as ratios. Every run is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .peers import (
     remote_target,
     rss_kib,
     start_asgi_peer,
+    start_durable,
     start_nchan,
     start_on_redis,
     start_tidings,
@@ -95,11 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--peer",
         action="append",
-        choices=["asgi", "websockets", "nchan", "redis", "redis-2nodes"],
+        choices=["asgi", "websockets", "nchan", "redis", "redis-2nodes", "sqlite"],
         default=[],
         help="also bench this server the same way, for ratios (repeatable): asgi is "
         "tidings.asgi under uvicorn, redis is tidings on a Redis broker, redis-2nodes "
-        "publishes through a second node on it",
+        "publishes through a second node on it, sqlite is tidings with durable history "
+        "(--history-path)",
     )
     add("--url", help="bench a running tidings server (loopback only) instead of starting one")
     add("--api-key", help="its publish key (default: $TIDINGS_API_KEY)")
@@ -355,6 +358,8 @@ def _start(
 ) -> Target:
     if name in ("redis", "redis-2nodes"):
         return start_on_redis(args.channel, args.subscribers, cpus, name == "redis-2nodes")
+    if name == "sqlite":
+        return start_durable(args.channel, secrets.token_urlsafe(12), args.subscribers, cpu)
     if name == "websockets":
         return start_websockets_peer(args.channel, cpu)
     if name == "asgi":

@@ -39,6 +39,7 @@ __all__ = [
     "remote_target",
     "rss_kib",
     "start_asgi_peer",
+    "start_durable",
     "start_nchan",
     "start_on_redis",
     "start_tidings",
@@ -304,6 +305,18 @@ def _tidings_target(
         log=log,
         announce=re.compile(r"serving on http://[^\s/]+:(\d+)"),
         _tmp=tmp,
+    )
+
+
+def start_durable(channel: str, api_key: str, subscribers: int, cpu: int | None) -> Target:
+    """``tidings serve`` with durable history: a SQLite file in its temporary directory."""
+    return start_tidings(
+        channel,
+        api_key,
+        subscribers,
+        cpu,
+        name="tidings-sqlite",
+        args=("--history-path", "history.db"),
     )
 
 

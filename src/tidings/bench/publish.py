@@ -5,7 +5,9 @@ It starts a redis-server of its own (pinned to the server CPU, as the node is) a
 Redis (``redis://``) and through the node's HTTP API — from one process pinned to the
 load generator's CPU, first one at a time (blocking ``publish``), then with C publishes in
 flight (``apublish``). It reports publishes/s and Redis' own CPU time per publication
-(``INFO cpu``), side by side. Bounded in count and time; loopback only.
+(``INFO cpu``), side by side. ``--peer sqlite`` also measures, through HTTP the same way, a
+node on the memory broker and a node with durable history (``--history-path``), and
+reports their ratio. Bounded in count and time; loopback only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--server-cpu", type=int, default=0, help="CPU for Redis and the node (0)")
     add("--client-cpu", type=int, default=1, help="CPU for the publisher (1)")
     add("--no-pin", action="store_true", help="don't pin processes to CPUs")
+    add(
+        "--peer",
+        action="append",
+        choices=["sqlite"],
+        default=[],
+        help="also publish to a memory-broker node and a durable-history node, for the ratio",
+    )
     add("--json", dest="json_path", help="also write the results as JSON to this file")
 
 
@@ -62,24 +71,29 @@ async def _measure(publisher: Any, messages: int, concurrency: int, body: dict[s
     return messages / (time.perf_counter() - start)
 
 
-async def _run(args: argparse.Namespace, redis_url: str, node_url: str, key: str) -> dict[str, Any]:
+async def _run(
+    args: argparse.Namespace, redis_url: str, node_urls: dict[str, str], key: str
+) -> dict[str, Any]:
     from tidings import Publisher
 
     body = {"text": "x" * max(0, args.size - 12)}
     results: dict[str, Any] = {}
-    for name, url in (("redis", redis_url), ("http", node_url)):
+    for name, url in (("redis", redis_url), *node_urls.items()):
         publisher = Publisher(url, key)
+        on_redis = name in ("redis", "http")
         for mode, concurrency in (("sequential", 1), ("concurrent", args.concurrency)):
             count = args.messages if concurrency > 1 else max(1, args.messages // 4)
-            before = _redis_cpu(redis_url)
+            before = _redis_cpu(redis_url) if on_redis else 0.0
             rate = await _measure(publisher, count, concurrency, body)
-            used = _redis_cpu(redis_url) - before
-            results[f"{name} {mode}"] = {
+            figures: dict[str, Any] = {
                 "messages": count,
                 "in_flight": concurrency,
                 "per_second": round(rate),
-                "redis_us_per_publication": round(used / count * 1e6, 2),
             }
+            if on_redis:
+                used = _redis_cpu(redis_url) - before
+                figures["redis_us_per_publication"] = round(used / count * 1e6, 2)
+            results[f"{name} {mode}"] = figures
         await publisher.aclose()
         publisher.close()
     return results
@@ -88,34 +102,46 @@ async def _run(args: argparse.Namespace, redis_url: str, node_url: str, key: str
 def run_publish(args: argparse.Namespace) -> int:
     from tidings.testing.redis import redis_server
 
-    from .peers import start_tidings, wait_ready
+    from .peers import Target, start_durable, start_tidings, wait_ready
 
     pin = not args.no_pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
     key = secrets.token_urlsafe(12)
+    cpu = args.server_cpu if pin else None
     with redis_server() as server:
         if pin and server.pid is not None:
             os.sched_setaffinity(server.pid, {args.server_cpu})
-        node = start_tidings("bench", key, 16, args.server_cpu if pin else None, server.url)
+        nodes: dict[str, Target] = {"http": start_tidings("bench", key, 16, cpu, server.url)}
         try:
-            asyncio.run(wait_ready(node))
+            if "sqlite" in args.peer:
+                nodes["memory"] = start_tidings("bench", key, 16, cpu, name="tidings-memory")
+                nodes["sqlite"] = start_durable("bench", key, 16, cpu)
+            for node in nodes.values():
+                asyncio.run(wait_ready(node))
             if pin:
                 os.sched_setaffinity(0, {args.client_cpu})
-            results = asyncio.run(_run(args, server.url, f"http://127.0.0.1:{node.port}", key))
+            urls = {name: f"http://127.0.0.1:{node.port}" for name, node in nodes.items()}
+            results = asyncio.run(_run(args, server.url, urls, key))
         finally:
-            node.stop()
+            for node in nodes.values():
+                node.stop()
     print(
         f"tidings bench publish: {args.messages} messages of {args.size} bytes, one client "
         f"process; Redis and the node on CPU {args.server_cpu}, the publisher on "
         f"CPU {args.client_cpu}" + ("" if pin else " (not pinned)")
     )
     for name, figures in results.items():
+        redis_cost = figures.get("redis_us_per_publication")
+        cost = "" if redis_cost is None else f"; Redis {redis_cost} µs/publication"
         print(
-            f"  {name:<18} {figures['per_second']:>8,}/s  ({figures['in_flight']} in flight; "
-            f"Redis {figures['redis_us_per_publication']} µs/publication)"
+            f"  {name:<18} {figures['per_second']:>8,}/s  ({figures['in_flight']} in flight{cost})"
         )
     base = results["http concurrent"]["per_second"] or 1
     ratio = results["redis concurrent"]["per_second"] / base
     print(f"  redis:// / http:// (concurrent): x{ratio:.2f}")
+    if "sqlite" in args.peer:
+        memory = results["memory concurrent"]["per_second"] or 1
+        durable = results["sqlite concurrent"]["per_second"] / memory
+        print(f"  sqlite / memory (concurrent): x{durable:.2f}")
     if args.json_path:
         with open(args.json_path, "w") as fh:
             json.dump({"results": results}, fh, indent=2)

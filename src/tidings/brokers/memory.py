@@ -37,17 +37,20 @@ __all__ = [
     "SWEEP_INTERVAL",
     "MemoryBackend",
     "MemoryBroker",
+    "Stream",
 ]
 
 SWEEP_INTERVAL = 60.0
 IDEMPOTENCY_MAX = 100_000
 
 
-class _Stream:
+class Stream:
+    """One channel's stream: epoch, top offset, and the history held, oldest first."""
+
     __slots__ = ("epoch", "history", "meta_ttl", "offset", "touched", "ttl")
 
-    def __init__(self, now: float, meta_ttl: float) -> None:
-        self.epoch = secrets.token_urlsafe(6)
+    def __init__(self, now: float, meta_ttl: float, epoch: str = "") -> None:
+        self.epoch = epoch or secrets.token_urlsafe(6)
         self.offset = 0
         # (monotonic time of publishing, publication); offsets in it are consecutive.
         self.history: deque[tuple[float, Publication]] = deque()
@@ -67,7 +70,7 @@ class MemoryBackend:
     def __init__(self, *, clock: Clock | None = None, meta_ttl: float = 86400.0) -> None:
         self.clock: Clock = clock or SystemClock()
         self.meta_ttl = meta_ttl  # of streams created by a read, before any publication
-        self.streams: dict[str, _Stream] = {}
+        self.streams: dict[str, Stream] = {}
         self.idempotent: OrderedDict[tuple[str, str], tuple[float, PublishResult]] = OrderedDict()
         self.subscribers: dict[str, dict[MemoryBroker, None]] = {}
         self.presence: dict[str, dict[str, tuple[ClientInfo, float]]] = {}
@@ -90,7 +93,7 @@ class MemoryBackend:
             if controller in members:
                 del self.controllers[node_id]
 
-    def find(self, channel: str, now: float) -> _Stream | None:
+    def find(self, channel: str, now: float) -> Stream | None:
         """The channel's stream unless it has none or its meta expired."""
         stream = self.streams.get(channel)
         if stream is None:
@@ -101,13 +104,43 @@ class MemoryBackend:
             return None
         return stream
 
-    def stream(self, channel: str, meta_ttl: float | None = None) -> _Stream:
+    def stream(self, channel: str, meta_ttl: float | None = None) -> Stream:
         """The channel's stream, created (with a new epoch) when it has none."""
         now = self.clock.monotonic()
         stream = self.find(channel, now)
         if stream is None:
-            stream = self.streams[channel] = _Stream(now, meta_ttl or self.meta_ttl)
+            stream = self.streams[channel] = Stream(now, meta_ttl or self.meta_ttl)
         return stream
+
+    def restore(self, channel: str, stream: Stream) -> None:
+        """Put ``stream`` back as the channel's (a durable store's copy of it)."""
+        self.streams[channel] = stream
+
+    def append(self, stream: Stream, pub: Publication, options: PublishOptions, now: float) -> None:
+        """Advance ``stream`` to ``pub`` (its next offset) and keep ``pub`` per ``options``."""
+        stream.offset = pub.offset
+        stream.touched = now
+        stream.meta_ttl = options.meta_ttl
+        if options.history_size > 0 and options.history_ttl > 0:
+            history = stream.history
+            history.append((now, pub))
+            while len(history) > options.history_size:
+                history.popleft()
+            stream.ttl = options.history_ttl
+
+    def remember(self, channel: str, key: str, expires: float, result: PublishResult) -> None:
+        """Keep an idempotency key's result until ``expires`` (monotonic), the newest
+        ``IDEMPOTENCY_MAX`` at most."""
+        self.idempotent[(channel, key)] = (expires, result)
+        while len(self.idempotent) > IDEMPOTENCY_MAX:
+            self.idempotent.popitem(last=False)
+
+    def seen(self, channel: str, key: str, now: float) -> PublishResult | None:
+        """The result of the key's first publish on ``channel`` while it lasts."""
+        seen = self.idempotent.get((channel, key))
+        if seen is not None and seen[0] > now:
+            return replace(seen[1], duplicate=True)
+        return None
 
     def sweep(self, now: float) -> None:
         """Forget streams whose meta expired and idempotency results past their TTL."""
@@ -157,31 +190,21 @@ class MemoryBroker(Broker):
         now = backend.clock.monotonic()
         key = options.idempotency_key
         if key:
-            seen = backend.idempotent.get((channel, key))
-            if seen is not None and seen[0] > now:
-                return replace(seen[1], duplicate=True)
+            seen = backend.seen(channel, key, now)
+            if seen is not None:
+                return seen
         stream = backend.stream(channel, options.meta_ttl)
-        stream.offset += 1
-        stream.touched = now
-        stream.meta_ttl = options.meta_ttl
         pub = Publication(
-            channel, stream.offset, stream.epoch, data, is_json, event, info=info, tags=tags
+            channel, stream.offset + 1, stream.epoch, data, is_json, event, info=info, tags=tags
         )
         pub.delta = delta
         pub.exclude_client = options.exclude_client
-        if options.history_size > 0 and options.history_ttl > 0:
-            history = stream.history
-            history.append((now, pub))
-            while len(history) > options.history_size:
-                history.popleft()
-            stream.ttl = options.history_ttl
+        backend.append(stream, pub, options, now)
         result = PublishResult(StreamPosition(stream.offset, stream.epoch))
         if key:
-            backend.idempotent[(channel, key)] = (now + options.idempotency_ttl, result)
-            while len(backend.idempotent) > IDEMPOTENCY_MAX:
-                backend.idempotent.popitem(last=False)
+            backend.remember(channel, key, now + options.idempotency_ttl, result)
         backend.maybe_sweep(now)
-        self._fan_out(channel, "pub", pub)
+        self.fan_out(channel, "pub", pub)
         return result
 
     async def publish(
@@ -200,8 +223,9 @@ class MemoryBroker(Broker):
             channel, data, options, is_json=is_json, event=event, info=info, tags=tags, delta=delta
         )
 
-    def _fan_out(self, channel: str, kind: str, item: Any) -> None:
-        """Hand a publication (or join/leave) to every node subscribed to ``channel``."""
+    def fan_out(self, channel: str, kind: str, item: Any) -> None:
+        """Hand ``item`` to every node subscribed to ``channel``: a publication (``pub``),
+        a join or leave (``join``/``leave``: a (channel, info) pair) or ``deleted``."""
         receivers = self.backend.subscribers.get(channel)
         if not receivers:
             return
@@ -282,13 +306,13 @@ class MemoryBroker(Broker):
 
     async def delete_channel(self, channel: str) -> None:
         self.backend.streams.pop(channel, None)
-        self._fan_out(channel, "deleted", channel)
+        self.fan_out(channel, "deleted", channel)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
-        self._fan_out(channel, "join", (channel, info))
+        self.fan_out(channel, "join", (channel, info))
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
-        self._fan_out(channel, "leave", (channel, info))
+        self.fan_out(channel, "leave", (channel, info))
 
     async def subscribe(self, channel: str) -> None:
         delay = self.backend.subscribe_delay

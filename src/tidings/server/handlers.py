@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import time
 from collections.abc import Awaitable
@@ -14,7 +15,7 @@ import orjson
 from tidings.core.channels import validate_channel
 from tidings.core.node import Node, Published
 from tidings.core.publication import StreamPosition
-from tidings.exceptions import HttpError, InvalidChannel, InvalidPayload
+from tidings.exceptions import BrokerUnavailable, HttpError, InvalidChannel, InvalidPayload
 from tidings.protocol.envelope import EVENT_NAME, MAX_JSON_DEPTH, check_json_payload
 from tidings.protocol.http import Request
 from tidings.protocol.positions import format_position
@@ -35,6 +36,8 @@ __all__ = [
     "server_api",
     "stats",
 ]
+
+log = logging.getLogger("tidings.server")
 
 
 def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -186,9 +189,13 @@ async def _publish(
     key: str,
     exclude: str,
 ) -> Response:
-    done = await node.publish(
-        channel, data, is_json=is_json, event=event, idempotency_key=key, exclude_client=exclude
-    )
+    try:
+        done = await node.publish(
+            channel, data, is_json=is_json, event=event, idempotency_key=key, exclude_client=exclude
+        )
+    except BrokerUnavailable as exc:  # nothing was published: the publisher may retry
+        log.warning("publish to %s failed: %s", channel, exc)
+        raise HttpError(503, "broker unavailable", [("Retry-After", "1")]) from None
     return _published(channel, done)
 
 
