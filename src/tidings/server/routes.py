@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from tidings.core.hub import Formatter
 from tidings.exceptions import HttpError
 from tidings.protocol.http import Request, chunk, response_head
-from tidings.protocol.sse import sse_comment, sse_retry
+from tidings.protocol.sse import sse_retry
 from tidings.protocol.websocket import accept_response
 
 from . import assets, centrifuge, centrifuge_http, centrifuge_uni, chat, handlers, hooked
@@ -107,8 +107,7 @@ def _simple_start(
         head = (
             response_head(200, [*sse_head, ("Connection", "close"), *cors])
             + sse_retry(config.sse_retry_ms)
-            + sse_comment("ok")
-        )
+        )  # the ": ok" comment follows once every channel is live (SseSession.start)
         fmt = SSE_FORMATS[(raw, not multi)]
         return StreamStart(
             head, lambda ctx, t: starting(SseSession(ctx, t, fmt, channels, multi=multi))

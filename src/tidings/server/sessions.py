@@ -22,7 +22,7 @@ from tidings.core.publication import ClientInfo, Publication, StreamPosition
 from tidings.protocol.envelope import encode_notice, payload_json
 from tidings.protocol.http import chunk
 from tidings.protocol.positions import format_positions
-from tidings.protocol.sse import sse_event, sse_id
+from tidings.protocol.sse import sse_comment, sse_event, sse_id
 from tidings.protocol.websocket import CloseCode, WebSocketReader, close_frame, text_frame
 
 from .formats import TemplateFormat, notice_event
@@ -370,6 +370,9 @@ class SseSession(Session):
                 else:
                     positions[channel] = (0, "")
         await super().start(resume, last, announce=announce)
+        if not self.closed:
+            # Every channel is live: what is published from now on reaches this stream.
+            self.push(sse_comment("ok"))
 
     def deliver(self, pub: Publication, data: bytes) -> None:
         positions = self.positions
