@@ -41,6 +41,10 @@ class Config:
     demo: bool = False
     demo_public: bool = False
     log_level: str = "info"
+    # Observability (issue 11 item 5): /metrics and the log format.
+    metrics_open: bool = False
+    log_format: str = "text"
+    log_publications: bool = False
     max_connections: int = 10000
     max_connections_per_ip: int = 1000
     connection_rate_per_ip: float = 100.0
@@ -188,6 +192,8 @@ class Config:
                 "the publish API key to anyone who can reach it. Bind 127.0.0.1, or force it "
                 "with --demo-public (demo_public = true)"
             )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format {self.log_format!r}: text or json")
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("certfile and keyfile go together: set both for TLS, or neither")
         namespaces = self.channel_namespaces()

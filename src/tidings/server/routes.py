@@ -17,7 +17,7 @@ from tidings.protocol.http import Request, chunk, response_head
 from tidings.protocol.sse import sse_comment, sse_retry
 from tidings.protocol.websocket import accept_response
 
-from . import centrifuge, centrifuge_http, centrifuge_uni, handlers, hooked
+from . import centrifuge, centrifuge_http, centrifuge_uni, handlers, hooked, metrics
 from .decisions import Decision, LongPollStart, Response, StreamStart
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .request import (
@@ -228,6 +228,7 @@ EXACT: dict[str, Endpoint] = {
     "/connection/uni_http_stream": client_stream("uni_http_stream"),
     "/emulation": emulation,
     "/stats": handlers.stats,
+    "/metrics": metrics.metrics,
     "/health": handlers.health,
     "/": handlers.demo_page,
 }
