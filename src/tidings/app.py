@@ -36,6 +36,7 @@ from tidings.proxy import HttpProxies
 
 __all__ = [
     "KINDS",
+    "STREAMING",
     "AddressLimits",
     "App",
     "Backend",
