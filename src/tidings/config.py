@@ -45,6 +45,10 @@ class Config:
     metrics_open: bool = False
     log_format: str = "text"
     log_publications: bool = False
+    # Admin dashboard (issue 11 item 4): /admin is off unless one of these is set.
+    admin_password: str = ""
+    admin_token: str = ""
+    admin_session_ttl: float = 43200.0
     max_connections: int = 10000
     max_connections_per_ip: int = 1000
     connection_rate_per_ip: float = 100.0
@@ -332,6 +336,8 @@ BOUNDS: dict[str, Bound] = {
     # Below it, browsers would retry a failing stream in a tight loop.
     "sse_retry_ms": Bound(100, 3_600_000, "milliseconds"),
     "shutdown_timeout": Bound(0, _DAY, "seconds", above=True),
+    # Admin dashboard (issue 11 item 4).
+    "admin_session_ttl": Bound(60, 30 * _DAY, "seconds"),
     # Worker processes of one `tidings serve`: a few per core is already too many.
     "workers": Bound(1, 256),
     # The same ranges as a namespace's own (core/channels.py, _options).

@@ -17,7 +17,7 @@ from tidings.protocol.http import Request, chunk, response_head
 from tidings.protocol.sse import sse_comment, sse_retry
 from tidings.protocol.websocket import accept_response
 
-from . import centrifuge, centrifuge_http, centrifuge_uni, handlers, hooked, metrics
+from . import admin, centrifuge, centrifuge_http, centrifuge_uni, handlers, hooked, metrics
 from .decisions import Decision, LongPollStart, Response, StreamStart
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .request import (
@@ -229,6 +229,7 @@ EXACT: dict[str, Endpoint] = {
     "/emulation": emulation,
     "/stats": handlers.stats,
     "/metrics": metrics.metrics,
+    "/admin": admin.admin_page,
     "/health": handlers.health,
     "/": handlers.demo_page,
 }
@@ -241,6 +242,7 @@ PREFIXES: dict[str, Endpoint] = {
     "lp": _simple("lp"),
     "pub": handlers.publish_endpoint,
     "api": handlers.server_api,
+    "admin": admin.admin,
 }
 
 
