@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 __all__ = [
     "API_METHODS",
     "LOGIN_BURST",
+    "LOGIN_COOKIE",
     "LOGIN_EVERY",
+    "SECURITY_HEADERS",
+    "SESSION_COOKIE",
+    "STATIC",
     "AdminState",
     "admin",
     "admin_page",
