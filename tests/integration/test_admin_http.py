@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from integration_helpers import http_client, subscribed, ws_connect, ws_json
 from tidings.server import Server
 from tidings.server.admin import LOGIN_BURST
 from tidings.testing import running_server
+from tidings.testing.tls import make_certificates
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -152,3 +154,24 @@ async def test_only_the_dashboard_files_are_served(
         assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
         assert (await client.get("/admin/static/..%2Fconfig.py")).status_code == 404
         assert (await client.get("/admin/static/login.html")).status_code == 404
+
+
+async def test_cookies_are_secure_under_tls(tmp_path: Path) -> None:
+    certs = make_certificates(str(tmp_path))
+    async with (
+        running_server(
+            admin_password=PASSWORD, certfile=str(certs.server_cert), keyfile=str(certs.server_key)
+        ) as srv,
+        http_client(srv, certs.client_context()) as client,
+    ):
+        resp = await client.get("/admin")
+        assert "; Secure" in resp.headers["set-cookie"]
+        token = re.search(r'name="csrf" value="([^"]+)"', resp.text)
+        assert token is not None
+        done = await client.post(
+            "/admin/login", data={"csrf": token.group(1), "password": PASSWORD}
+        )
+        assert done.status_code == 303
+        session = done.headers.get_list("set-cookie")[0]
+        assert session.startswith("tidings_admin=") and "; Secure" in session
+        assert (await client.get("/admin/api/overview")).status_code == 200
