@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KINDS",
+    "STREAMING",
     "AddressLimits",
     "App",
     "Backend",
@@ -53,6 +54,9 @@ __all__ = [
 log = logging.getLogger("tidings.app")
 
 KINDS = ("ws", "sse", "stream", "lp", "client", "http")
+# The kinds that stream (one long connection each): their open and close are logged.
+STREAMING = frozenset(("ws", "sse", "stream", "client"))
+conn_log = logging.getLogger("tidings.connections")
 
 
 class Connection(Protocol):
@@ -65,6 +69,19 @@ class Connection(Protocol):
     @property
     def closed(self) -> bool:
         """True once it stopped delivering."""
+
+    @property
+    def remote(self) -> str:
+        """The peer's address as logs show it: ``127.0.0.1:5000``."""
+
+    @property
+    def close_reason(self) -> str:
+        """Why it ended ("" while open): ``slow``, ``shutdown``, ``deleted``, ``error``,
+        ``server``, ``client`` or ``lost`` (``Outbox.ended``)."""
+
+    @property
+    def close_code(self) -> int:
+        """The WebSocket or client-protocol close code that ended it; 0 for none."""
 
     def ping(self) -> None:
         """The heartbeat: ping the client, or cut off one that didn't answer the last."""
@@ -267,6 +284,11 @@ class App:
         self.connections: set[Connection] = set()
         self.limits = AddressLimits(config, self.clock)
         self.slow_disconnects = 0
+        # For /metrics, counted where the server already does the work: bytes written to
+        # streaming connections, and their ends by (reason, close code).
+        self.bytes_out = 0
+        self.disconnects: Counter[tuple[str, int]] = Counter()
+        self.node.log_publications = config.log_publications
         self.stopping = False
         self._heartbeat: Timer | None = None
         self._empty = asyncio.Event()
@@ -324,15 +346,42 @@ class App:
         return None
 
     def replace(self, old: Connection, new: Connection) -> None:
+        """``new`` takes over ``old``'s registration: a request became a stream."""
         self.connections.discard(old)
         self.connections.add(new)
         self.limits.replace(old, new)
+        kind = new.kind
+        if kind in STREAMING:
+            remote = new.remote
+            fields = {"event": "open", "transport": kind, "remote": remote}
+            conn_log.info("%s connection from %s opened", kind, remote, extra={"fields": fields})
 
     def forget(self, conn: Connection) -> None:
+        known = conn in self.connections
         self.connections.discard(conn)
         self.limits.forget(conn)
         if self.stopping and not self.connections:
             self._empty.set()
+        kind = conn.kind
+        if known and kind in STREAMING:
+            reason, code = conn.close_reason or "lost", conn.close_code
+            self.disconnects[reason, code] += 1
+            remote = conn.remote
+            fields = {
+                "event": "close",
+                "transport": kind,
+                "remote": remote,
+                "reason": reason,
+                "code": code,
+            }
+            conn_log.info(
+                "%s connection from %s closed: %s%s",
+                kind,
+                remote,
+                reason,
+                f" {code}" if code else "",
+                extra={"fields": fields},
+            )
 
     def connection_counts(self) -> dict[str, int]:
         counts = Counter(conn.kind for conn in self.connections)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import signal
@@ -16,6 +15,7 @@ from typing import Any
 
 from tidings.config import Config, is_loopback_host, load_config
 from tidings.exceptions import BrokerError, ConfigError, TidingsError
+from tidings.server.logs import configure_logging
 
 __all__ = [
     "DEFAULT_URL",
@@ -75,10 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     warning = demo_warning(config)
     if warning:
         print(f"tidings: warning: {warning}", file=sys.stderr, flush=True)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     generated = not config.api_key
     if generated:
         config.api_key = secrets.token_urlsafe(18)

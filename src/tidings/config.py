@@ -42,6 +42,14 @@ class Config:
     demo: bool = False
     demo_public: bool = False
     log_level: str = "info"
+    # Observability (issue 11 item 5): /metrics and the log format.
+    metrics_open: bool = False
+    log_format: str = "text"
+    log_publications: bool = False
+    # Admin dashboard (issue 11 item 4): /admin is off unless one of these is set.
+    admin_password: str = ""
+    admin_token: str = ""
+    admin_session_ttl: float = 43200.0
     max_connections: int = 10000
     max_connections_per_ip: int = 1000
     connection_rate_per_ip: float = 100.0
@@ -193,6 +201,8 @@ class Config:
                 "the publish API key to anyone who can reach it. Bind 127.0.0.1, or force it "
                 "with --demo-public (demo_public = true)"
             )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format {self.log_format!r}: text or json")
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("certfile and keyfile go together: set both for TLS, or neither")
         namespaces = self.channel_namespaces()
@@ -333,6 +343,8 @@ BOUNDS: dict[str, Bound] = {
     # Below it, browsers would retry a failing stream in a tight loop.
     "sse_retry_ms": Bound(100, 3_600_000, "milliseconds"),
     "shutdown_timeout": Bound(0, _DAY, "seconds", above=True),
+    # Admin dashboard (issue 11 item 4).
+    "admin_session_ttl": Bound(60, 30 * _DAY, "seconds"),
     # Worker processes of one `tidings serve`: a few per core is already too many.
     "workers": Bound(1, 256),
     # The same ranges as a namespace's own (core/channels.py, _options).

@@ -62,6 +62,21 @@ class Exchange:
             self.outcome.set_result((200, body, headers))
 
     # Connection (tidings.app)
+    @property
+    def remote(self) -> str:
+        peer = self.peer
+        if isinstance(peer, tuple | list) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return "an unknown peer"
+
+    @property
+    def close_reason(self) -> str:
+        return ""  # a plain request is not logged as a connection
+
+    @property
+    def close_code(self) -> int:
+        return 0
+
     def ping(self) -> None:
         """Plain HTTP has no heartbeat."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -243,6 +244,7 @@ class Client:
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)
             return
         params = cmd[method]
+        started = time.perf_counter()
         try:
             result = await self.commands[method](self, cmd_id, params)
         except ReplyError as exc:
@@ -268,6 +270,8 @@ class Client:
         else:
             if result is not None and cmd_id:
                 self.reply({"id": cmd_id, method: result})
+        finally:
+            self.node.command_latency.observe(method, time.perf_counter() - started)
 
     def _refused_by_hook(
         self, cmd_id: int, method: str, error: ReplyError | DisconnectError

@@ -57,10 +57,11 @@ class Subscriber(Protocol):
 class Hub:
     """Channel name → formatter → subscribers (dicts used as ordered sets)."""
 
-    __slots__ = ("_channels",)
+    __slots__ = ("_channels", "delivered")
 
     def __init__(self) -> None:
         self._channels: dict[str, dict[Formatter, dict[Subscriber, None]]] = {}
+        self.delivered = 0  # publications handed to subscribers, for /metrics
 
     def add(self, channel: str, sub: Subscriber) -> None:
         groups = self._channels.get(channel)
@@ -98,7 +99,9 @@ class Hub:
         if groups is None:
             return 0
         if pub.exclude_client:
-            return self._broadcast_except(pub, groups, pub.exclude_client)
+            count = self._broadcast_except(pub, groups, pub.exclude_client)
+            self.delivered += count
+            return count
         count = 0
         for formatter, group in groups.items():
             try:
@@ -112,6 +115,7 @@ class Hub:
                 except Exception:
                     log.exception("delivery to a subscriber of %s failed", pub.channel)
             count += len(group)
+        self.delivered += count
         return count
 
     def _broadcast_except(

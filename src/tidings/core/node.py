@@ -26,6 +26,7 @@ from .clock import Clock, SystemClock, Timer
 from .control import Controller
 from .hooks import ConnEnd, Hooks
 from .hub import Hub, Subscriber
+from .latency import Latencies
 from .message_log import MessageLog
 from .presence import PresenceManager
 from .publication import ClientInfo, HistoryResult, Publication, StreamPosition
@@ -87,6 +88,10 @@ class Node:
         self.subscriptions = Subscriptions(self, recovery_limit)
         self.started = time.time()
         self.published = 0
+        # For /metrics: client-protocol commands by method, awaited broker calls by operation.
+        self.command_latency = Latencies()
+        self.broker_latency = Latencies()
+        self.log_publications = False  # one info line per publication (``log_publications``)
         self.clients: dict[str, Client] = {}
         self.sessions: dict[str, Client] = {}  # by the session secret of emulated transports
         self.users: dict[str, set[Client]] = {}
@@ -226,9 +231,27 @@ class Node:
         return data, opts
 
     def _published(self, channel: str, result: PublishResult) -> Published:
+        subscribers = self.hub.count(channel)
         if not result.duplicate:
             self.published += 1
-        return Published(result.position, self.hub.count(channel), result.duplicate)
+            if self.log_publications:
+                pos = result.position
+                log.info(
+                    "published to %s at %d (%d subscribers here)",
+                    channel,
+                    pos.offset,
+                    subscribers,
+                    extra={
+                        "fields": {
+                            "event": "publish",
+                            "channel": channel,
+                            "offset": pos.offset,
+                            "epoch": pos.epoch,
+                            "subscribers": subscribers,
+                        }
+                    },
+                )
+        return Published(result.position, subscribers, result.duplicate)
 
     def publish_nowait(
         self,
@@ -276,15 +299,21 @@ class Node:
         data, opts = self._prepare(
             channel, data, is_json, skip_history, idempotency_key, exclude_client
         )
+        started = time.perf_counter()
         result = await self.broker.publish(
             channel, data, opts, is_json=is_json, event=event, info=info, tags=tags, delta=delta
         )
+        self.broker_latency.observe("publish", time.perf_counter() - started)
         log.debug("broker publish %s -> %s", channel, result)
         return self._published(channel, result)
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
         log.debug("broker history %s %s", channel, query)
-        return await self.broker.history(channel, query)
+        started = time.perf_counter()
+        try:
+            return await self.broker.history(channel, query)
+        finally:
+            self.broker_latency.observe("history", time.perf_counter() - started)
 
     async def delete_channel(self, channel: str) -> int:
         """Close the channel's subscribers (with a deleted notice) and drop its stream."""
@@ -294,7 +323,11 @@ class Node:
         return count
 
     async def stream_info(self, channels: Sequence[str]) -> dict[str, StreamInfo]:
-        return await self.broker.stream_info(channels)
+        started = time.perf_counter()
+        try:
+            return await self.broker.stream_info(channels)
+        finally:
+            self.broker_latency.observe("stream_info", time.perf_counter() - started)
 
     # subscribing
     async def subscribe(

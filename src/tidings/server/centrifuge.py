@@ -194,6 +194,7 @@ class ClientWebSocket(ClientConnection):
         self.push(binary_frame(data) if self.codec.binary else text_frame(data))
 
     def close(self, disconnect: codes.Disconnect) -> None:
+        self.ended("server", disconnect.code)
         self.finish(close_frame(disconnect.code, disconnect.reason), wait_close=True)
 
     # input
@@ -209,6 +210,7 @@ class ClientWebSocket(ClientConnection):
             code = reader.close_code
             if code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
                 log.info("%s closed: %s %s", self.describe(), code, reader.close_reason)
+            self.ended("client", int(code or 0))
             self.finish(out)
             return
         if out:

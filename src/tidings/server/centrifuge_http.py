@@ -93,6 +93,7 @@ class ClientHttpStream(ClientConnection):
         self.push(self.frame(data))
 
     def close(self, disconnect: codes.Disconnect) -> None:
+        self.ended("server", disconnect.code)
         self.finish(self._disconnect_push(disconnect) + chunk(b""))
 
     def _disconnect_push(self, disconnect: codes.Disconnect) -> bytes:

@@ -33,5 +33,5 @@ class Context:
         self.node = app.node
         self.client_options = app.client_options
         self.loop = loop
-        self.flusher = Flusher(loop)
+        self.flusher = Flusher(loop, app)
         self.template_formats = {n: TemplateFormat(t) for n, t in app.templates.items()}

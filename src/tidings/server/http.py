@@ -119,6 +119,19 @@ class HttpConnection(asyncio.Protocol):
     def kind(self) -> str:
         return "lp" if self.lp is not None else "http"
 
+    @property
+    def remote(self) -> str:
+        return self.where()
+
+    # Request/response connections aren't logged or counted as disconnects (app.forget).
+    @property
+    def close_reason(self) -> str:
+        return ""
+
+    @property
+    def close_code(self) -> int:
+        return 0
+
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports don't subclass asyncio.Transport but implement it.

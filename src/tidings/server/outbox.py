@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Flusher", "Outbox", "address"]
 
+if TYPE_CHECKING:
+    from tidings.app import App
+
 log = logging.getLogger("tidings.server")
 
 
@@ -32,10 +35,11 @@ def address(peer: object) -> str:
 class Flusher:
     """Collects connections with queued bytes and flushes them all in one callback."""
 
-    __slots__ = ("_dirty", "_loop", "_scheduled")
+    __slots__ = ("_app", "_dirty", "_loop", "_scheduled")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: App) -> None:
         self._loop = loop
+        self._app = app
         self._dirty: list[Outbox] = []
         self._scheduled = False
 
@@ -48,8 +52,10 @@ class Flusher:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
+        sent = 0
         for conn in dirty:
-            conn.flush()
+            sent += conn.flush()
+        self._app.bytes_out += sent  # once per iteration, not per write: for /metrics
 
 
 class Outbox(asyncio.Protocol):
@@ -58,7 +64,7 @@ class Outbox(asyncio.Protocol):
     Subclasses say how to part with a client (``goodbye``) and what to do on input.
     """
 
-    __slots__ = ("_pending", "_room", "closed", "ctx", "transport")
+    __slots__ = ("_pending", "_room", "close_code", "close_reason", "closed", "ctx", "transport")
 
     kind: ClassVar[str] = "stream"
 
@@ -70,6 +76,9 @@ class Outbox(asyncio.Protocol):
         # what is queued here and what the transport held at the last write.
         self._room = ctx.config.max_outgoing_bytes
         self.closed = False
+        # Why it ended, for the close log line and /metrics: the first cause recorded wins.
+        self.close_reason = ""
+        self.close_code = 0
 
     def push(self, data: bytes) -> None:
         """Queue ``data``; it is written at the end of this loop iteration."""
@@ -86,19 +95,31 @@ class Outbox(asyncio.Protocol):
         if room < 0:
             self.slow()
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Write what is queued; how many bytes."""
         pending = self._pending
         if pending is None or self.closed:
-            return
+            return 0
         self._pending = None
         transport = self.transport
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        transport.write(data)
         self._room = self.ctx.config.max_outgoing_bytes - transport.get_write_buffer_size()
+        return len(data)
+
+    def ended(self, reason: str, code: int = 0) -> None:
+        """Record why the connection ends: ``reason`` one of ``slow``, ``shutdown``,
+        ``deleted``, ``error``, ``server`` (closed with ``code``), ``client`` (the peer
+        closed, with its close code if it sent one), ``lost`` (gone without a word)."""
+        if not self.close_reason:
+            self.close_reason = reason
+            self.close_code = code
 
     def slow(self) -> None:
         """Cut off a client that can't keep up; it resumes from history on return."""
         log.warning("slow consumer cut off: %s", self.describe())
         self.ctx.app.slow_disconnects += 1
+        self.ended("slow")
         self.finish(self.goodbye("slow"))
 
     def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
@@ -142,6 +163,7 @@ class Outbox(asyncio.Protocol):
         """Streams without a heartbeat of their own have nothing to do."""
 
     def shutdown(self, reason: str) -> None:
+        self.ended(reason)
         self.finish(self.goodbye(reason))
 
     def abort(self) -> None:
@@ -149,7 +171,11 @@ class Outbox(asyncio.Protocol):
         self.transport.abort()
 
     def describe(self) -> str:
-        return f"{self.kind} connection from {address(self.transport.get_extra_info('peername'))}"
+        return f"{self.kind} connection from {self.remote}"
+
+    @property
+    def remote(self) -> str:
+        return address(self.transport.get_extra_info("peername"))
 
     # asyncio.Protocol: delivery never awaits the transport, so flow control is ignored
     # and the outgoing bound above is what protects memory.
@@ -160,6 +186,7 @@ class Outbox(asyncio.Protocol):
         pass
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.ended("lost")
         if not self.closed:
             self.closed = True
             self._pending = None

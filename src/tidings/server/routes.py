@@ -17,7 +17,17 @@ from tidings.protocol.http import Request, chunk, response_head
 from tidings.protocol.sse import sse_retry
 from tidings.protocol.websocket import accept_response
 
-from . import assets, centrifuge, centrifuge_http, centrifuge_uni, chat, handlers, hooked
+from . import (
+    admin,
+    assets,
+    centrifuge,
+    centrifuge_http,
+    centrifuge_uni,
+    chat,
+    handlers,
+    hooked,
+    metrics,
+)
 from .decisions import Decision, LongPollStart, Response, StreamStart
 from .formats import SSE_FORMATS, STREAM_FORMATS, WS_FORMATS, TemplateFormat
 from .request import (
@@ -104,9 +114,8 @@ def _simple_start(
     if transport_name == "sse":
         multi = len(channels) > 1
         sse_head = [("Content-Type", "text/event-stream; charset=utf-8"), *NO_BUFFERING]
-        head = (
-            response_head(200, [*sse_head, ("Connection", "close"), *cors])
-            + sse_retry(config.sse_retry_ms)
+        head = response_head(200, [*sse_head, ("Connection", "close"), *cors]) + sse_retry(
+            config.sse_retry_ms
         )  # the ": ok" comment follows once every channel is live (SseSession.start)
         fmt = SSE_FORMATS[(raw, not multi)]
         return StreamStart(
@@ -228,6 +237,8 @@ EXACT: dict[str, Endpoint] = {
     "/connection/uni_http_stream": client_stream("uni_http_stream"),
     "/emulation": emulation,
     "/stats": handlers.stats,
+    "/metrics": metrics.metrics,
+    "/admin": admin.admin_page,
     "/health": handlers.health,
     "/": handlers.demo_page,
     "/tidings.js": assets.tidings_js,
@@ -243,6 +254,7 @@ PREFIXES: dict[str, Endpoint] = {
     "pub": handlers.publish_endpoint,
     "api": handlers.server_api,
     "demo": chat.chat_send,
+    "admin": admin.admin,
 }
 
 

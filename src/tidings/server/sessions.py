@@ -107,6 +107,7 @@ class Session(Outbox):
                 handle.go_live()
         except Exception:
             log.exception("subscribing %s failed", self.describe())
+            self.ended("error")
             self.finish(self.goodbye("error"))
 
     def deliver(self, pub: Publication, data: bytes) -> None:
@@ -130,6 +131,7 @@ class Session(Outbox):
             if conn is not None and node.hooks.has("unsubscribe"):
                 node.spawn(node.hooks.notify("unsubscribe", conn, channel, channel=channel))
         else:
+            self.ended("deleted")
             self.finish(self.encode_notice("deleted", channel, {}) + self.goodbye("deleted"))
 
     def unsubscribe_all(self) -> None:
@@ -171,6 +173,7 @@ class Session(Outbox):
         return b""
 
     def close_with(self, code: int, reason: str) -> None:
+        self.ended("server", code)
         notice = self.encode_notice("disconnect", "", {"code": code, "reason": reason})
         self.finish(notice + self.ending())
 
@@ -250,6 +253,7 @@ class WsSession(Session):
             return
         if reader.close_code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
             log.info("%s closed: %s %s", self.describe(), reader.close_code, reader.close_reason)
+        self.ended("client", int(reader.close_code or 0))
         self.finish(out)
 
     def take(self, messages: list[bytes]) -> None:
@@ -303,6 +307,7 @@ class WsSession(Session):
         self.push(text_frame(self.message_body(data, is_json)))
 
     def close_with(self, code: int, reason: str) -> None:
+        self.ended("server", code)
         self.finish(close_frame(code, reason))
 
     def goodbye(self, reason: str) -> bytes:
