@@ -145,10 +145,16 @@ class Key:
 
 def _got(value: Any) -> str:
     """The TOML type of ``value`` in words."""
-    for kind, words in ((bool, "a boolean"), (int, "an integer"), (float, "a float")):
-        if isinstance(value, kind):
-            return words
-    for kind, words in ((str, "a string"), (list, "an array"), (dict, "a table")):
+    # bool before int: True is an int too.
+    kinds: tuple[tuple[type, str], ...] = (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a float"),
+        (str, "a string"),
+        (list, "an array"),
+        (dict, "a table"),
+    )
+    for kind, words in kinds:
         if isinstance(value, kind):
             return words
     return type(value).__name__
