@@ -110,13 +110,7 @@ class Key:
     def kind(self) -> str:
         """The type in words, for messages."""
         base = self.base
-        if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-        if base in words:
-            return words[base]
-        origin = typing.get_origin(base)
-        if origin in (types.UnionType, typing.Union):
+        if typing.get_origin(base) in (types.UnionType, typing.Union):
             return " or ".join(_kind_of(arg) for arg in typing.get_args(base))
         return _kind_of(base)
 

@@ -386,3 +386,16 @@ def test_demo_on_a_public_address_is_refused_unless_forced():
         environ={"TIDINGS_DEMO": "1", "TIDINGS_HOST": "0.0.0.0", "TIDINGS_DEMO_PUBLIC": "1"}
     )
     assert forced.demo and forced.demo_public
+
+
+def test_a_key_without_help_is_refused_at_import():
+    from dataclasses import dataclass
+
+    from tidings.config_schema import keys_of
+
+    @dataclass
+    class Partial:
+        port: int = 1
+
+    with pytest.raises(TypeError, match=r"Partial\.port has no Help"):
+        keys_of(Partial)
