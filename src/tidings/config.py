@@ -75,6 +75,9 @@ class Config:
     log_level: Annotated[Literal["debug", "info", "warning", "error"], Help("how much to log")] = (
         "info"
     )
+    # Ranges: what a sane deployment can need, and no more.
+    # Each connection is a file descriptor; by default Linux lets a process have at most
+    # 1,048,576 (fs.nr_open).
     max_connections: Annotated[
         int, Meta(ge=1, le=1_000_000), Help("beyond it new connections get 503")
     ] = 10000
@@ -122,11 +125,14 @@ class Config:
     longpoll_timeout: Annotated[
         float, Meta(gt=0, le=_DAY), Help("how long a long-poll waits", "seconds")
     ] = 30.0
+    # The client protocol announces its ping interval in whole seconds; 0 would be a
+    # heartbeat loop that never sleeps.
     ping_interval: Annotated[
         float,
         Meta(ge=1, le=3600),
         Help("WebSocket pings, SSE heartbeats, client protocol pings", "seconds"),
     ] = 25.0
+    # Below 100 ms, browsers would retry a failing stream in a tight loop.
     sse_retry_ms: Annotated[
         int, Meta(ge=100, le=3_600_000), Help("the SSE retry: field", "milliseconds")
     ] = 2000
@@ -134,6 +140,7 @@ class Config:
         float, Meta(gt=0, le=_DAY), Help("how long shutdown may take", "seconds")
     ] = 5.0
     reuse_port: Annotated[bool, Help("SO_REUSEPORT, for several processes on one port")] = False
+    # Worker processes of one `tidings serve`: a few per core is already too many.
     workers: Annotated[
         int,
         Meta(ge=1, le=256),
@@ -161,6 +168,7 @@ class Config:
     redis_pool_size: Annotated[
         int, Meta(ge=1, le=10_000), Help("command connections per Redis server")
     ] = 64
+    # A lost PUB/SUB connection is noticed after three silent intervals.
     redis_health_interval: Annotated[
         float,
         Meta(ge=0.1, le=60),
@@ -172,6 +180,7 @@ class Config:
     inbound_stream: Annotated[
         str, Help('a Redis stream read by every node in one consumer group ("": off)')
     ] = ""
+    # The same ranges as a namespace's own (core/channels.py, _options).
     history_size: Annotated[int, Meta(ge=0, le=1_000_000), Help("messages kept per channel")] = 100
     history_ttl: Annotated[
         float, Meta(ge=0, le=30 * _DAY), Help("seconds a message is kept", "seconds")
@@ -186,6 +195,7 @@ class Config:
         Meta(ge=1, le=100_000),
         Help("at most this many missed messages are recovered on resume"),
     ] = 300
+    # Presence is refreshed every third of this: below a few seconds that is a busy store.
     presence_ttl: Annotated[
         float,
         Meta(ge=3, le=_DAY),
@@ -206,6 +216,7 @@ class Config:
     client_max_channels: Annotated[
         int, Meta(ge=1, le=65536), Help("subscriptions per client-protocol connection")
     ] = 128
+    # Connections that don't say ``connect`` in time are closed (3502 stale).
     client_connect_timeout: Annotated[
         float,
         Meta(gt=0, le=3600),
@@ -223,6 +234,7 @@ class Config:
     hooks: Annotated[list[str] | str, Help("modules of hooks to load at start-up")] = field(
         default_factory=list
     )
+    # A hook that takes longer is answered as an error (plain hooks' threads run on).
     hook_timeout: Annotated[
         float, Meta(gt=0, le=3600), Help("seconds a hook may take", "seconds")
     ] = 5.0
@@ -237,6 +249,7 @@ class Config:
     proxy_refresh_endpoint: Annotated[str, Help("URL of the refresh proxy")] = ""
     proxy_rpc_endpoint: Annotated[str, Help("URL of the RPC proxy")] = ""
     proxy_disconnect_endpoint: Annotated[str, Help("URL told of every connection that closes")] = ""
+    # A proxy that takes longer is answered as a temporary error (100).
     proxy_timeout: Annotated[
         float, Meta(gt=0, le=60), Help("seconds a proxy may take", "seconds")
     ] = 1.0
