@@ -1,4 +1,4 @@
-"""The ``tidings`` command: serve, publish, subscribe, bench."""
+"""The ``tidings`` command: serve, publish, subscribe, token, genconfig, checkconfig, bench."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.config import Config, is_loopback_host, load_config
+from tidings.config import Config, genconfig, is_loopback_host, load_config
 from tidings.exceptions import BrokerError, ConfigError, TidingsError
 from tidings.server.logs import configure_logging
 
@@ -25,6 +25,8 @@ __all__ = [
     "cmd_bench_attack",
     "cmd_bench_chat",
     "cmd_bench_publish",
+    "cmd_checkconfig",
+    "cmd_genconfig",
     "cmd_publish",
     "cmd_serve",
     "cmd_subscribe",
@@ -67,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             },
         )
     except ConfigError as exc:
-        print(f"tidings: configuration error: {exc}", file=sys.stderr)
+        _config_error(exc)
         return 2
     if config.hook_modules() and os.getcwd() not in sys.path:
         # As `python -m` would: hook modules are found from where the server starts.
@@ -88,6 +90,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("tidings: stopped", flush=True)
         return code
     return int(_run(_serve(config, generated)) or 0)
+
+
+def _config_error(exc: ConfigError) -> None:
+    # One line, whatever the message holds (a TOML parser's, a file name).
+    text = " ".join(str(exc).split())
+    print(f"tidings: configuration error: {text}", file=sys.stderr, flush=True)
+
+
+def cmd_genconfig(args: argparse.Namespace) -> int:
+    text = genconfig()
+    if not args.file or args.file == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.file, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError:
+        print(f"tidings: {args.file} exists; not overwritten", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"tidings: can't write {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"tidings: wrote {args.file}", file=sys.stderr)
+    return 0
+
+
+def cmd_checkconfig(args: argparse.Namespace) -> int:
+    # The file alone: what the environment of this shell holds is not the server's.
+    try:
+        load_config(args.file, environ={})
+    except ConfigError as exc:
+        _config_error(exc)
+        return 2
+    print("ok")
+    return 0
 
 
 def _banner(config: Config, url: str, generated: bool) -> None:
@@ -139,7 +176,7 @@ async def _serve(config: Config, generated: bool) -> int:
     try:
         await server.start()
     except ConfigError as exc:
-        print(f"tidings: configuration error: {exc}", file=sys.stderr, flush=True)
+        _config_error(exc)
         return 2
     except OSError as exc:
         where = f"{config.host}:{config.port}"
@@ -198,7 +235,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"tidings: configuration error: {exc}", file=sys.stderr)
+        _config_error(exc)
         return 2
     secret = config.token_hmac_secret_key
     if not secret:
@@ -317,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 = never expires")
     token.add_argument("--config", help="a tidings.toml file")
     token.set_defaults(func=cmd_token)
+
+    gen = sub.add_parser("genconfig", help="write a commented tidings.toml with every default")
+    gen.add_argument("file", nargs="?", help="where to write it (default: standard output)")
+    gen.set_defaults(func=cmd_genconfig)
+
+    check = sub.add_parser("checkconfig", help="validate a tidings.toml without starting")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_checkconfig)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -2,8 +2,16 @@
 then command-line flags; each later source wins.
 
 Every key of ``Config`` can be set in the TOML file (top level) or as ``TIDINGS_<KEY>``
-(upper case). Namespaces live in ``[namespaces.<name>]`` tables; stream templates in
+(upper case; the text is parsed per the key's type: lists as JSON or comma-separated).
+Namespaces live in ``[namespaces.<name>]`` tables, stream templates in
 ``[templates.<name>]`` tables with ``template``, ``content_type``, ``header``, ``footer``.
+
+The schema is ``Config`` itself (tidings/config_schema.py says how it is read and checked,
+with msgspec). To add a key, add one field in the style of the others: its type, its bounds
+as ``Meta(ge=…, le=…)`` for a number (``gt`` to exclude the low end) or ``Literal[…]`` for an
+enum, ``Help("one-line description", "unit")``, and its default; then its row in
+docs/configuration.md (tests/unit/test_config.py says when the row is missing or differs).
+``tidings genconfig``, the environment variable and the checks follow from the field.
 """
 
 from __future__ import annotations
@@ -11,12 +19,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta
 
 from tidings.brokers.redis_settings import RedisSettings, check_url
 from tidings.brokers.sqlite_file import store_path
+from tidings.config_schema import Help, Key, did_you_mean, keys_of, toml_value
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.client_types import ClientOptions
 from tidings.core.message_log import MessageLog
@@ -24,103 +35,270 @@ from tidings.core.tokens import TokenVerifier
 from tidings.exceptions import ConfigError
 from tidings.protocol.template import MessageTemplate
 
-__all__ = ["BOUNDS", "Bound", "Config", "is_loopback_host", "load_config"]
+__all__ = [
+    "ENVIRONMENT_NOT_KEYS",
+    "KEYS",
+    "NAMESPACE_OPTIONS",
+    "Config",
+    "check_tables",
+    "genconfig",
+    "is_loopback_host",
+    "load_config",
+]
+
+_DAY = 86400.0
+_MIB = 1 << 20
 
 
 @dataclass
 class Config:
     """Everything a server needs to know. Sizes are bytes, times seconds."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: Annotated[str, Help("address to bind")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535), Help("port (0 = any free port)")] = 8000
     # TLS on the native server: a PEM certificate chain and its private key.
-    certfile: str = ""
-    keyfile: str = ""
-    api_key: str = ""
-    stats_open: bool = False
-    allowed_origins: list[str] = field(default_factory=list)
-    demo: bool = False
-    demo_public: bool = False
-    log_level: str = "info"
-    # Observability (issue 11 item 5): /metrics and the log format.
-    metrics_open: bool = False
-    log_format: str = "text"
-    log_publications: bool = False
-    # Admin dashboard (issue 11 item 4): /admin is off unless one of these is set.
-    admin_password: str = ""
-    admin_token: str = ""
-    admin_session_ttl: float = 43200.0
-    max_connections: int = 10000
-    max_connections_per_ip: int = 1000
-    connection_rate_per_ip: float = 100.0
-    connection_burst_per_ip: int = 200
-    limit_loopback: bool = False
-    max_channels_per_connection: int = 16
-    max_header_bytes: int = 16384
-    max_body_bytes: int = 65536
-    max_message_bytes: int = 65536
-    max_outgoing_bytes: int = 1 << 20
-    keepalive_timeout: float = 15.0
-    request_timeout: float = 10.0
-    longpoll_timeout: float = 30.0
-    ping_interval: float = 25.0
-    sse_retry_ms: int = 2000
-    shutdown_timeout: float = 5.0
-    reuse_port: bool = False
-    workers: int = 1
-    broker: str = "memory"
+    certfile: Annotated[str, Help("TLS: PEM certificate chain (with keyfile)")] = ""
+    keyfile: Annotated[str, Help("TLS: PEM private key of the certificate, unencrypted")] = ""
+    api_key: Annotated[
+        str,
+        Help("key of /pub, /api and /stats (unset: generated per run)", shown_default="generated"),
+    ] = ""
+    stats_open: Annotated[bool, Help("serve /stats without the key")] = False
+    allowed_origins: Annotated[
+        list[str], Help('browser Origins allowed besides the server\'s own; ["*"] allows any')
+    ] = field(default_factory=list)
+    demo: Annotated[bool, Help("serve the demo page at / (loopback only unless demo_public)")] = (
+        False
+    )
+    demo_public: Annotated[
+        bool, Help("allow demo on a non-loopback address (the page carries the API key)")
+    ] = False
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], Help("how much to log")] = (
+        "info"
+    )
+    # Observability: /metrics and the logs (docs/operations.md).
+    metrics_open: Annotated[bool, Help("serve /metrics without the key")] = False
+    log_format: Annotated[
+        Literal["text", "json"], Help("text lines, or one JSON object a line")
+    ] = "text"
+    log_publications: Annotated[bool, Help("log one info line per publication")] = False
+    # The /admin dashboard is off unless one of these is set.
+    admin_password: Annotated[str, Help("turns on /admin: the password of its login")] = ""
+    admin_token: Annotated[
+        str, Help("turns on /admin too: a secret for its login and for Bearer API calls")
+    ] = ""
+    admin_session_ttl: Annotated[
+        float, Meta(ge=60, le=30 * _DAY), Help("seconds a dashboard login lasts", "seconds")
+    ] = 43200.0
+    # Ranges: what a sane deployment can need, and no more.
+    # Each connection is a file descriptor; by default Linux lets a process have at most
+    # 1,048,576 (fs.nr_open).
+    max_connections: Annotated[
+        int, Meta(ge=1, le=1_000_000), Help("beyond it new connections get 503")
+    ] = 10000
+    max_connections_per_ip: Annotated[
+        int, Meta(ge=0, le=1_000_000), Help("connections at once from one address (0: no limit)")
+    ] = 1000
+    connection_rate_per_ip: Annotated[
+        float,
+        Meta(ge=0, le=1_000_000),
+        Help("new connections a second from one address (0: no limit)", "per second"),
+    ] = 100.0
+    connection_burst_per_ip: Annotated[
+        int, Meta(ge=1, le=1_000_000), Help("new connections one address may open at once")
+    ] = 200
+    limit_loopback: Annotated[
+        bool, Help("apply the per-address limits to loopback addresses too")
+    ] = False
+    max_channels_per_connection: Annotated[
+        int, Meta(ge=1, le=1024), Help("channels per simple-endpoint connection")
+    ] = 16
+    max_header_bytes: Annotated[
+        int, Meta(ge=4096, le=_MIB), Help("request line and headers (431 beyond)", "bytes")
+    ] = 16384
+    max_body_bytes: Annotated[
+        int, Meta(ge=1024, le=64 * _MIB), Help("request bodies (413 beyond)", "bytes")
+    ] = 65536
+    max_message_bytes: Annotated[
+        int,
+        Meta(ge=1024, le=64 * _MIB),
+        Help("WebSocket messages from clients (close 1009 beyond)", "bytes"),
+    ] = 65536
+    max_outgoing_bytes: Annotated[
+        int,
+        Meta(ge=64 * 1024, le=256 * _MIB),
+        Help("unsent bytes per connection before it is cut off", "bytes"),
+    ] = 1 << 20
+    keepalive_timeout: Annotated[
+        float,
+        Meta(gt=0, le=_DAY),
+        Help("idle keep-alive HTTP connections are closed after it", "seconds"),
+    ] = 15.0
+    request_timeout: Annotated[
+        float, Meta(gt=0, le=_DAY), Help("a request not completed in time gets 408", "seconds")
+    ] = 10.0
+    longpoll_timeout: Annotated[
+        float, Meta(gt=0, le=_DAY), Help("how long a long-poll waits", "seconds")
+    ] = 30.0
+    # The client protocol announces its ping interval in whole seconds; 0 would be a
+    # heartbeat loop that never sleeps.
+    ping_interval: Annotated[
+        float,
+        Meta(ge=1, le=3600),
+        Help("WebSocket pings, SSE heartbeats, client protocol pings", "seconds"),
+    ] = 25.0
+    # Below 100 ms, browsers would retry a failing stream in a tight loop.
+    sse_retry_ms: Annotated[
+        int, Meta(ge=100, le=3_600_000), Help("the SSE retry: field", "milliseconds")
+    ] = 2000
+    shutdown_timeout: Annotated[
+        float, Meta(gt=0, le=_DAY), Help("how long shutdown may take", "seconds")
+    ] = 5.0
+    reuse_port: Annotated[bool, Help("SO_REUSEPORT, for several processes on one port")] = False
+    # Worker processes of one `tidings serve`: a few per core is already too many.
+    workers: Annotated[
+        int,
+        Meta(ge=1, le=256),
+        Help("worker processes on one port (more than 1 needs a shared broker)"),
+    ] = 1
+    broker: Annotated[
+        str, Help("memory, redis://host:port, rediss://..., or redis with redis_urls")
+    ] = "memory"
     # Redis (broker = "redis://…" or "redis" with redis_urls): docs/scaling.md
-    redis_urls: list[str] = field(default_factory=list)
-    redis_cluster: bool = False
-    redis_sentinel_master: str = ""
-    redis_sentinel_password: str = ""
-    redis_prefix: str = "tidings"
-    redis_timeout: float = 5.0
-    redis_connect_timeout: float = 5.0
-    redis_pool_size: int = 64
-    redis_health_interval: float = 1.0
-    inbound_prefix: str = "tidings:publish"
-    inbound_stream: str = ""
-    history_size: int = 100
-    history_ttl: float = 600.0
-    history_meta_ttl: float = 86400.0
-    # Durable history (single node): a SQLite file, also spelt broker = "sqlite:///file.db";
-    # history_sync is SQLite's synchronous mode, "normal" or "full" (docs/persistence.md).
-    history_path: str = ""
-    history_sync: str = "normal"
-    recovery_max_publications: int = 300
-    presence_ttl: float = 60.0
+    redis_urls: Annotated[
+        list[str], Help("more Redis servers (or Cluster nodes, or Sentinels)")
+    ] = field(default_factory=list)
+    redis_cluster: Annotated[bool, Help("the URLs are nodes of one Redis Cluster")] = False
+    redis_sentinel_master: Annotated[
+        str, Help("the master name the Sentinels at the URLs watch")
+    ] = ""
+    redis_sentinel_password: Annotated[str, Help("the Sentinels' own password")] = ""
+    redis_prefix: Annotated[str, Help("prefix of every Redis key and PUB/SUB channel")] = "tidings"
+    redis_timeout: Annotated[
+        float, Meta(gt=0, le=600), Help("seconds a Redis command may take", "seconds")
+    ] = 5.0
+    redis_connect_timeout: Annotated[
+        float, Meta(gt=0, le=600), Help("seconds to connect to Redis", "seconds")
+    ] = 5.0
+    redis_pool_size: Annotated[
+        int, Meta(ge=1, le=10_000), Help("command connections per Redis server")
+    ] = 64
+    # A lost PUB/SUB connection is noticed after three silent intervals.
+    redis_health_interval: Annotated[
+        float,
+        Meta(ge=0.1, le=60),
+        Help("seconds between PINGs on each PUB/SUB connection", "seconds"),
+    ] = 1.0
+    inbound_prefix: Annotated[
+        str, Help('PUBLISH <prefix>:<channel> publishes to <channel> ("": off)')
+    ] = "tidings:publish"
+    inbound_stream: Annotated[
+        str, Help('a Redis stream read by every node in one consumer group ("": off)')
+    ] = ""
+    # The same ranges as a namespace's own (core/channels.py, _options).
+    history_size: Annotated[int, Meta(ge=0, le=1_000_000), Help("messages kept per channel")] = 100
+    history_ttl: Annotated[
+        float, Meta(ge=0, le=30 * _DAY), Help("seconds a message is kept", "seconds")
+    ] = 600.0
+    history_meta_ttl: Annotated[
+        float,
+        Meta(ge=0, le=30 * _DAY),
+        Help("seconds a channel's offset and epoch outlive its last message", "seconds"),
+    ] = 86400.0
+    # Durable history on one node: a SQLite file (also spelt broker = "sqlite:///file.db").
+    history_path: Annotated[
+        str, Help('a SQLite file that keeps history across restarts ("": memory)')
+    ] = ""
+    history_sync: Annotated[
+        Literal["normal", "full"],
+        Help("SQLite's synchronous mode: full also survives power loss (docs/persistence.md)"),
+    ] = "normal"
+    recovery_max_publications: Annotated[
+        int,
+        Meta(ge=1, le=100_000),
+        Help("at most this many missed messages are recovered on resume"),
+    ] = 300
+    # Presence is refreshed every third of this: below a few seconds that is a busy store.
+    presence_ttl: Annotated[
+        float,
+        Meta(ge=3, le=_DAY),
+        Help("seconds a presence entry lives unless refreshed", "seconds"),
+    ] = 60.0
     # client protocol (Centrifugo-compatible)
-    token_hmac_secret_key: str = ""
-    token_rsa_public_key: str = ""
-    token_ecdsa_public_key: str = ""
-    token_audience: str = ""
-    token_issuer: str = ""
-    client_insecure: bool = False
-    allow_anonymous_connect_without_token: bool = False
-    client_max_channels: int = 128
-    client_connect_timeout: float = 10.0
-    client_command_rate: float = 100.0
-    client_command_burst: int = 500
+    token_hmac_secret_key: Annotated[str, Help("HMAC secret: HS256/384/512 tokens")] = ""
+    token_rsa_public_key: Annotated[str, Help("PEM public key: RS256/384/512 tokens")] = ""
+    token_ecdsa_public_key: Annotated[str, Help("PEM public key: ES256/384/512 tokens")] = ""
+    token_audience: Annotated[str, Help("required aud claim when set")] = ""
+    token_issuer: Annotated[str, Help("required iss claim when set")] = ""
+    client_insecure: Annotated[
+        bool, Help("development only: no token and no permission checks")
+    ] = False
+    allow_anonymous_connect_without_token: Annotated[
+        bool, Help('connections without a token, as user ""')
+    ] = False
+    client_max_channels: Annotated[
+        int, Meta(ge=1, le=65536), Help("subscriptions per client-protocol connection")
+    ] = 128
+    # Connections that don't say ``connect`` in time are closed (3502 stale).
+    client_connect_timeout: Annotated[
+        float,
+        Meta(gt=0, le=3600),
+        Help("a connection that has not connected by then is closed", "seconds"),
+    ] = 10.0
+    client_command_rate: Annotated[
+        float,
+        Meta(ge=0, le=1_000_000),
+        Help("commands a second per connection (0: no limit)", "per second"),
+    ] = 100.0
+    client_command_burst: Annotated[
+        int, Meta(ge=1, le=1_000_000), Help("commands a connection may send at once")
+    ] = 500
     # hooks (docs/hooks.md)
-    hooks: list[str] = field(default_factory=list)
-    hook_timeout: float = 5.0
-    hook_threads: int = 16
-    message_log_format: str = ""
+    hooks: Annotated[list[str] | str, Help("modules of hooks to load at start-up")] = field(
+        default_factory=list
+    )
+    # A hook that takes longer is answered as an error (plain hooks' threads run on).
+    hook_timeout: Annotated[
+        float, Meta(gt=0, le=3600), Help("seconds a hook may take", "seconds")
+    ] = 5.0
+    hook_threads: Annotated[
+        int, Meta(ge=1, le=1024), Help("threads running plain (def) hooks at once")
+    ] = 16
+    message_log_format: Annotated[
+        str, Help("a log line per client message ({time} {type} {channel} ...); unset: none")
+    ] = ""
     # HTTP proxies (Centrifugo's; per-namespace ones are namespace options)
-    proxy_connect_endpoint: str = ""
-    proxy_refresh_endpoint: str = ""
-    proxy_rpc_endpoint: str = ""
-    proxy_disconnect_endpoint: str = ""
-    proxy_timeout: float = 1.0
-    proxy_http_headers: list[str] = field(default_factory=list)
+    proxy_connect_endpoint: Annotated[str, Help("URL of the connect proxy")] = ""
+    proxy_refresh_endpoint: Annotated[str, Help("URL of the refresh proxy")] = ""
+    proxy_rpc_endpoint: Annotated[str, Help("URL of the RPC proxy")] = ""
+    proxy_disconnect_endpoint: Annotated[str, Help("URL told of every connection that closes")] = ""
+    # A proxy that takes longer is answered as a temporary error (100).
+    proxy_timeout: Annotated[
+        float, Meta(gt=0, le=60), Help("seconds a proxy may take", "seconds")
+    ] = 1.0
+    proxy_http_headers: Annotated[
+        list[str], Help("request headers passed to proxies besides the standard ones")
+    ] = field(default_factory=list)
     # personal channels (Centrifugo's client.subscribe_to_user_personal_channel)
-    subscribe_to_user_personal_channel: bool = False
-    personal_channel_namespace: str = ""
-    personal_single_connection: bool = False
-    default_namespace: dict[str, Any] = field(default_factory=dict)
-    namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
-    templates: dict[str, dict[str, str]] = field(default_factory=dict)
+    subscribe_to_user_personal_channel: Annotated[
+        bool, Help("subscribe each connection with a user to #<user>")
+    ] = False
+    personal_channel_namespace: Annotated[
+        str, Help("the (configured) namespace of personal channels")
+    ] = ""
+    personal_single_connection: Annotated[
+        bool, Help("a user's new connection closes the user's others")
+    ] = False
+    default_namespace: Annotated[
+        dict[str, Any], Help("options of channels without a namespace ([default_namespace])")
+    ] = field(default_factory=dict)
+    namespaces: Annotated[
+        dict[str, dict[str, Any]], Help("options of channels <name>:... ([namespaces.<name>])")
+    ] = field(default_factory=dict)
+    templates: Annotated[
+        dict[str, dict[str, str]],
+        Help("stream templates ([templates.<name>]: template, content_type, header, footer)"),
+    ] = field(default_factory=dict)
 
     def channel_namespaces(self) -> Namespaces:
         """Options of channels without a namespace (``history_*`` and the
@@ -184,25 +362,17 @@ class Config:
 
     def validate(self) -> None:
         """Refuse, with a ``ConfigError`` naming the key, what a server can't run with: a
-        number outside its ``BOUNDS``, the demo page on a public address unless
+        value its type or bounds don't allow, the demo page on a public address unless
         ``demo_public``, bad namespaces or templates."""
-        for name, bound in BOUNDS.items():
-            bound.check(name, getattr(self, name))
-        tables = [("default_namespace", self.default_namespace)]
-        if isinstance(self.namespaces, dict):
-            tables += [(f"namespaces.{ns}", opts) for ns, opts in self.namespaces.items()]
-        for table, opts in tables:
-            for key in ("history_size", "history_ttl", "history_meta_ttl"):
-                if isinstance(opts, dict) and key in opts:
-                    BOUNDS[key].check(f"{table}.{key}", opts[key])
+        for name, key in KEYS.items():
+            key.check(getattr(self, name), "")
+        check_tables(self.default_namespace, self.namespaces, self.templates, "")
         if self.demo and not self.demo_public and not is_loopback_host(self.host):
             raise ConfigError(
                 f"demo = true on {self.host!r}, not a loopback address: the demo page hands "
                 "the publish API key to anyone who can reach it. Bind 127.0.0.1, or force it "
                 "with --demo-public (demo_public = true)"
             )
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"log_format {self.log_format!r}: text or json")
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("certfile and keyfile go together: set both for TLS, or neither")
         namespaces = self.channel_namespaces()
@@ -280,98 +450,6 @@ class Config:
         return settings
 
 
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """The values a numeric setting may take: ``low`` to ``high``, both included, or with
-    ``above`` anything more than ``low`` up to ``high``."""
-
-    low: float
-    high: float
-    unit: str = ""
-    above: bool = False
-
-    def allows(self, value: float) -> bool:
-        # Written so that NaN is refused: every comparison with it is false.
-        return (value > self.low if self.above else value >= self.low) and value <= self.high
-
-    def describe(self) -> str:
-        """The range as docs/configuration.md shows it: ``1 to 3,600``."""
-        low, high = _number(self.low, grouped=True), _number(self.high, grouped=True)
-        return f"more than {low} up to {high}" if self.above else f"{low} to {high}"
-
-    def check(self, name: str, value: Any) -> None:
-        """Raise ``ConfigError`` naming ``name``, the value and the range unless allowed."""
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name}: expected a number, got {value!r}")
-        if not self.allows(value):
-            unit = f" {self.unit}" if self.unit else ""
-            raise ConfigError(
-                f"{name} = {_number(value)} is out of range: allowed {self.describe()}{unit}"
-            )
-
-
-def _number(value: float, *, grouped: bool = False) -> str:
-    """``25.0`` as ``25``; with ``grouped``, thousands separated by commas."""
-    if isinstance(value, float) and not value.is_integer():
-        return repr(value)
-    return f"{int(value):,}" if grouped else str(int(value))
-
-
-_DAY = 86400.0
-_MIB = 1 << 20
-
-# What a sane deployment can need, and no more; docs/configuration.md shows each range.
-BOUNDS: dict[str, Bound] = {
-    "port": Bound(0, 65535),
-    # Each connection is a file descriptor; by default Linux lets a process have at most
-    # 1,048,576 (fs.nr_open).
-    "max_connections": Bound(1, 1_000_000),
-    "max_connections_per_ip": Bound(0, 1_000_000),
-    "connection_rate_per_ip": Bound(0, 1_000_000, "per second"),
-    "connection_burst_per_ip": Bound(1, 1_000_000),
-    "max_channels_per_connection": Bound(1, 1024),
-    "max_header_bytes": Bound(4096, _MIB, "bytes"),
-    "max_body_bytes": Bound(1024, 64 * _MIB, "bytes"),
-    "max_message_bytes": Bound(1024, 64 * _MIB, "bytes"),
-    "max_outgoing_bytes": Bound(64 * 1024, 256 * _MIB, "bytes"),
-    "keepalive_timeout": Bound(0, _DAY, "seconds", above=True),
-    "request_timeout": Bound(0, _DAY, "seconds", above=True),
-    "longpoll_timeout": Bound(0, _DAY, "seconds", above=True),
-    # The client protocol announces its ping interval in whole seconds; 0 would be a
-    # heartbeat loop that never sleeps.
-    "ping_interval": Bound(1, 3600, "seconds"),
-    # Below it, browsers would retry a failing stream in a tight loop.
-    "sse_retry_ms": Bound(100, 3_600_000, "milliseconds"),
-    "shutdown_timeout": Bound(0, _DAY, "seconds", above=True),
-    # Admin dashboard (issue 11 item 4).
-    "admin_session_ttl": Bound(60, 30 * _DAY, "seconds"),
-    # Worker processes of one `tidings serve`: a few per core is already too many.
-    "workers": Bound(1, 256),
-    # The same ranges as a namespace's own (core/channels.py, _options).
-    "history_size": Bound(0, 1_000_000),
-    "history_ttl": Bound(0, 30 * _DAY, "seconds"),
-    "history_meta_ttl": Bound(0, 30 * _DAY, "seconds"),
-    "recovery_max_publications": Bound(1, 100_000),
-    # Presence is refreshed every third of this: below a few seconds that is a busy store.
-    "presence_ttl": Bound(3, _DAY, "seconds"),
-    "client_max_channels": Bound(1, 65536),
-    # Connections that don't say ``connect`` in time are closed (3502 stale).
-    "client_connect_timeout": Bound(0, 3600, "seconds", above=True),
-    "client_command_rate": Bound(0, 1_000_000, "per second"),
-    "client_command_burst": Bound(1, 1_000_000),
-    "redis_timeout": Bound(0, 600, "seconds", above=True),
-    "redis_connect_timeout": Bound(0, 600, "seconds", above=True),
-    "redis_pool_size": Bound(1, 10_000),
-    # A lost PUB/SUB connection is noticed after three silent intervals.
-    "redis_health_interval": Bound(0.1, 60, "seconds"),
-    # A hook that takes longer is answered as an error (plain hooks' threads run on).
-    "hook_timeout": Bound(0, 3600, "seconds", above=True),
-    "hook_threads": Bound(1, 1024),
-    # A proxy that takes longer is answered as a temporary error (100).
-    "proxy_timeout": Bound(0, 60, "seconds", above=True),
-}
-
-
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` binds loopback only: an address in 127.0.0.0/8 (also written
     ``::ffff:127.…``), ``::1``, or ``localhost``. A wildcard (``0.0.0.0``, ``::``, ``""``) or
@@ -387,46 +465,110 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
-_FIELDS = {f.name: f for f in fields(Config)}
+KEYS: dict[str, Key] = keys_of(Config)
+
+# TIDINGS_* variables read by other parts (the publish and subscribe commands, the tests),
+# not configuration keys: everything else under that prefix must be a key.
+ENVIRONMENT_NOT_KEYS = frozenset(
+    {"TIDINGS_URL", "TIDINGS_FUZZ_EXAMPLES", "TIDINGS_REDIS_SERVER", "TIDINGS_TEST_TIMEOUT_SCALE"}
+)
+
+_TABLES = ("default_namespace", "namespaces", "templates")
+_TEMPLATE_KEYS = ("template", "content_type", "header", "footer")
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a TOML or environment value into the field's type."""
-    kind = _FIELDS[name].type
-    if isinstance(value, str) and kind not in ("str",):
-        if kind == "bool":
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off", ""):
-                return False
-            raise ConfigError(f"{name}: expected true or false, got {value!r}")
-        if kind == "int":
-            try:
-                return int(value)
-            except ValueError:
-                raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
-        if kind == "float":
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{name}: expected a number, got {value!r}") from None
-        if kind == "list[str]":
-            return [v.strip() for v in value.split(",") if v.strip()]
-        raise ConfigError(f"{name} can't be set from the environment")
-    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ConfigError(f"{name}: expected an integer")
-    if kind == "float" and not isinstance(value, int | float):
-        raise ConfigError(f"{name}: expected a number")
-    if kind == "bool" and not isinstance(value, bool):
-        raise ConfigError(f"{name}: expected true or false")
-    if kind == "str" and not isinstance(value, str):
-        raise ConfigError(f"{name}: expected a string")
-    if kind == "list[str]" and not (
-        isinstance(value, list) and all(isinstance(v, str) for v in value)
-    ):
-        raise ConfigError(f"{name}: expected a list of strings")
-    return float(value) if kind == "float" else value
+def _namespace_options() -> dict[str, Key]:
+    """The options of a namespace table: ``ChannelOptions``' fields, the history ones with
+    the bounds of the top-level keys of the same name."""
+    import typing
+
+    hints = typing.get_type_hints(ChannelOptions)
+    options: dict[str, Key] = {}
+    for name, kind in hints.items():
+        if name in KEYS:
+            options[name] = KEYS[name]
+            continue
+        if name == "allowed_delta_types":
+            kind = list[Literal["fossil"]]
+        default = getattr(ChannelOptions(), name)
+        options[name] = Key(name, kind, default, Help(""))
+    return options
+
+
+NAMESPACE_OPTIONS: dict[str, Key] = _namespace_options()
+
+
+def _table(value: Any, name: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        where = f" ({source})" if source else ""
+        raise ConfigError(f"{name}{where}: expected a table, got {value!r}")
+    return value
+
+
+def _check_options(value: Any, table: str, source: str) -> None:
+    for option, item in _table(value, table, source).items():
+        key = NAMESPACE_OPTIONS.get(option)
+        if key is None:
+            hint = did_you_mean(option, NAMESPACE_OPTIONS)
+            where = f"{source}: " if source else ""
+            raise ConfigError(f"{where}unknown option {table}.{option}{hint}")
+        key.check(item, source, f"{table}.{option}")
+
+
+def check_tables(default_namespace: Any, namespaces: Any, templates: Any, source: str) -> None:
+    """Refuse a table key whose options or template fields the schema doesn't allow."""
+    _check_options(default_namespace, "default_namespace", source)
+    for ns, opts in _table(namespaces, "namespaces", source).items():
+        _check_options(opts, f"namespaces.{ns}", source)
+    where = f"{source}: " if source else ""
+    for name, spec in _table(templates, "templates", source).items():
+        for part, text in _table(spec, f"templates.{name}", source).items():
+            if part not in _TEMPLATE_KEYS:
+                hint = did_you_mean(part, _TEMPLATE_KEYS)
+                raise ConfigError(f"{where}unknown template field templates.{name}.{part}{hint}")
+            if not isinstance(text, str):
+                raise ConfigError(f"{where}templates.{name}.{part} = {text!r}: expected a string")
+        if "template" not in spec:
+            raise ConfigError(f"{where}template {name!r} needs a 'template' string")
+
+
+def _read_file(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"can't read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        key = KEYS.get(name)
+        if key is None:
+            raise ConfigError(f"{path}: unknown key {name!r}{did_you_mean(name, KEYS)}")
+        values[name] = value if name in _TABLES else key.check(value, str(path))
+    check_tables(
+        values.get("default_namespace", {}),
+        values.get("namespaces", {}),
+        values.get("templates", {}),
+        str(path),
+    )
+    return values
+
+
+def _read_environment(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    names = {"TIDINGS_" + name.upper(): name for name in KEYS}
+    values: dict[str, Any] = {}
+    for var, text in env.items():
+        if not var.startswith("TIDINGS_") or var in ENVIRONMENT_NOT_KEYS:
+            continue
+        name = names.get(var)
+        if name is None:
+            hint = did_you_mean(var, [*names, *ENVIRONMENT_NOT_KEYS])
+            raise ConfigError(f"unknown environment variable {var}{hint}")
+        if name in _TABLES:
+            raise ConfigError(f"{var}: [{name}] tables are set in the file only")
+        values[name] = KEYS[name].parse(text, var)
+    return values
 
 
 def load_config(
@@ -435,31 +577,35 @@ def load_config(
     environ: dict[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
-    """Defaults ← TOML file ← ``TIDINGS_*`` environment ← ``overrides`` (None values skipped)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"can't read {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        for key, value in data.items():
-            if key not in _FIELDS:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
-            tables = ("namespaces", "templates", "default_namespace")
-            values[key] = value if key in tables else _coerce(key, value)
-    env = os.environ if environ is None else environ
-    for key in _FIELDS:
-        if key in ("namespaces", "templates", "default_namespace"):
+    """Defaults ← TOML file ← ``TIDINGS_*`` environment ← ``overrides`` (command-line flags;
+    None values skipped). Each value is checked against the schema where it comes from."""
+    values = _read_file(path) if path is not None else {}
+    values.update(_read_environment(os.environ if environ is None else environ))
+    for name, value in (overrides or {}).items():
+        if value is None:
             continue
-        text = env.get("TIDINGS_" + key.upper())
-        if text is not None:
-            values[key] = _coerce(key, text)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
+        key = KEYS.get(name)
+        if key is None:
+            raise ConfigError(f"unknown key {name!r}{did_you_mean(name, KEYS)}")
+        values[name] = key.check(value, "--" + name.replace("_", "-"))
     config = Config(**values)
     config.validate()
     return config
+
+
+def genconfig() -> str:
+    """A commented ``tidings.toml`` with every key at its default."""
+    lines = [
+        "# tidings configuration: every key at its default (tidings genconfig).",
+        "# docs/configuration.md explains each; TIDINGS_<KEY> variables and flags override.",
+    ]
+    for name, key in KEYS.items():
+        if name in _TABLES:
+            continue
+        allowed = key.describe().replace("`", "")
+        unit = f" {key.help.unit}" if key.help.unit and allowed else ""
+        lines += ["", f"# {key.help.text}" + (f"; allowed {allowed}{unit}" if allowed else "")]
+        lines.append(f"{name} = {toml_value(key.default)}")
+    for name in _TABLES:
+        lines += ["", f"# {KEYS[name].help.text}", f"[{name}]"]
+    return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ async def server() -> AsyncIterator[Server]:
 
 
 @pytest.fixture
-async def page(browser: Browser, server: Server) -> AsyncIterator[Page]:  # noqa: F811
+async def page(browser: Browser, server: Server) -> AsyncIterator[Page]:
     """A fresh browser context; fails the test on a page error."""
     context = await browser.new_context()
     page = await context.new_page()

@@ -105,11 +105,67 @@ async def test_subscribe_since_replays_history():
         assert await asyncio.wait_for(server.wait(), TIMEOUT) == 0
 
 
-async def test_bad_configuration_exits_2(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "env", "line"),
+    [
+        ('port = "8312"\n', {}, "port = '8312' (PATH): expected an integer, got a string"),
+        ('log_level = "verbose"\n', {}, "log_level = 'verbose' (PATH): expected one of 'debug'"),
+        (
+            "",
+            {"TIDINGS_APIKEY": "k"},
+            "unknown environment variable TIDINGS_APIKEY (did you mean 'TIDINGS_API_KEY'?)",
+        ),
+        ("port = \n", {}, "PATH: Invalid value"),
+    ],
+)
+async def test_bad_configuration_is_one_line_and_exit_2(tmp_path, text, env, line):
     bad = tmp_path / "tidings.toml"
-    bad.write_text("port = 'x'\n")
-    code, _, err = await run("serve", "--config", str(bad))
-    assert code == 2 and "configuration error" in err
+    bad.write_text(text)
+    code, out, err = await run(
+        "serve", "--config", str(bad), "--port", "0", env={**os.environ, **env}
+    )
+    assert code == 2 and "serving on" not in out
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("tidings: configuration error: " + line.replace("PATH", str(bad)))
+
+
+async def test_genconfig_writes_what_checkconfig_and_serve_accept(tmp_path):
+    code, out, err = await run("genconfig")
+    assert code == 0, err
+    assert "\nping_interval = 25.0\n" in out and "\n[namespaces]\n" in out
+    path = tmp_path / "tidings.toml"
+    code, _, err = await run("genconfig", str(path))
+    assert code == 0 and path.read_text() == out
+    # Never over a file that is there.
+    code, _, err = await run("genconfig", str(path))
+    assert code == 2 and "exists" in err
+    code, out, err = await run("checkconfig", str(path))
+    assert (code, out, err) == (0, "ok\n", "")
+    # Edited, and started from.
+    path.write_text(path.read_text().replace("port = 8000", "port = 0"))
+    async with running("serve", "--config", str(path)) as proc:
+        assert proc.stdout is not None
+        url = (await read_until(proc.stdout, r"serving on (\S+)"))[1]
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{url}/health")).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+
+
+async def test_checkconfig_refuses_a_bad_file_without_starting(tmp_path):
+    path = tmp_path / "tidings.toml"
+    path.write_text("ping_interval = 0\n[namespaces.chat]\npresense = true\n")
+    code, out, err = await run("checkconfig", str(path))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"tidings: configuration error: ping_interval = 0 ({path}): out of range: "
+        "allowed 1 to 3,600 seconds\n"
+    )
+    path.write_text("[namespaces.chat]\npresense = true\n")
+    code, _, err = await run("checkconfig", str(path))
+    assert code == 2 and "namespaces.chat.presense (did you mean 'presence'?)" in err
+    code, _, err = await run("checkconfig", str(tmp_path / "missing.toml"))
+    assert code == 2 and "can't read" in err
 
 
 async def test_token_mints_what_the_server_verifies(tmp_path):
@@ -147,7 +203,7 @@ async def test_out_of_range_setting_exits_2_naming_it(tmp_path):
     code, out, err = await run("serve", "--config", str(config), "--port", "0")
     assert code == 2 and "serving on" not in out
     assert err.strip() == (
-        "tidings: configuration error: ping_interval = 0 is out of range: "
+        f"tidings: configuration error: ping_interval = 0 ({config}): out of range: "
         "allowed 1 to 3,600 seconds"
     )
 

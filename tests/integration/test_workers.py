@@ -167,7 +167,8 @@ async def test_a_worker_count_out_of_range_is_refused(count: str) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode == 2
     assert err.decode().strip() == (
-        f"tidings: configuration error: workers = {count} is out of range: allowed 1 to 256"
+        f"tidings: configuration error: workers = {count} (--workers): out of range: "
+        "allowed 1 to 256"
     )
 
 

@@ -1,10 +1,17 @@
 import re
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from tidings.config import BOUNDS, Bound, Config, is_loopback_host, load_config
+from tidings.config import (
+    ENVIRONMENT_NOT_KEYS,
+    KEYS,
+    Config,
+    genconfig,
+    is_loopback_host,
+    load_config,
+)
+from tidings.config_schema import Key
 from tidings.core.channels import Namespaces
 from tidings.exceptions import ConfigError
 
@@ -43,10 +50,16 @@ def test_file_then_environment_then_overrides(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("nope = 1\n", "unknown setting"),
+        ("nope = 1\n", "unknown key 'nope'"),
         ('port = "x"\n', "integer"),
         ("port = 70000\n", "port"),
         ("stats_open = 1\n", "true or false"),
+        ("[templates.t]\ntemplate = 'x'\nfooter = 1\n", "templates.t.footer = 1"),
+        ("[templates.t]\ntemplate = 'x'\nheadr = ''\n", "did you mean 'header'"),
+        ("templates = 1\n", "templates .*expected a table"),
+        ("[namespaces.chat]\npresense = true\n", "namespaces.chat.presense.*'presence'"),
+        ("[namespaces.chat]\npresence = 'yes'\n", "namespaces.chat.presence = 'yes'"),
+        ("[default_namespace]\nallowed_delta_types = ['x']\n", "allowed_delta_types"),
         ("[templates.t]\nheader = 'x'\n", "template"),
         ("port = \n", "tidings.toml"),
     ],
@@ -70,38 +83,43 @@ def test_missing_file():
         load_config("/nonexistent/tidings.toml", environ={})
 
 
-# Bounds: every number has a range (BOUNDS), checked by Config.validate at start-up.
+# The schema: every number has a range, checked where the value comes from and again by
+# Config.validate at start-up.
+
+NUMERIC = sorted(name for name, key in KEYS.items() if key.base in (int, float))
 
 
 def test_every_numeric_setting_has_bounds():
-    numeric = {f.name for f in fields(Config) if f.type in ("int", "float")}
-    assert numeric == set(BOUNDS)
+    assert NUMERIC
+    for name in NUMERIC:
+        assert KEYS[name].low is not None and KEYS[name].high is not None, name
 
 
-def test_the_defaults_are_within_bounds():
-    for name, bound in BOUNDS.items():
-        assert bound.allows(getattr(Config(), name)), name
+def test_the_defaults_are_allowed():
+    for name, key in KEYS.items():
+        assert key.check(getattr(Config(), name), "") == key.default, name
 
 
-def edges(bound: Bound) -> tuple[list[float], list[float]]:
-    """Values at the edges of ``bound`` that it allows, and those just past them."""
-    step = 0.001 if bound.above else 1
-    allowed = [bound.low + step if bound.above else bound.low, bound.high]
-    return allowed, [bound.low if bound.above else bound.low - 1, bound.high + step]
+def edges(key: Key) -> tuple[list[float], list[float]]:
+    """Values at the edges of ``key``'s range that it allows, and those just past them."""
+    assert key.low is not None and key.high is not None
+    step = 0.001 if key.above else 1
+    allowed = [key.low + step if key.above else key.low, key.high]
+    return allowed, [key.low if key.above else key.low - 1, key.high + step]
 
 
-@pytest.mark.parametrize("name", sorted(BOUNDS))
+@pytest.mark.parametrize("name", NUMERIC)
 def test_each_bound_admits_its_edges_and_no_further(name):
-    bound = BOUNDS[name]
-    allowed, refused = edges(bound)
-    kind = type(getattr(Config(), name))
+    key = KEYS[name]
+    allowed, refused = edges(key)
+    kind = key.base
     # Several workers need a shared broker (never connected to here).
     other = {"broker": "redis://127.0.0.1:1"} if name == "workers" else {}
     for value in allowed:
         Config(**{name: kind(value)}, **other).validate()
     for value in refused:
-        with pytest.raises(ConfigError, match=f"^{name} = .* is out of range: allowed"):
-            Config(**{name: value}, **other).validate()
+        with pytest.raises(ConfigError, match=f"^{name} = .*: out of range: allowed"):
+            Config(**{name: kind(value)}, **other).validate()
 
 
 def test_several_workers_need_a_shared_broker():
@@ -119,21 +137,24 @@ def test_several_workers_need_a_shared_broker():
     [
         # a time
         ("ping_interval = 1", None),
-        ("ping_interval = 0", "ping_interval = 0 is out of range: allowed 1 to 3,600 seconds"),
-        ("ping_interval = 3601", "ping_interval = 3601 is out of range"),
+        (
+            "ping_interval = 0",
+            r"ping_interval = 0 \(.*\): out of range: allowed 1 to 3,600 seconds",
+        ),
+        ("ping_interval = 3601", "ping_interval = 3601 .* out of range"),
         ("request_timeout = 86400", None),
         ("request_timeout = 0", "allowed more than 0 up to 86,400 seconds"),
         # a size
         ("max_body_bytes = 1024", None),
         (
             "max_body_bytes = 1023",
-            "max_body_bytes = 1023 is out of range: allowed 1,024 to 67,108,864 bytes",
+            "max_body_bytes = 1023 .*: out of range: allowed 1,024 to 67,108,864 bytes",
         ),
-        ("max_outgoing_bytes = 268435457", "max_outgoing_bytes = 268435457 is out of range"),
+        ("max_outgoing_bytes = 268435457", "max_outgoing_bytes = 268435457 .* out of range"),
         # a count
         ("max_connections = 1000000", None),
         ("max_connections = 1000001", "allowed 1 to 1,000,000$"),
-        ("client_max_channels = 0", "client_max_channels = 0 is out of range"),
+        ("client_max_channels = 0", "client_max_channels = 0 .* out of range"),
         ("sse_retry_ms = 99", "allowed 100 to 3,600,000 milliseconds"),
     ],
 )
@@ -149,13 +170,15 @@ def test_bounds_in_a_file(tmp_path, text, message):
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "0"])
 def test_bounds_in_the_environment(text):
-    with pytest.raises(ConfigError, match=r"ping_interval = .* is out of range"):
+    with pytest.raises(
+        ConfigError, match=r"^ping_interval = .* \(TIDINGS_PING_INTERVAL\): out of range"
+    ):
         load_config(environ={"TIDINGS_PING_INTERVAL": text})
 
 
 def test_a_bool_is_not_a_number():
-    with pytest.raises(ConfigError, match="max_connections: expected a number"):
-        Config(max_connections=True).validate()  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_connections = True: expected an integer"):
+        Config(max_connections=True).validate()
 
 
 @pytest.mark.parametrize(
@@ -170,31 +193,159 @@ def test_a_bool_is_not_a_number():
 def test_namespace_history_is_bounded_by_the_same_table(tmp_path, table, key, value):
     path = tmp_path / "tidings.toml"
     path.write_text(f"[{table}]\n{key} = {value}\n")
-    with pytest.raises(ConfigError, match=rf"^{table}\.{key} = {value} is out of range"):
+    with pytest.raises(ConfigError, match=rf"^{table}\.{key} = {value} \(.*\): out of range"):
         load_config(path, environ={})
 
 
 @pytest.mark.parametrize("key", ["history_size", "history_ttl"])
 def test_namespace_options_agree_with_the_table(key):
     # core/channels.py checks namespaces by itself (tidings.core doesn't import config).
-    allowed, refused = edges(BOUNDS[key])
+    allowed, refused = edges(KEYS[key])
+    kind = KEYS[key].base
     for value in allowed:
-        Namespaces.from_mapping({"namespaces": {"ns": {key: value}}})
+        Namespaces.from_mapping({"namespaces": {"ns": {key: kind(value)}}})
     for value in refused:
         with pytest.raises(ConfigError, match=key):
-            Namespaces.from_mapping({"namespaces": {"ns": {key: value}}})
+            Namespaces.from_mapping({"namespaces": {"ns": {key: kind(value)}}})
 
 
-def test_configuration_doc_lists_every_setting_with_its_range():
+def shown_default(key: Key) -> str:
+    """A default as docs/configuration.md's table shows it."""
+    if key.help.shown_default is not None:
+        return key.help.shown_default
+    value = key.default
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int | float):
+        return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+    if value == "":
+        return '`""`'
+    return f"`{value}`" if isinstance(value, str) else f"`{value!r}`"
+
+
+def doc_rows() -> dict[str, list[str]]:
     rows = {}
     for line in CONFIGURATION_DOC.read_text().splitlines():
-        match = re.match(r"\| `(\w+)` \|", line)
+        match = re.match(r"\| `\[?([\w.<>]+?)(?:\.<name>)?\]?` \|", line)
         if match:
+            assert match.group(1) not in rows, f"two rows for {match.group(1)}"
             rows[match.group(1)] = [cell.strip() for cell in line.strip("|").split("|")]
-    tables = {"default_namespace", "namespaces", "templates"}
-    assert {f.name for f in fields(Config)} - tables <= set(rows)
-    for name, bound in BOUNDS.items():
-        assert rows[name][2] == bound.describe(), name
+    return rows
+
+
+def test_configuration_doc_has_a_row_for_every_key_and_no_other():
+    assert set(doc_rows()) == set(KEYS)
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_configuration_doc_shows_the_schemas_default_and_range(name):
+    # A failure here means docs/configuration.md and the schema (tidings/config.py) differ:
+    # set the row's default and allowed cells to what this test expects.
+    if name in ("default_namespace", "namespaces", "templates"):
+        return
+    key = KEYS[name]
+    _, default, allowed, meaning = doc_rows()[name]
+    assert (default, allowed) == (shown_default(key), key.describe())
+    assert meaning
+
+
+# Strictness: what the file, the environment or a flag says is checked against the schema.
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('port = "8312"', "port = '8312' (PATH): expected an integer, got a string"),
+        ('demo = "yes"', "demo = 'yes' (PATH): expected true or false, got a string"),
+        ("ping_interval = 0", "ping_interval = 0 (PATH): out of range: allowed 1 to 3,600 seconds"),
+        (
+            'log_level = "verbose"',
+            "log_level = 'verbose' (PATH): expected one of 'debug', 'info', 'warning', 'error', "
+            "got a string",
+        ),
+        ("allowed_origins = [1]", "allowed_origins = [1] (PATH): expected a list of strings"),
+        ("prot = 80", "PATH: unknown key 'prot' (did you mean 'port'?)"),
+    ],
+)
+def test_the_issues_examples_are_refused_with_one_precise_line(tmp_path, text, message):
+    path = tmp_path / "tidings.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert str(refused.value).startswith(message.replace("PATH", str(path)))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("var", "text", "value"),
+    [
+        ("TIDINGS_DEMO", "yes", True),
+        ("TIDINGS_DEMO", "No", False),
+        ("TIDINGS_DEMO", "1", True),
+        ("TIDINGS_DEMO", "false", False),
+        ("TIDINGS_PORT", " 9000 ", 9000),
+        ("TIDINGS_PING_INTERVAL", "2.5", 2.5),
+        ("TIDINGS_ALLOWED_ORIGINS", '["https://a", "https://b"]', ["https://a", "https://b"]),
+        ("TIDINGS_ALLOWED_ORIGINS", "https://a,https://b", ["https://a", "https://b"]),
+        ("TIDINGS_HOOKS", "a.b, c", ["a.b", "c"]),
+        ("TIDINGS_LOG_LEVEL", "debug", "debug"),
+    ],
+)
+def test_environment_text_is_parsed_per_the_keys_type(var, text, value):
+    name = var.removeprefix("TIDINGS_").lower()
+    assert getattr(load_config(environ={var: text}), name) == value
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TIDINGS_PORT": "8o"}, r"port = '8o' \(TIDINGS_PORT\): expected an integer"),
+        ({"TIDINGS_LOG_LEVEL": "verbose"}, r"log_level = 'verbose' \(TIDINGS_LOG_LEVEL\)"),
+        ({"TIDINGS_ALLOWED_ORIGINS": "[1"}, "expected a list of strings"),
+        (
+            {"TIDINGS_APIKEY": "x"},
+            r"unknown environment variable TIDINGS_APIKEY \(did you mean 'TIDINGS_API_KEY'\?\)",
+        ),
+        ({"TIDINGS_NAMESPACES": "{}"}, "file only"),
+    ],
+)
+def test_bad_environment_is_refused_naming_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ=env)
+
+
+def test_variables_read_elsewhere_are_not_keys():
+    config = load_config(environ={var: "x" for var in ENVIRONMENT_NOT_KEYS})
+    assert config == Config()
+    # Each is read somewhere in the project (so the list holds no stale name).
+    root = CONFIGURATION_DOC.parents[1]
+    sources = "".join(
+        p.read_text() for p in [*root.glob("src/**/*.py"), *root.glob("tests/**/*.py")]
+    )
+    for var in ENVIRONMENT_NOT_KEYS:
+        assert sources.count(var) > 1, var
+
+
+def test_a_flag_is_named_as_the_source():
+    with pytest.raises(ConfigError, match=r"^log_level = 'verbose' \(--log-level\)"):
+        load_config(environ={}, overrides={"log_level": "verbose"})
+    with pytest.raises(ConfigError, match=r"^port = 70000 \(--port\): out of range"):
+        load_config(environ={}, overrides={"port": 70000})
+
+
+def test_genconfig_has_every_key_and_loads_back_as_the_defaults(tmp_path):
+    text = genconfig()
+    for name, key in KEYS.items():
+        assert re.search(rf"^(\[{name}\]|{name} = )", text, re.M), name
+        assert key.help.text in text, name
+    path = tmp_path / "tidings.toml"
+    path.write_text(text)
+    assert load_config(path, environ={}) == Config()
+
+
+def test_genconfig_shows_the_range_and_unit():
+    comment = "# WebSocket pings, SSE heartbeats, client protocol pings"
+    assert f"{comment}; allowed 1 to 3,600 seconds\nping_interval = 25.0\n" in genconfig()
 
 
 # The demo page carries the publish API key: loopback only unless forced.
@@ -235,3 +386,16 @@ def test_demo_on_a_public_address_is_refused_unless_forced():
         environ={"TIDINGS_DEMO": "1", "TIDINGS_HOST": "0.0.0.0", "TIDINGS_DEMO_PUBLIC": "1"}
     )
     assert forced.demo and forced.demo_public
+
+
+def test_a_key_without_help_is_refused_at_import():
+    from dataclasses import dataclass
+
+    from tidings.config_schema import keys_of
+
+    @dataclass
+    class Partial:
+        port: int = 1
+
+    with pytest.raises(TypeError, match=r"Partial\.port has no Help"):
+        keys_of(Partial)

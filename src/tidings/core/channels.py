@@ -133,7 +133,7 @@ class Namespaces:
 
 
 def _options(base: ChannelOptions, values: dict[str, Any]) -> ChannelOptions:
-    # The history ranges are those of tidings.config.BOUNDS (a test holds them equal).
+    # The history ranges are those of the tidings.config schema (a test holds them equal).
     checked: dict[str, Any] = {}
     for key, value in values.items():
         if key == "history_size":
