@@ -1,0 +1,43 @@
+"""Django settings for tidings' own tests (pytest-django, and the hubs they start)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# The hub a test starts (`python -m django tidings`) reads the test's database file.
+DB_FILE = os.environ.get(
+    "TIDINGS_TEST_DB", str(Path(tempfile.gettempdir()) / f"tidings-django-{os.getpid()}.sqlite3")
+)
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+USE_TZ = True
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "tidings.contrib.django",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "tidings_test_urls"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DB_FILE,
+        "TEST": {"NAME": DB_FILE},
+    }
+}
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
+TIDINGS = {
+    "URL": os.environ.get("TIDINGS_TEST_URL", "http://127.0.0.1:8001"),
+    "API_KEY": "test-key",
+    "TOKEN_HMAC_SECRET_KEY": "tests-only-hmac-secret-of-32-bytes-or-more",
+}

@@ -1,0 +1,7 @@
+"""URLs of tidings' Django tests."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+
+urlpatterns = [path("tidings/", include("tidings.contrib.django.urls"))]
