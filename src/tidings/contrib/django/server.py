@@ -27,8 +27,9 @@ def hub_config(**overrides: Any) -> Config:
     }
     if str(conf["URL"]).startswith(("http://", "https://")):
         derived["host"], derived["port"] = hub_address(str(conf["URL"]))
+    given = {key: value for key, value in overrides.items() if value is not None}
     config = load_config(
-        conf["CONFIG_FILE"], overrides={**derived, **dict(conf["SERVER"]), **overrides}
+        conf["CONFIG_FILE"], overrides={**derived, **dict(conf["SERVER"]), **given}
     )
     first = [SESSION_HOOKS] if conf["SESSION_AUTH"] else []
     modules = [*first, *config.hook_modules(), *conf["HOOKS"]]

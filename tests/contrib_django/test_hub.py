@@ -1,0 +1,170 @@
+"""`python -m django tidings` with the project's settings: Django sessions authenticate
+connections on the simple endpoints and the client protocol, per-user channels are the
+user's alone, and the token views' tokens pass the hub's verifier."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets.sync.client
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client, override_settings
+
+from tidings.contrib.django import send_event
+from tidings.testing import TIMEOUT
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE_ORIGIN = "http://127.0.0.1:8000"  # the Django site, on another port than the hub
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def hub(django_db_setup: None) -> Iterator[str]:
+    """A hub started as a project starts it, on the tests' database."""
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tidings_test_settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests" / "contrib_django")]),
+        "TIDINGS_TEST_DB": str(settings.DATABASES["default"]["NAME"]),
+        "TIDINGS_TEST_URL": url,
+    }
+    command = [sys.executable, "-m", "django", "tidings", "--allowed-origin", PAGE_ORIGIN]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # bounded by pytest-timeout if it never comes up
+        seen.append(line)
+        if line.startswith("tidings serving on"):
+            break
+    else:
+        proc.wait()
+        pytest.fail("the hub did not start:\n" + "".join(seen))
+    try:
+        with override_settings(TIDINGS={**settings.TIDINGS, "URL": url}):
+            yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=TIMEOUT)
+        proc.stdout.close()
+
+
+def logged_in(username: str) -> tuple[User, str]:
+    user = User.objects.create_user(username, password="pw")
+    client = Client()
+    client.force_login(user)
+    return user, client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict[str, str]]:
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_event_source_gets_its_users_events_by_session_cookie(hub: str) -> None:
+    user, session = logged_in("ann")
+    headers = {"Cookie": f"sessionid={session}", "Origin": PAGE_ORIGIN}
+    with (
+        httpx.Client(timeout=TIMEOUT) as http,
+        http.stream("GET", f"{hub}/sse/user-{user.pk}", headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        # Cross-origin EventSource with withCredentials: an explicit origin, credentials.
+        assert response.headers["access-control-allow-origin"] == PAGE_ORIGIN
+        assert response.headers["access-control-allow-credentials"] == "true"
+        send_event("import_done", {"contacts": 120}, channel=f"user-{user.pk}")
+        event = next(sse_events(response))
+    assert event["event"] == "import_done"
+    message = json.loads(event["data"])
+    assert (message["channel"], message["data"]) == (f"user-{user.pk}", {"contacts": 120})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_session_or_a_bad_one_is_refused_like_a_bad_token(hub: str) -> None:
+    user, session = logged_in("bob")
+    with httpx.Client(timeout=TIMEOUT) as http:
+        for cookie in ({}, {"Cookie": "sessionid=forged"}, {"Cookie": "sessionid=" + "x" * 300}):
+            answer = http.get(f"{hub}/lp/user-{user.pk}", headers=cookie)
+            assert answer.status_code == 403
+            assert answer.json() == {"error": "invalid token", "code": 3500}
+        # A session deleted from the store (a logout) no longer lets anyone in.
+        SessionStore(session).delete()
+        answer = http.get(f"{hub}/lp/user-{user.pk}", headers={"Cookie": f"sessionid={session}"})
+        assert answer.status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_another_users_channel_is_refused(hub: str) -> None:
+    _, session = logged_in("carl")
+    other = User.objects.create_user("dora")
+    with httpx.Client(timeout=TIMEOUT) as http:
+        answer = http.get(f"{hub}/lp/user-{other.pk}", headers={"Cookie": f"sessionid={session}"})
+    assert answer.status_code == 403
+    assert answer.json()["code"] == 103
+
+
+def command(ws: Any, cmd_id: int, **body: Any) -> dict[str, Any]:
+    ws.send(json.dumps({"id": cmd_id, **body}))
+    while True:
+        reply: dict[str, Any] = json.loads(ws.recv(timeout=TIMEOUT))
+        if reply.get("id") == cmd_id:
+            return reply
+
+
+@pytest.mark.django_db(transaction=True)
+def test_client_protocol_by_session_and_by_the_views_token(hub: str) -> None:
+    user, session = logged_in("erin")
+    ws_url = hub.replace("http://", "ws://") + "/connection/websocket"
+    # No token: the session cookie decides, and conn.user is the Django user's id.
+    with websockets.sync.client.connect(
+        ws_url, additional_headers={"Cookie": f"sessionid={session}"}
+    ) as ws:
+        assert command(ws, 1, connect={})["connect"]["client"]
+        # A subscription token from the view, for the user's own channel.
+        browser = Client()
+        browser.force_login(user)
+        own = f"user-{user.pk}"
+        grant = browser.get("/tidings/token/subscription/", {"channel": own}).json()["token"]
+        assert "error" not in command(ws, 2, subscribe={"channel": own, "token": grant})
+        send_event("hello", {"to": "erin"}, channel=own)
+        while True:
+            push = json.loads(ws.recv(timeout=TIMEOUT)).get("push", {})
+            if "pub" in push:
+                break
+        assert push["channel"] == own and push["pub"]["data"] == {"to": "erin"}
+    # The connection token the view mints for the logged-in user.
+    token = browser.get("/tidings/token/connection/").json()["token"]
+    with websockets.sync.client.connect(ws_url) as ws:
+        reply = command(ws, 1, connect={"token": token})
+        assert "error" not in reply, reply
+    with websockets.sync.client.connect(ws_url) as ws:
+        ws.send(json.dumps({"id": 1, "connect": {"token": token[:-4] + "AAAA"}}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 3500
