@@ -5,12 +5,7 @@ user's alone, and the token views' tokens pass the hub's verifier."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,52 +14,11 @@ import websockets.sync.client
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
-from django.test import Client, override_settings
+from django.test import Client
+from tidings_test_settings import PAGE_ORIGIN
 
 from tidings.contrib.django import send_event
 from tidings.testing import TIMEOUT
-
-ROOT = Path(__file__).resolve().parents[2]
-PAGE_ORIGIN = "http://127.0.0.1:8000"  # the Django site, on another port than the hub
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def hub(django_db_setup: None) -> Iterator[str]:
-    """A hub started as a project starts it, on the tests' database."""
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tidings_test_settings",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests" / "contrib_django")]),
-        "TIDINGS_TEST_DB": str(settings.DATABASES["default"]["NAME"]),
-        "TIDINGS_TEST_URL": url,
-    }
-    command = [sys.executable, "-m", "django", "tidings", "--allowed-origin", PAGE_ORIGIN]
-    proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:  # bounded by pytest-timeout if it never comes up
-        seen.append(line)
-        if line.startswith("tidings serving on"):
-            break
-    else:
-        proc.wait()
-        pytest.fail("the hub did not start:\n" + "".join(seen))
-    try:
-        with override_settings(TIDINGS={**settings.TIDINGS, "URL": url}):
-            yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=TIMEOUT)
-        proc.stdout.close()
 
 
 def logged_in(username: str) -> tuple[User, str]:

@@ -11,6 +11,9 @@ DB_FILE = os.environ.get(
     "TIDINGS_TEST_DB", str(Path(tempfile.gettempdir()) / f"tidings-django-{os.getpid()}.sqlite3")
 )
 
+# The Django site as the hub tests see it: another port of the same host.
+PAGE_ORIGIN = "http://127.0.0.1:8000"
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -31,7 +34,17 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": DB_FILE,
         "TEST": {"NAME": DB_FILE},
-    }
+    },
+    # The outbox's tests: the machine's PostgreSQL (trust auth); pytest-django creates the
+    # test database when a test asks for "postgres" and drops it at the end.
+    "postgres": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "postgres",
+        "USER": "postgres",
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+        "TEST": {"NAME": f"tidings_django_test_{os.getpid()}"},
+    },
 }
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS
 
 from tidings.cli import serve_config
 from tidings.exceptions import ConfigError
 
+from ...outbox import OutboxDeliverer
 from ...server import hub_config
 
 __all__ = ["Command"]
@@ -24,6 +27,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--allowed-origin", action="append", help="allowed browser Origin (repeatable)"
         )
+        parser.add_argument(
+            "--outbox",
+            metavar="DATABASE",
+            nargs="?",
+            const=DEFAULT_DB_ALIAS,
+            help="also deliver the outbox of this database alias (default: default)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -35,6 +45,14 @@ class Command(BaseCommand):
             )
         except ConfigError as exc:
             raise CommandError(f"configuration error: {exc}") from None
-        code = serve_config(config)
+        stop = threading.Event()
+        if options["outbox"]:
+            deliverer = OutboxDeliverer(options["outbox"])
+            thread = threading.Thread(target=deliverer.run, args=(stop,), name="tidings-outbox")
+            thread.start()
+        try:
+            code = serve_config(config)
+        finally:
+            stop.set()
         if code:
             raise CommandError(f"the hub stopped with status {code}", returncode=code)
