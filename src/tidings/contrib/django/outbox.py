@@ -127,7 +127,7 @@ class OutboxDeliverer:
         row.save(using=self.using, update_fields=["delivered_at", "attempts"])
 
     def _failed(self, row: OutboxMessage, error: str) -> None:
-        # Recorded outside the batch's transaction, which may be rolled back.
+        # Committed with the batch: the rows before this one stay delivered.
         OutboxMessage.objects.using(self.using).filter(pk=row.pk).update(
             attempts=row.attempts + 1, last_error=error[:500]
         )
