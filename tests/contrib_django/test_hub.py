@@ -5,39 +5,19 @@ user's alone, and the token views' tokens pass the hub's verifier."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import websockets.sync.client
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
+from tidings_test_helpers import logged_in, sse_events
 from tidings_test_settings import PAGE_ORIGIN
 
 from tidings.contrib.django import send_event
 from tidings.testing import TIMEOUT
-
-
-def logged_in(username: str) -> tuple[User, str]:
-    user = User.objects.create_user(username, password="pw")
-    client = Client()
-    client.force_login(user)
-    return user, client.cookies[settings.SESSION_COOKIE_NAME].value
-
-
-def sse_events(response: httpx.Response) -> Iterator[dict[str, str]]:
-    event: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if "data" in event:
-                yield event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            event[name] = value.removeprefix(" ")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -23,9 +23,11 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "tidings.contrib.django",
+    "notices",  # examples/django_notifications (on the tests' pythonpath)
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
 ROOT_URLCONF = "tidings_test_urls"
@@ -46,11 +48,19 @@ DATABASES = {
         "TEST": {"NAME": f"tidings_django_test_{os.getpid()}"},
     },
 }
-TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
 TIDINGS = {
     "URL": os.environ.get("TIDINGS_TEST_URL", "http://127.0.0.1:8001"),
     "API_KEY": "test-key",
     "TOKEN_HMAC_SECRET_KEY": "tests-only-hmac-secret-of-32-bytes-or-more",
+    "HOOKS": ["notices.realtime"],
 }
+LOGIN_URL = "/accounts/login/"
