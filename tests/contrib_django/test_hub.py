@@ -12,11 +12,13 @@ import pytest
 import websockets.sync.client
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
+from django.db import transaction
 from django.test import Client
-from tidings_test_helpers import logged_in, sse_events
+from tidings_test_helpers import django_process, free_port, logged_in, sse_events
 from tidings_test_settings import PAGE_ORIGIN
 
 from tidings.contrib.django import send_event
+from tidings.contrib.django.outbox import enqueue
 from tidings.testing import TIMEOUT
 
 
@@ -102,3 +104,22 @@ def test_client_protocol_by_session_and_by_the_views_token(hub: str) -> None:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             ws.recv(timeout=TIMEOUT)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 3500
+
+
+@pytest.mark.django_db(transaction=True)
+def test_manage_py_tidings_outbox_delivers_the_outbox_beside_the_hub() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    user, session = logged_in("olga")
+    with (
+        django_process(["tidings", "--outbox"], url, "tidings serving on"),
+        httpx.Client(timeout=TIMEOUT) as http,
+        http.stream(
+            "GET", f"{url}/sse/user-{user.pk}", headers={"Cookie": f"sessionid={session}"}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        with transaction.atomic():
+            enqueue(f"user-{user.pk}", {"report": "ready"}, event="report")
+        event = next(sse_events(response))
+    assert event["event"] == "report"
+    assert json.loads(event["data"])["data"] == {"report": "ready"}
