@@ -12,5 +12,7 @@ hooks = Hooks()
 
 @hooks.on_subscribe(channel=r"^room-")
 def joined(conn, context, channel):
+    if not conn.user:  # only with TIDINGS["ALLOW_ANONYMOUS"]
+        return
     name = get_user_model().objects.filter(pk=conn.user).values_list("username", flat=True)
     conn.broadcast_channel({"joined": name.first() or "someone"}, channel)
