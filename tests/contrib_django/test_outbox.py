@@ -10,7 +10,7 @@ from unittest import mock
 import httpx
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connections, transaction
 
 from tidings.client.publisher import Publisher, PublishResult
 from tidings.contrib.django.models import OutboxMessage
@@ -139,3 +139,35 @@ def test_the_management_command_delivers_once() -> None:
         call_command("tidings_outbox", "--once", "--database", "postgres")
         call_command("tidings_outbox", "--once", "--database", "postgres")
     assert recorder.on("cmd") == [{"n": 1}]
+
+
+@PG
+def test_a_lost_listen_connection_is_made_again(caplog: pytest.LogCaptureFixture) -> None:
+    publisher = Signalling()
+    deliverer = OutboxDeliverer("postgres", publisher=publisher, poll_interval=3600.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=deliverer.run, args=(stop,))
+    thread.start()
+    try:
+        with transaction.atomic(using="postgres"):
+            enqueue("relisten", {"n": 1}, using="postgres")
+        assert publisher.published.wait(TIMEOUT)
+        publisher.published.clear()
+        # The server ends the listener's session, as a restart or a failover would.
+        with connections["postgres"].cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+            )
+            assert cursor.fetchone() is not None
+        with transaction.atomic(using="postgres"):
+            enqueue("relisten", {"n": 2}, using="postgres")
+        assert publisher.published.wait(TIMEOUT)
+        assert publisher.on("relisten") == [{"n": 1}, {"n": 2}]
+        assert "outbox listener failed" in caplog.text
+    finally:
+        stop.set()
+        with transaction.atomic(using="postgres"):
+            enqueue("relisten", {"bye": True}, using="postgres")
+        thread.join(TIMEOUT)
+    assert not thread.is_alive()

@@ -32,11 +32,12 @@ from .conf import tidings_settings
 from .models import OutboxMessage
 from .publishing import django_json, get_publisher
 
-__all__ = ["NOTIFY_CHANNEL", "OutboxDeliverer", "enqueue"]
+__all__ = ["NOTIFY_CHANNEL", "RECONNECT_DELAY", "OutboxDeliverer", "enqueue"]
 
 log = logging.getLogger("tidings.django.outbox")
 
 NOTIFY_CHANNEL = "tidings_outbox"
+RECONNECT_DELAY = 1.0  # seconds before listening again after the LISTEN connection broke
 
 
 def _is_postgres(using: str) -> bool:
@@ -134,13 +135,18 @@ class OutboxDeliverer:
 
     def run(self, stop: threading.Event) -> None:
         """Deliver, then wait for a notification or the poll interval, until ``stop``."""
-        with self._listener() as wait:
-            while not stop.is_set():
-                try:
-                    self.deliver()
-                except Exception:  # the database away: log, wait, try again
-                    log.exception("outbox delivery failed")
-                wait(stop)
+        while not stop.is_set():
+            try:
+                with self._listener() as wait:
+                    while not stop.is_set():
+                        try:
+                            self.deliver()
+                        except Exception:  # the database away: log, wait, try again
+                            log.exception("outbox delivery failed")
+                        wait(stop)
+            except Exception:  # the LISTEN connection lost: connect again, then deliver
+                log.exception("outbox listener failed; listening again")
+                stop.wait(min(self.poll_interval, RECONNECT_DELAY))
         connections[self.using].close()
 
     @contextmanager

@@ -45,6 +45,12 @@ class Command(BaseCommand):
             )
         except ConfigError as exc:
             raise CommandError(f"configuration error: {exc}") from None
+        if options["outbox"] and config.workers > 1:
+            # The workers are forked, which a process with a running thread must not do.
+            raise CommandError(
+                "--outbox needs a single-process hub (workers = 1); run "
+                "`manage.py tidings_outbox` beside the workers"
+            )
         stop = threading.Event()
         if options["outbox"]:
             deliverer = OutboxDeliverer(options["outbox"])
