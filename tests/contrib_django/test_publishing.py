@@ -9,7 +9,7 @@ import uuid
 import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.test import override_settings
+from django.test import AsyncClient, override_settings
 
 from tidings.contrib.django import apublish, asend_event, get_publisher, publish, send_event
 from tidings.contrib.django.testing import record_publications
@@ -143,3 +143,10 @@ def test_a_misspelt_setting_is_refused() -> None:
 
     with override_settings(TIDINGS={"API_KEYS": "x"}), pytest.raises(ImproperlyConfigured):
         publish("news", 1)
+
+
+async def test_an_async_view_publishes_with_asend_event() -> None:
+    with record_publications() as recorder:
+        answer = await AsyncClient().get("/async-ping/")
+    assert answer.status_code == 200 and answer.json() == {"offset": 1}
+    assert recorder.on("async-news") == [{"by": "async"}]
