@@ -33,6 +33,7 @@ __all__ = [
     "cmd_token",
     "demo_warning",
     "main",
+    "serve_config",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -71,6 +72,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _config_error(exc)
         return 2
+    return serve_config(config)
+
+
+def serve_config(config: Config) -> int:
+    """Run a server for ``config`` until SIGINT/SIGTERM (``tidings serve``, and
+    ``manage.py tidings``); the exit status."""
     if config.hook_modules() and os.getcwd() not in sys.path:
         # As `python -m` would: hook modules are found from where the server starts.
         sys.path.insert(0, os.getcwd())

@@ -153,6 +153,9 @@ def cors_headers(request: Request, allowed: list[str]) -> list[tuple[str, str]]:
         ("Access-Control-Expose-Headers", "ETag, X-Tidings-Gap"),
     ]
     if origin in allowed:
+        # A page on another port of the host (a Django app beside the hub) sends its
+        # session cookie only with `withCredentials`, and may read the answer only with
+        # this header; never for `*`, which would hand any site a user's private streams.
         headers.append(("Access-Control-Allow-Credentials", "true"))
     return headers
 

@@ -1,0 +1,1 @@
+"""Notifications and chat: the example's app."""

@@ -1,0 +1,1 @@
+"""The example project: per-user notifications over SSE and a room chat."""

@@ -1,0 +1,3 @@
+"""Integrations with web frameworks: ``tidings.contrib.django``."""
+
+__all__: list[str] = []
