@@ -42,8 +42,8 @@ def django_process(args: list[str], hub_url: str, ready: str) -> Iterator[subpro
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT / "src"), str(ROOT / "tests" / "contrib_django"), str(EXAMPLE)]
         ),
-        "TIDINGS_TEST_DB": str(settings.DATABASES["default"]["NAME"]),
-        "TIDINGS_TEST_URL": hub_url,
+        "DJANGO_TEST_DB": str(settings.DATABASES["default"]["NAME"]),
+        "DJANGO_TEST_HUB_URL": hub_url,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "django", *args],

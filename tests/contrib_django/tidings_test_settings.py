@@ -8,7 +8,7 @@ from pathlib import Path
 
 # The hub a test starts (`python -m django tidings`) reads the test's database file.
 DB_FILE = os.environ.get(
-    "TIDINGS_TEST_DB", str(Path(tempfile.gettempdir()) / f"tidings-django-{os.getpid()}.sqlite3")
+    "DJANGO_TEST_DB", str(Path(tempfile.gettempdir()) / f"tidings-django-{os.getpid()}.sqlite3")
 )
 
 # The Django site as the hub tests see it: another port of the same host.
@@ -58,7 +58,7 @@ TEMPLATES = [
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
 TIDINGS = {
-    "URL": os.environ.get("TIDINGS_TEST_URL", "http://127.0.0.1:8001"),
+    "URL": os.environ.get("DJANGO_TEST_HUB_URL", "http://127.0.0.1:8001"),
     "API_KEY": "test-key",
     "TOKEN_HMAC_SECRET_KEY": "tests-only-hmac-secret-of-32-bytes-or-more",
     "HOOKS": ["notices.realtime"],
