@@ -118,5 +118,5 @@ async def test_server_shutdown_is_the_close_reason(caplog: pytest.LogCaptureFixt
 
 
 def test_unknown_log_format_is_refused() -> None:
-    with pytest.raises(ConfigError, match="log_format = 'xml'.*expected one of 'text', 'json'"):
+    with pytest.raises(ConfigError, match=r"log_format = 'xml'.*expected one of 'text', 'json'"):
         Config(log_format="xml").validate()

@@ -239,7 +239,10 @@ async def test_a_path_that_cannot_be_opened_is_refused(tmp_path: Path) -> None:
     [
         ({"history_path": "h.db", "workers": 2}, "workers = 2 needs a shared broker"),
         ({"broker": "sqlite:///h.db", "workers": 2}, "workers = 2 needs a shared broker"),
-        ({"history_path": "h.db", "history_sync": "off"}, "history_sync = 'off'.*expected one of 'normal', 'full'"),
+        (
+            {"history_path": "h.db", "history_sync": "off"},
+            r"history_sync = 'off'.*expected one of 'normal', 'full'",
+        ),
         ({"broker": "sqlite://h.db"}, r"broker 'sqlite://h.db': write sqlite:///path"),
         ({"broker": "sqlite:///a.db", "history_path": "b.db"}, "name different files"),
         (
