@@ -8,6 +8,7 @@ import asyncio
 import json
 
 from integration_helpers import read_responses, subscribed
+from test_pipelined_publish import publish_request
 from websockets.asyncio.client import connect
 
 from tidings.testing import TIMEOUT, running_server
@@ -23,8 +24,7 @@ def request(method: str, path: str, body: bytes = b"", *, close: bool = False) -
     return head.encode() + b"\r\n" + body
 
 
-def publish(channel: str, n: int) -> bytes:
-    return request("POST", f"/pub/{channel}", b'{"n":%d}' % n)
+publish = publish_request
 
 
 async def test_pipelined_publishes_on_redis_are_answered_and_delivered_in_order(

@@ -33,7 +33,7 @@ import hiredis
 from tidings.exceptions import BrokerError, BrokerUnavailable
 from tidings.protocol.resp import encode_command, encode_commands
 
-from .redis_pubsub import Endpoint, hello_commands
+from .redis_pubsub import Endpoint, hello_commands, open_endpoint
 from .redis_scripts import SCRIPT_SHAS, SCRIPTS
 
 __all__ = ["Commands"]
@@ -165,11 +165,7 @@ class Commands:
         proto: _Protocol | None = None
         try:
             async with asyncio.timeout(ep.connect_timeout):
-                if ep.resolve is not None:
-                    await ep.resolve()
-                _, proto = await loop.create_connection(
-                    lambda: _Protocol(self), ep.host, ep.port, ssl=ep.ssl
-                )
+                proto = await open_endpoint(ep, lambda: _Protocol(self))
                 assert proto.transport is not None
                 hello = hello_commands(ep) + [
                     encode_command("SCRIPT", "LOAD", body) for body in SCRIPTS.values()

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import hiredis
 from redis.crc import key_slot
@@ -32,11 +32,13 @@ from redis.crc import key_slot
 from tidings.exceptions import BrokerUnavailable
 from tidings.protocol.resp import encode_command
 
-__all__ = ["BATCH", "Endpoint", "PubSub", "hello_commands"]
+__all__ = ["BATCH", "Endpoint", "PubSub", "hello_commands", "open_endpoint"]
 
 log = logging.getLogger("tidings.redis")
 
 BATCH = 512  # names per (S)SUBSCRIBE command
+
+_P = TypeVar("_P", bound=asyncio.Protocol)
 
 # (route, channel, payload): the route is the subscribed name (a pattern for PSUBSCRIBE).
 OnMessage = Callable[[bytes, bytes, bytes], None]
@@ -59,6 +61,16 @@ class Endpoint:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+async def open_endpoint(ep: Endpoint, factory: Callable[[], _P]) -> _P:
+    """Connect to ``ep`` (asking Sentinel first where it resolves), within the caller's
+    timeout; the protocol ``factory`` made."""
+    if ep.resolve is not None:
+        await ep.resolve()
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(factory, ep.host, ep.port, ssl=ep.ssl)
+    return proto
 
 
 def hello_commands(ep: Endpoint) -> list[bytes]:
@@ -163,14 +175,9 @@ class PubSub:
 
     async def _connect(self) -> None:
         ep = self.endpoint
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(ep.connect_timeout):
-                if ep.resolve is not None:
-                    await ep.resolve()
-                _, proto = await loop.create_connection(
-                    lambda: _Protocol(self), ep.host, ep.port, ssl=ep.ssl
-                )
+                proto = await open_endpoint(ep, lambda: _Protocol(self))
                 self._proto = proto
                 self.heard = time.monotonic()
                 hello = hello_commands(ep)

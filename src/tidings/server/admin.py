@@ -24,13 +24,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import orjson
-
 from tidings.exceptions import HttpError
 from tidings.protocol.http import Request
 
 from .decisions import Response
-from .handlers import json_response
+from .handlers import api_params, json_response
 
 if TYPE_CHECKING:
     from tidings.app import App
@@ -220,12 +218,7 @@ def admin(app: App, request: Request, rest: str) -> Response | Awaitable[Respons
         method = rest[len("api/") :]
         if method not in API_METHODS:
             raise HttpError(404, "not found")
-        if request.method != "POST":
-            raise HttpError(405, "method not allowed", [("Allow", "POST")])
-        try:
-            params = orjson.loads(request.body) if request.body.strip() else {}
-        except orjson.JSONDecodeError:
-            raise HttpError(400, "body is not valid JSON") from None
+        params = api_params(request)
         if method in ("publish", "disconnect"):
             log.info("admin %s from %s: %s", method, request.remote_addr, _brief(params))
         return _call(app, method, params)

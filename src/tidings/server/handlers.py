@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tidings.app import App
 
 __all__ = [
+    "api_params",
     "channel_infos",
     "check_api_key",
     "decode_payload",
@@ -270,13 +271,18 @@ def demo_page(app: App, request: Request, rest: str = "") -> Response:
 def server_api(app: App, request: Request, method: str) -> Awaitable[Response]:
     """``POST /api/<method>``: the server API (Centrifugo-compatible request/response)."""
     check_api_key(app, request)
+    return _api(app, method, api_params(request))
+
+
+def api_params(request: Request) -> Any:
+    """The JSON body of a server API call (``{}`` when empty); 405 unless POST, 400 unless
+    JSON."""
     if request.method != "POST":
         raise HttpError(405, "method not allowed", [("Allow", "POST")])
     try:
-        params = orjson.loads(request.body) if request.body.strip() else {}
+        return orjson.loads(request.body) if request.body.strip() else {}
     except orjson.JSONDecodeError:
         raise HttpError(400, "body is not valid JSON") from None
-    return _api(app, method, params)
 
 
 async def _api(app: App, method: str, params: Any) -> Response:

@@ -326,7 +326,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if isinstance(decision, tuple | StreamStart | LongPollStart):
             self.carry_out(decision, request)
-        elif endpoint in routes.CONCURRENT and self._concurrent(request):
+        elif routes.concurrent(endpoint, request):
             answer = _Answer(self.head)
             self.answers.append(answer)
             answer.task = self.ctx.loop.create_task(self._answer(answer, decision, request))
@@ -336,15 +336,12 @@ class HttpConnection(asyncio.Protocol):
 
     @staticmethod
     def _concurrent(request: Request) -> bool:
-        """Whether ``request`` may be answered while earlier ones are still awaited: a
-        keep-alive request to an endpoint that only answers (never streams)."""
-        if not request.keep_alive or request.method != "POST":
-            return False
+        """Whether the queued ``request`` may go ahead while answers are awaited."""
         try:
             endpoint, _ = routes.find(request.path)
         except HttpError:
             return False
-        return endpoint in routes.CONCURRENT
+        return routes.concurrent(endpoint, request)
 
     async def _answer(self, answer: _Answer, outcome: Awaitable[object], request: Request) -> None:
         try:

@@ -53,6 +53,7 @@ __all__ = [
     "Endpoint",
     "client_stream",
     "client_websocket",
+    "concurrent",
     "emulation",
     "find",
     "preflight",
@@ -273,3 +274,9 @@ def find(path: str) -> tuple[Endpoint, str]:
 # Endpoints that only ever answer (never stream or long-poll), so pipelined requests to
 # them may be awaited together (``HttpConnection``): publishing and the server API.
 CONCURRENT: frozenset[Endpoint] = frozenset({handlers.publish_endpoint, handlers.server_api})
+
+
+def concurrent(endpoint: Endpoint, request: Request) -> bool:
+    """Whether ``request`` to ``endpoint`` may be answered while earlier pipelined ones are
+    still awaited: a keep-alive POST to an endpoint that only answers (never streams)."""
+    return endpoint in CONCURRENT and request.keep_alive and request.method == "POST"
