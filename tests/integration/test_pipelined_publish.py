@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from integration_helpers import read_responses, subscribed
 from websockets.asyncio.client import connect
 
 from tidings.server import Server
-from tidings.testing import TIMEOUT
+from tidings.testing import TIMEOUT, running_server
 
 
 def publish_request(channel: str, n: int) -> bytes:
@@ -53,3 +54,34 @@ async def test_pipelined_publishes_reach_every_subscriber_in_order(server: Serve
             async with asyncio.timeout(TIMEOUT):
                 got = [await ws.recv() for _ in range(count)]
             assert got == [f'{{"n":{i}}}' for i in range(count)]
+
+
+async def test_pipelined_publishes_to_the_sqlite_store_commit_together(tmp_path: Path) -> None:
+    # A read's publishes are committed in one transaction and answered in that read
+    # (core/tick.py), not one transaction (or one loop iteration) per publish.
+    count = 200
+    async with running_server(history_path=str(tmp_path / "h.db")) as server:
+        backend = server.app.node.broker.backend  # type: ignore[attr-defined]
+        real_write = backend.file.write
+        transactions: list[int] = []
+
+        def counting_write(statements):  # type: ignore[no-untyped-def]
+            transactions.append(len(statements))
+            real_write(statements)
+
+        backend.file.write = counting_write
+        uri = f"ws://127.0.0.1:{server.port}/ws/durable?format=raw"
+        async with connect(uri) as ws:
+            await subscribed(server, "durable", 1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(b"".join(publish_request("durable", i) for i in range(count)))
+                answers = await read_responses(reader, count)
+            finally:
+                writer.close()
+            async with asyncio.timeout(TIMEOUT):
+                got = [await ws.recv() for _ in range(count)]
+        assert [json.loads(body)["offset"] for _, body in answers] == list(range(1, count + 1))
+        assert got == [f'{{"n":{i}}}' for i in range(count)]
+        # At most MAX_ANSWERS (16) are awaited per connection: about count / 16 commits.
+        assert len(transactions) <= count // 8, transactions

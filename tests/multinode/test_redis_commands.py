@@ -11,7 +11,8 @@ import pytest
 
 from tidings.brokers.redis import RedisBroker
 from tidings.brokers.redis_settings import RedisSettings
-from tidings.core.broker import HistoryQuery, PublishOptions
+from tidings.core.broker import HistoryQuery, PublishOptions, PublishResult
+from tidings.core.tick import Later, tick
 from tidings.exceptions import BrokerUnavailable
 from tidings.testing import TIMEOUT
 from tidings.testing.redis import RedisServer, redis_server
@@ -46,6 +47,28 @@ async def test_thousands_in_flight_get_offsets_in_the_order_they_were_asked(
     assert len({r.position.epoch for r in results}) == 1
     history = await broker.history("news", HistoryQuery())
     assert [p.data for p in history.publications][-3:] == [b"2997", b"2998", b"2999"]
+
+
+async def test_nowait_publishes_go_out_at_a_flush_and_settle_as_replies_are_read(
+    broker: RedisBroker,
+) -> None:
+    # The /pub fast path: queued during a read, written when it ends (Tick.flush), each
+    # answered by a synchronous callback in the read callback of its reply, in order.
+    answers: list[int] = []
+
+    def answered(result: PublishResult | None, error: BaseException | None) -> None:
+        assert result is not None and error is None
+        answers.append(result.position.offset)
+
+    laters = [broker.publish_nowait("fast", b"%d" % i, OPTIONS) for i in range(50)]
+    for later in laters:
+        assert isinstance(later, Later)
+        later.when_settled(answered)
+    tick().flush()
+    last = laters[-1]
+    assert last is not None
+    assert (await last).position.offset == 50
+    assert answers == list(range(1, 51))
 
 
 async def test_a_hung_server_fails_publishes_within_the_timeout_then_they_work_again(

@@ -14,7 +14,8 @@ from tidings.brokers.memory import SWEEP_INTERVAL
 from tidings.brokers.sqlite import SqliteBackend, SqliteBroker
 from tidings.brokers.sqlite_file import store_path
 from tidings.config import load_config
-from tidings.core.broker import TOP, HistoryQuery, PublishOptions
+from tidings.core.broker import TOP, HistoryQuery, PublishOptions, PublishResult
+from tidings.core.tick import Later, tick
 from tidings.exceptions import BrokerError, BrokerUnavailable, ConfigError
 from tidings.testing import FakeClock
 from tidings.testing.conformance import RecordingHandler
@@ -130,6 +131,42 @@ async def test_one_loop_iteration_is_one_transaction_in_order(tmp_path: Path) ->
     assert [r.position.offset for r in results] == list(range(1, 201))
     assert len(transactions) == 1  # all 200 were asked for in one loop iteration
     assert handler.offsets("burst") == list(range(1, 201))
+    await broker.aclose()
+
+
+async def test_nowait_publishes_are_answered_by_the_flush_that_commits_them(
+    tmp_path: Path,
+) -> None:
+    # The HTTP front end's fast path: publishes queued during one read are committed and
+    # answered synchronously when the read ends (Tick.flush), in call order; an answer
+    # that publishes again is committed in the same pass, numbered after the batch.
+    broker = await started(tmp_path / "h.db")
+    handler = RecordingHandler()
+    broker.set_handler(handler)
+    await broker.subscribe("c")
+    answers: list[int] = []
+    chained: list[object] = []
+
+    def answered(result: PublishResult | None, error: BaseException | None) -> None:
+        assert result is not None and error is None
+        answers.append(result.position.offset)
+        if result.position.offset == 1:  # an answer's callback publishes again
+            chained.append(broker.publish_nowait("c", b"chained", KEEP))
+
+    first = broker.publish_nowait("c", b"1", KEEP)
+    second = broker.publish_nowait("c", b"2", KEEP)
+    assert isinstance(first, Later) and isinstance(second, Later)
+    first.when_settled(answered)
+    second.when_settled(answered)
+    assert answers == []  # nothing is committed before the flush
+    tick().flush()
+    assert answers == [1, 2]
+    (again,) = chained
+    assert isinstance(again, Later) and (await again).position.offset == 3
+    assert (await broker.publish("c", b"4", KEEP)).position.offset == 4
+    assert handler.offsets("c") == [1, 2, 3, 4]
+    history = await broker.history("c", HistoryQuery())
+    assert [p.data for p in history.publications] == [b"1", b"2", b"chained", b"4"]
     await broker.aclose()
 
 

@@ -23,8 +23,10 @@ from typing import Any
 
 from tidings.core.broker import Broker, HistoryQuery, PublishOptions, PublishResult, StreamInfo
 from tidings.core.publication import ClientInfo, HistoryResult, StreamPosition
+from tidings.core.tick import Later
 
 from .redis_backend import RedisBackend, RedisShard, redis_error
+from .redis_commands import Commands
 from .redis_scripts import (
     decode_info,
     decode_publication,
@@ -95,6 +97,12 @@ def publish_result(reply: Any) -> PublishResult:
     return PublishResult(StreamPosition(int(offset), epoch), bool(int(duplicate)))
 
 
+def _settled(reply: Any, error: BaseException | None) -> PublishResult:
+    if error is not None:
+        raise error
+    return publish_result(reply)
+
+
 class RedisBroker(Broker):
     """A node's broker on Redis (standalone, sharded, Sentinel or Cluster)."""
 
@@ -122,6 +130,38 @@ class RedisBroker(Broker):
         return self.backend.shard(channel)
 
     # publishing
+    def publish_nowait(
+        self,
+        channel: str,
+        data: bytes,
+        options: PublishOptions,
+        *,
+        is_json: bool = True,
+        event: str | None = None,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        delta: bool = False,
+    ) -> Later[PublishResult] | None:
+        """The script on our own connection (not on a Cluster): a ``Later`` settled in the
+        read callback of its reply, so an HTTP publish is answered there, without a task."""
+        shard = self._shard(channel)
+        commands = shard.pipeliner
+        if not isinstance(commands, Commands):
+            return None
+        script_keys, args = publish_args(
+            self.prefix,
+            channel,
+            data,
+            options,
+            cluster=False,
+            is_json=is_json,
+            event=event,
+            info=info,
+            tags=tags,
+            delta=delta,
+        )
+        return commands.run("publish", script_keys, args).then(_settled)
+
     async def publish(
         self,
         channel: str,

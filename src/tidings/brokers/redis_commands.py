@@ -2,8 +2,10 @@
 
 Redis answers the commands of one connection in the order it received them
 (https://redis.io/docs/latest/develop/use/pipelining/), so a connection is an ordered
-queue: what is asked in one loop iteration goes out in one write, replies resolve their
-futures first in, first out, and any number of batches may be in flight — publications of
+queue: what is asked before the loop's next batched pass (``core/tick.py``: the end of the
+HTTP read that asked, or the next loop iteration) goes out in one write, replies settle
+their ``Later`` first in, first out — synchronously, in the read callback, so an HTTP
+publish is answered there — and any number of batches may be in flight: publications of
 a channel still reach Redis, and run, in the order they were asked for.
 
 The connection is made on first use, and again on the first use after a loss. It loads
@@ -30,6 +32,7 @@ from typing import Any, cast
 
 import hiredis
 
+from tidings.core.tick import Later, tick
 from tidings.exceptions import BrokerError, BrokerUnavailable
 from tidings.protocol.resp import encode_command, encode_commands
 
@@ -49,7 +52,7 @@ class _Protocol(asyncio.Protocol):
         self.owner = owner
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.pending: deque[tuple[Later[Any], float]] = deque()
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,17 +68,17 @@ class _Protocol(asyncio.Protocol):
                     log.warning("redis %s: reply to nothing asked", self.owner.endpoint.address)
                     self.drop("out of step")
                     return
-                future = pending.popleft()[0]
+                later = pending.popleft()[0]
                 if isinstance(reply, hiredis.ReplyError):
                     text = str(reply).encode()
                     if text.startswith(_DROP):
                         error = BrokerUnavailable(f"redis {self.owner.endpoint.address}: {reply}")
-                        _fail(future, error)
+                        later.settle(error=error)
                         self.drop(str(reply))
                         return
-                    _fail(future, BrokerError(f"redis {self.owner.endpoint.address}: {reply}"))
-                elif not future.done():
-                    future.set_result(reply)
+                    later.settle(error=BrokerError(f"redis {self.owner.endpoint.address}: {reply}"))
+                else:
+                    later.settle(reply)
         except hiredis.ProtocolError as exc:
             self.drop(f"bad reply: {exc}")
 
@@ -86,8 +89,8 @@ class _Protocol(asyncio.Protocol):
         self.lost = True
         error = BrokerUnavailable(f"redis {self.owner.endpoint.address}: {why}")
         pending, self.pending = self.pending, deque()
-        for future, _ in pending:
-            _fail(future, error)
+        for later, _ in pending:
+            later.settle(error=error)
         if self.transport is not None:
             self.transport.abort()
         self.owner._lost(self, why)
@@ -96,14 +99,9 @@ class _Protocol(asyncio.Protocol):
         self.drop(f"connection lost{f': {exc}' if exc else ''}")
 
 
-def _fail(future: asyncio.Future[Any], error: Exception) -> None:
-    if not future.done():
-        future.set_exception(error)
-        future.exception()  # retrieved: its caller may have gone
-
-
 class Commands:
-    """``run(name, keys, args)`` → the reply of ``EVALSHA`` of the script ``name``."""
+    """``run(name, keys, args)`` → a ``Later`` of the reply of ``EVALSHA`` of the script
+    ``name``."""
 
     def __init__(self, endpoint: Endpoint, *, timeout: float) -> None:
         self.endpoint = endpoint
@@ -112,19 +110,18 @@ class Commands:
         self.failed_at = 0.0  # when a command last could not reach Redis; 0: it could since
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
-        self._queue: list[tuple[Sequence[Any], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Sequence[Any], Later[Any]]] = []
         self._scheduled = False
         self._watch: asyncio.TimerHandle | None = None
         self._closed = False
 
-    def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.append((("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args), future))
+    def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Later[Any]:
+        later: Later[Any] = Later()
+        self._queue.append((("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args), later))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            tick().soon(self._flush)
+        return later
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -142,7 +139,7 @@ class Commands:
             return
         assert proto.transport is not None
         now = time.monotonic()
-        proto.pending.extend((future, now) for _, future in batch)
+        proto.pending.extend((later, now) for _, later in batch)
         proto.transport.write(encode_commands([command for command, _ in batch]))
         if self._watch is None:
             self._watch = asyncio.get_running_loop().call_later(self.timeout / 4, self._check)
@@ -161,7 +158,6 @@ class Commands:
 
     async def _connect(self) -> _Protocol:
         ep = self.endpoint
-        loop = asyncio.get_running_loop()
         proto: _Protocol | None = None
         try:
             async with asyncio.timeout(ep.connect_timeout):
@@ -170,11 +166,12 @@ class Commands:
                 hello = hello_commands(ep) + [
                     encode_command("SCRIPT", "LOAD", body) for body in SCRIPTS.values()
                 ]
-                waits = [loop.create_future() for _ in hello]
+                waits: list[Later[Any]] = [Later() for _ in hello]
                 now = time.monotonic()
-                proto.pending.extend((future, now) for future in waits)
+                proto.pending.extend((later, now) for later in waits)
                 proto.transport.write(b"".join(hello))
-                await asyncio.gather(*waits)
+                for later in waits:
+                    await later
         except BaseException as exc:
             if proto is not None:
                 proto.drop("connect failed")
@@ -203,8 +200,8 @@ class Commands:
             error = BrokerUnavailable(f"redis {self.address}: {error}")
         log.warning("%s", error)
         queue, self._queue = self._queue, []
-        for _, future in queue:
-            _fail(future, cast(Exception, error))
+        for _, later in queue:
+            later.settle(error=error)
 
     def _lost(self, proto: _Protocol, why: str) -> None:
         if proto is self._proto:
@@ -225,5 +222,5 @@ class Commands:
         if self._proto is not None:
             self._proto.drop("closed")
         queue, self._queue = self._queue, []
-        for _, future in queue:
-            _fail(future, BrokerUnavailable(f"redis {self.address}: closed"))
+        for _, later in queue:
+            later.settle(error=BrokerUnavailable(f"redis {self.address}: closed"))

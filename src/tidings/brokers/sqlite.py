@@ -7,16 +7,24 @@ does what the memory broker does: fan-out to the nodes in this process, presence
 controller. A restarted process loads the file, so its streams keep their offsets and
 epochs and clients resume exactly across the restart.
 
-**Writes.** Publishes (and history removals, channel deletes) queue on the loop; once per
-loop iteration the queue becomes one batch: offsets are assigned in queue order from the
-committed state, and the batch is written in one transaction by the one writer thread,
-while the loop goes on. Only when the transaction has committed does the loop apply the
-batch to the memory copy, deliver its publications and resolve the publishes' awaitables —
-so an acknowledged publish is on disk, and a failed commit (disk full, I/O error) fails
-the publishes of that batch with ``BrokerUnavailable`` and leaves no trace in memory: the
-next batch numbers from where the last committed one ended. One batch is written at a
-time, and what queues meanwhile is the next batch, so batches grow with the load and
-every channel's order holds.
+**Writes.** Publishes (and history removals, channel deletes) queue on the loop; on the
+next loop iteration the queue becomes one batch: offsets are assigned in queue order from
+the committed state and the batch is written in one transaction. Only when it has
+committed is the batch applied to the memory copy and the publishes' awaitables resolved,
+then its publications delivered — so an acknowledged publish is in the file, and a failed
+commit (disk full, I/O error) fails the publishes of that batch with ``BrokerUnavailable``
+and leaves no trace in memory: the next batch numbers from where the last committed one
+ended.
+
+**Why on the loop.** The commit is one ``write`` of a few pages in WAL mode (about 25 µs
+here; 170 µs with ``sync = "full"``, which adds an fsync). On a thread, commits that end
+between two iterations split the deliveries into about twice the writes to each
+subscriber, and fan-out cost follows the number of writes. Resolving the awaitables before
+delivering matters as much: the publishers' answers then go out before the connections'
+coalesced writes, so the next publishes arrive while those are written and join one
+batch — as with the memory broker, which answers before its writes too. Both measured in
+docs/benchmarks.md ("Durable history on SQLite"). Opening and loading the file, which can
+take long, run on a thread.
 """
 
 from __future__ import annotations
@@ -25,14 +33,13 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 from tidings.core.broker import Broker, HistoryQuery, PublishOptions, PublishResult, StreamInfo
 from tidings.core.clock import Clock, SystemClock
 from tidings.core.publication import ClientInfo, HistoryResult, Publication, StreamPosition
+from tidings.core.tick import Later, Tick, tick
 from tidings.exceptions import BrokerUnavailable
 
 from . import sqlite_file as sql
@@ -52,7 +59,7 @@ class _Op:
     kind: str
     broker: SqliteBroker
     channel: str
-    future: asyncio.Future[Any]
+    later: Later[Any]  # settled once the batch is committed, or has failed
     options: PublishOptions = _NO_OPTIONS
     data: bytes = b""
     is_json: bool = True
@@ -108,13 +115,9 @@ class SqliteBackend:
         self.error = ""  # why the last commit failed; "" once one succeeds
         self._users = 0
         self._lock = asyncio.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[_Op] = []
-        self._writing = False
-        self._flushing: asyncio.Handle | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._scheduled = False  # a commit is queued with the loop's Tick
+        self._tick: Tick | None = None  # the loop's, while the file is open
         self._disk: dict[str, str] = {}  # channel → the epoch of its row in the file
         self._last_sweep = 0.0
 
@@ -122,17 +125,9 @@ class SqliteBackend:
         """Open and load the file for the first user; ``BrokerError`` when it can't be."""
         async with self._lock:
             if self._users == 0:
-                loop = self._loop = asyncio.get_running_loop()
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-sqlite")
-                try:
-                    loaded = await loop.run_in_executor(
-                        self._executor, self.file.open, self.clock.time()
-                    )
-                except BaseException:
-                    self._executor.shutdown(wait=False)
-                    self._executor = None
-                    raise
+                loaded = await asyncio.to_thread(self.file.open, self.clock.time())
                 self._load(loaded)
+                self._tick = tick()
                 log.info(
                     "history store %s: %d streams, %d publications",
                     self.path,
@@ -168,35 +163,42 @@ class SqliteBackend:
             self._users -= 1
             if self._users > 0:
                 return
-            await self._idle.wait()
-            executor, self._executor = self._executor, None
-            if executor is not None:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(executor, self.file.close)
-                executor.shutdown(wait=True)
+            if self._tick is not None:
+                self._tick.flush()  # what is queued is written before the file closes
+            self._tick = None
+            await asyncio.to_thread(self.file.close)
 
     # the queue
-    def submit(self, op: _Op) -> asyncio.Future[Any]:
-        if self._executor is None:
+    def submit(self, op: _Op) -> Later[Any]:
+        """Queue ``op`` for the next commit (``core/tick.py``: at the end of the read that
+        brought it, or on the next loop iteration; in ``full`` sync mode on the next
+        iteration); its ``later`` is settled then."""
+        if self._tick is None:
             raise BrokerUnavailable("history store is not open")
         self._queue.append(op)
-        self._idle.clear()
-        if not self._writing and self._flushing is None:
-            # The publishes of this loop iteration make one batch.
-            self._flushing = asyncio.get_running_loop().call_soon(self._flush)
-        return op.future
+        if not self._scheduled:
+            self._scheduled = True
+            if self.file.sync == "full":
+                # An fsync per read would cost a publisher that sends one request at a
+                # time an fsync per publish: one commit per loop iteration, for all reads.
+                asyncio.get_running_loop().call_soon(self._commit)
+            else:
+                self._tick.soon(self._commit)
+        return op.later
 
-    def _flush(self) -> None:
-        self._flushing = None
-        if self._writing or not self._queue:
-            return
+    def _commit(self) -> None:
+        self._scheduled = False
         ops, self._queue = self._queue, []
+        if not ops:
+            return
         batch = self._form(ops)
-        self._writing = True
-        assert self._executor is not None and self._loop is not None
-        done = self._executor.submit(self.file.write, batch.statements)
-        loop = self._loop
-        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, ops, batch, f))
+        try:
+            self.file.write(batch.statements)
+        except Exception as exc:  # sqlite3.Error, or MemoryError and the like
+            self._fail(ops, exc)
+            return
+        self.error = ""
+        self._apply(ops, batch)
 
     def _form(self, ops: list[_Op]) -> _Batch:
         """The statements of ``ops`` with their offsets, from the committed state; nothing
@@ -276,23 +278,12 @@ class SqliteBackend:
             oldest = pub.offset - options.history_size
             batch.statements.append((sql.TRIM_HISTORY, (channel, oldest)))
 
-    def _written(self, ops: list[_Op], batch: _Batch, done: ThreadFuture[None]) -> None:
-        self._writing = False
-        exc = done.exception()
-        if exc is None:
-            self.error = ""
-            self._apply(ops, batch)
-        else:
-            self._fail(ops, exc)
-        if self._queue:
-            self._flush()
-        else:
-            self._idle.set()
-
     def _apply(self, ops: list[_Op], batch: _Batch) -> None:
-        """The committed batch: into memory, delivered, acknowledged — in queue order."""
+        """The committed batch: into memory, then acknowledged, then delivered — each in
+        queue order."""
         memory = self.memory
         now = self.clock.monotonic()
+        deliver: list[tuple[MemoryBroker, str, str, Any]] = []  # fan-outs, in queue order
         for op in ops:
             channel = op.channel
             if op.kind == "pub":
@@ -306,32 +297,32 @@ class SqliteBackend:
                     if key:
                         assert op.result is not None
                         memory.remember(channel, key, now + op.options.idempotency_ttl, op.result)
-                    op.broker.memory.fan_out(channel, "pub", pub)
-                if not op.future.done():
-                    op.future.set_result(op.result)
+                    deliver.append((op.broker.memory, channel, "pub", pub))
             elif op.kind == "remove":
                 held = memory.streams.get(channel)
                 if held is not None:
                     held.history.clear()
-                if not op.future.done():
-                    op.future.set_result(None)
             else:
                 memory.streams.pop(channel, None)
                 self._disk.pop(channel, None)
-                op.broker.memory.fan_out(channel, "deleted", channel)
-                if not op.future.done():
-                    op.future.set_result(None)
+                deliver.append((op.broker.memory, channel, "deleted", channel))
         if batch.sweep:
             self._last_sweep = batch.wall
             memory.sweep(now)
+        # Memory holds the whole batch before anyone hears of it: an answer's callback
+        # may queue the next publish, numbered from here. Answers before delivery: the
+        # publishers' next requests then come while the subscribers' writes go out.
+        for op in ops:
+            op.later.settle(op.result)
+        for broker, channel, kind, item in deliver:
+            broker.fan_out(channel, kind, item)
 
     def _fail(self, ops: list[_Op], exc: BaseException) -> None:
         reason = str(exc) if isinstance(exc, sqlite3.Error) else type(exc).__name__
         self.error = f"history store {self.path}: write failed: {reason}"
         log.error("%s (%d operations failed, nothing of them kept)", self.error, len(ops))
         for op in ops:
-            if not op.future.done():
-                op.future.set_exception(BrokerUnavailable(f"history store write failed: {reason}"))
+            op.later.settle(error=BrokerUnavailable(f"history store write failed: {reason}"))
 
 
 class SqliteBroker(Broker):
@@ -356,9 +347,23 @@ class SqliteBroker(Broker):
     def health(self) -> str:
         return self.backend.error
 
-    def _submit(self, kind: str, channel: str, **fields: Any) -> asyncio.Future[Any]:
-        future = asyncio.get_running_loop().create_future()
-        return self.backend.submit(_Op(kind, self, channel, future, **fields))
+    def _submit(self, kind: str, channel: str, **fields: Any) -> Later[Any]:
+        return self.backend.submit(_Op(kind, self, channel, Later(), **fields))
+
+    def publish_nowait(
+        self,
+        channel: str,
+        data: bytes,
+        options: PublishOptions,
+        *,
+        is_json: bool = True,
+        event: str | None = None,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        delta: bool = False,
+    ) -> Later[PublishResult]:
+        fields = {"is_json": is_json, "event": event, "info": info, "tags": tags}
+        return self._submit("pub", channel, options=options, data=data, delta=delta, **fields)
 
     async def publish(
         self,
@@ -372,17 +377,10 @@ class SqliteBroker(Broker):
         tags: dict[str, str] | None = None,
         delta: bool = False,
     ) -> PublishResult:
-        result: PublishResult = await self._submit(
-            "pub",
-            channel,
-            options=options,
-            data=data,
-            is_json=is_json,
-            event=event,
-            info=info,
-            tags=tags,
-            delta=delta,
+        later = self.publish_nowait(
+            channel, data, options, is_json=is_json, event=event, info=info, tags=tags, delta=delta
         )
+        result: PublishResult = await later
         return result
 
     async def remove_history(self, channel: str) -> None:

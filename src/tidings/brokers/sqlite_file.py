@@ -1,7 +1,7 @@
 """The SQLite file of the durable broker: its schema, loading it, and writing batches.
 
-Everything here is blocking and runs on the store's one writer thread
-(``brokers/sqlite.py``), never on the event loop. The file is opened in WAL mode with an
+Everything here is blocking: opening and loading run on a thread, batches are written on
+the event loop (``brokers/sqlite.py`` says why). The file is opened in WAL mode with an
 exclusive lock held for the process's life, so a second server on the same file is refused
 at start-up instead of corrupting both servers' offsets. Times in the file are Unix times
 (a monotonic clock starts again with each process).
@@ -182,7 +182,8 @@ class Loaded:
 
 
 class StoreFile:
-    """One SQLite database file; used from one thread at a time."""
+    """One SQLite database file; used from one thread at a time (opened on a thread,
+    written on the loop)."""
 
     def __init__(self, path: str, sync: str = "normal") -> None:
         if sync not in SYNC_MODES:

@@ -30,7 +30,9 @@ contract:
 7. **Resync.** A broker whose delivery can silently lose publications (a dropped PUB/SUB
    connection) calls ``on_resync`` with the channels concerned once delivery is live again.
 8. **Fast path.** ``publish_nowait`` may publish synchronously (an in-process broker) and
-   return the result; ``None`` means the caller must ``await publish(...)`` instead.
+   return the result, or return a ``Later`` (``core/tick.py``) that the loop's ``Tick``
+   settles within the iteration (a durable store's batch commit); ``None`` means the
+   caller must ``await publish(...)`` instead.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Protocol
 
 from .channels import ChannelOptions
 from .publication import ClientInfo, HistoryResult, Publication, StreamPosition
+from .tick import Later
 
 __all__ = [
     "TOP",
@@ -170,7 +173,7 @@ class Broker(abc.ABC):
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
         delta: bool = False,
-    ) -> PublishResult | None:
+    ) -> PublishResult | Later[PublishResult] | None:
         """Publish synchronously where the broker can (contract, point 8); else None."""
         return None
 

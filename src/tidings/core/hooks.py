@@ -49,6 +49,7 @@ from tidings.exceptions import (
 )
 
 from .channels import validate_channel
+from .tick import Later
 
 if TYPE_CHECKING:
     from tidings.protocol.http import Request
@@ -302,6 +303,8 @@ class Conn:
             return
         if done is None:
             node.spawn(self._apublish(channel, data, is_json, exclude))
+        elif isinstance(done, Later):
+            done.when_settled(functools.partial(_log_failed, channel))
 
     async def _apublish(self, channel: str, data: bytes, is_json: bool, exclude: str) -> None:
         try:
@@ -686,3 +689,8 @@ class Hooks:
 default_hooks = Hooks()
 """The registry ``from tidings import hooks`` gives; an ``App`` takes from it the hooks of
 the modules its ``hooks`` setting names."""
+
+
+def _log_failed(channel: str, _: object, error: BaseException | None) -> None:
+    if error is not None:
+        log.warning("hook publish to %s failed: %s", channel, error)

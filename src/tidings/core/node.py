@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import BrokerError, NoSuchConnection
@@ -31,6 +32,7 @@ from .message_log import MessageLog
 from .presence import PresenceManager
 from .publication import ClientInfo, HistoryResult, Publication, StreamPosition
 from .subscriptions import SubscribeHandle, Subscriptions
+from .tick import Later
 
 if TYPE_CHECKING:
     from .client import Client
@@ -266,8 +268,9 @@ class Node:
         delta: bool = False,
         idempotency_key: str = "",
         exclude_client: str = "",
-    ) -> Published | None:
-        """Publish synchronously where the broker can (in-process); None: use ``publish``.
+    ) -> Published | Later[Published] | None:
+        """Publish synchronously where the broker can (in-process), or settled within this
+        loop iteration (a ``Later``: a durable store's batch); None: use ``publish``.
         Raises ``InvalidChannel`` and the broker's errors as ``publish`` does."""
         data, opts = self._prepare(
             channel, data, is_json, skip_history, idempotency_key, exclude_client
@@ -277,7 +280,17 @@ class Node:
         )
         if result is None:
             return None
+        if isinstance(result, Later):
+            return result.then(partial(self._settled, channel))
         log.debug("broker publish_nowait %s -> %s", channel, result)
+        return self._published(channel, result)
+
+    def _settled(
+        self, channel: str, result: PublishResult | None, error: BaseException | None
+    ) -> Published:
+        if error is not None:
+            raise error
+        assert result is not None
         return self._published(channel, result)
 
     async def publish(

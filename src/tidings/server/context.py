@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from tidings.core.tick import Tick, tick
+
 from .formats import TemplateFormat
 from .outbox import Flusher
 
@@ -15,7 +17,8 @@ __all__ = ["Context"]
 
 
 class Context:
-    """The application, the loop, the write coalescer and the shared template formats."""
+    """The application, the loop, the write coalescer, the loop's batched work
+    (``core/tick.py``) and the shared template formats."""
 
     __slots__ = (
         "app",
@@ -25,6 +28,7 @@ class Context:
         "loop",
         "node",
         "template_formats",
+        "tick",
     )
 
     def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
@@ -34,4 +38,5 @@ class Context:
         self.client_options = app.client_options
         self.loop = loop
         self.flusher = Flusher(loop, app)
+        self.tick: Tick = tick(loop)
         self.template_formats = {n: TemplateFormat(t) for n, t in app.templates.items()}

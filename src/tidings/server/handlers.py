@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
+from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import orjson
 from tidings.core.channels import validate_channel
 from tidings.core.node import Node, Published
 from tidings.core.publication import StreamPosition
+from tidings.core.tick import Later
 from tidings.exceptions import BrokerUnavailable, HttpError, InvalidChannel, InvalidPayload
 from tidings.protocol.envelope import EVENT_NAME, MAX_JSON_DEPTH, check_json_payload
 from tidings.protocol.http import Request
@@ -150,12 +152,16 @@ def _published(channel: str, done: Published) -> Response:
     return json_response(200, body)
 
 
-def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awaitable[Response]:
+def publish_endpoint(
+    app: App, request: Request, channel: str
+) -> Response | Later[Response] | Awaitable[Response]:
     """POST/PUT publish, GET channel info, DELETE close subscribers and drop history.
 
     A publish the broker takes synchronously (the memory broker) is answered at once, so
     publishes pipelined or arriving together are fanned out in the same loop iteration and
-    reach each subscriber in one coalesced write (docs/architecture.md)."""
+    reach each subscriber in one coalesced write (docs/architecture.md). One the broker
+    commits in a batch (the SQLite store) is a ``Later``, answered when the batch of the
+    same read is committed."""
     check_api_key(app, request)
     try:
         validate_channel(channel)
@@ -171,6 +177,8 @@ def publish_endpoint(app: App, request: Request, channel: str) -> Response | Awa
         done = node.publish_nowait(
             channel, data, is_json=is_json, event=event, idempotency_key=key, exclude_client=exclude
         )
+        if isinstance(done, Later):
+            return done.then(partial(_settled, channel))
         if done is not None:
             return _published(channel, done)
         return _publish(node, channel, data, is_json, event, key, exclude)
@@ -194,10 +202,24 @@ async def _publish(
         done = await node.publish(
             channel, data, is_json=is_json, event=event, idempotency_key=key, exclude_client=exclude
         )
-    except BrokerUnavailable as exc:  # nothing was published: the publisher may retry
-        log.warning("publish to %s failed: %s", channel, exc)
-        raise HttpError(503, "broker unavailable", [("Retry-After", "1")]) from None
+    except BrokerUnavailable as exc:
+        raise _unavailable(channel, exc) from None
     return _published(channel, done)
+
+
+def _settled(channel: str, done: Published | None, error: BaseException | None) -> Response:
+    if isinstance(error, BrokerUnavailable):
+        raise _unavailable(channel, error) from None
+    if error is not None:
+        raise error
+    assert done is not None
+    return _published(channel, done)
+
+
+def _unavailable(channel: str, exc: BrokerUnavailable) -> HttpError:
+    """Nothing was published: the publisher may retry."""
+    log.warning("publish to %s failed: %s", channel, exc)
+    return HttpError(503, "broker unavailable", [("Retry-After", "1")])
 
 
 async def _info(node: Node, channel: str) -> Response:

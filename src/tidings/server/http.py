@@ -13,8 +13,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
+from tidings.core.tick import Later
 from tidings.exceptions import HttpError
 from tidings.protocol.http import Request, RequestParser, error_body, simple_response
 
@@ -294,6 +296,9 @@ class HttpConnection(asyncio.Protocol):
                 self._release()
         finally:
             self.processing = False
+        # Publishes this read queued for a batch commit are committed now, and answered
+        # (core/tick.py); inside a commit's answers this does nothing.
+        self.ctx.tick.flush()
 
     def _go_on(self) -> None:
         if not self.closed:
@@ -326,6 +331,12 @@ class HttpConnection(asyncio.Protocol):
             return
         if isinstance(decision, tuple | StreamStart | LongPollStart):
             self.carry_out(decision, request)
+        elif isinstance(decision, Later):
+            # Settled when the broker's batch commits: at the end of this read (process()
+            # flushes the loop's Tick), without a task.
+            answer = _Answer(self.head)
+            self.answers.append(answer)
+            decision.when_settled(partial(self._settled, answer, request))
         elif routes.concurrent(endpoint, request):
             answer = _Answer(self.head)
             self.answers.append(answer)
@@ -346,14 +357,34 @@ class HttpConnection(asyncio.Protocol):
     async def _answer(self, answer: _Answer, outcome: Awaitable[object], request: Request) -> None:
         try:
             result = await outcome
+        except Exception as exc:
+            self._settled(answer, request, None, exc)
+        else:
+            self._settled(answer, request, result, None)
+
+    def _settled(
+        self, answer: _Answer, request: Request, result: object, error: BaseException | None
+    ) -> None:
+        """Fill ``answer`` with what a concurrent endpoint came to, and write what is due."""
+        if isinstance(error, HttpError):
+            self._log_refused(request, error)
+            answer.response = (
+                error.status,
+                error_body(error.reason, error.code),
+                error.headers or [],
+            )
+        elif error is not None:
+            log.error(
+                "%s %s from %s failed",
+                request.method,
+                request.path,
+                self.where(),
+                exc_info=error,
+            )
+            answer.response = (500, error_body("internal error"), [])
+        else:
             assert isinstance(result, tuple)  # CONCURRENT endpoints only answer
             answer.response = cast(Response, result)
-        except HttpError as exc:
-            self._log_refused(request, exc)
-            answer.response = (exc.status, error_body(exc.reason, exc.code), exc.headers or [])
-        except Exception:
-            log.exception("%s %s from %s failed", request.method, request.path, self.where())
-            answer.response = (500, error_body("internal error"), [])
         answer.task = None
         if not self.closed:
             self._flush_answers()
