@@ -170,6 +170,23 @@ async def test_nowait_publishes_are_answered_by_the_flush_that_commits_them(
     await broker.aclose()
 
 
+@pytest.mark.parametrize("sync", ["normal", "full"])
+async def test_what_is_queued_when_the_store_closes_is_written(sync: str, tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    broker = SqliteBroker(SqliteBackend(str(path), sync=sync))
+    broker.set_handler(RecordingHandler())
+    await broker.start()
+    queued = broker.publish_nowait("c", b"last words", KEEP)
+    # The store first, before any loop iteration or flush could commit it.
+    await broker.backend.close()
+    await broker.memory.aclose()
+    assert isinstance(queued, Later) and (await queued).position.offset == 1
+    again = await started(path)
+    history = await again.history("c", HistoryQuery())
+    assert [p.data for p in history.publications] == [b"last words"]
+    await again.aclose()
+
+
 async def test_a_failed_commit_fails_its_batch_and_leaves_nothing(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     broker = await started(path)

@@ -163,10 +163,12 @@ class SqliteBackend:
             self._users -= 1
             if self._users > 0:
                 return
-            if self._tick is not None:
-                self._tick.flush()  # what is queued is written before the file closes
+            self._commit()  # what is queued is written before the file closes
             self._tick = None
-            await asyncio.to_thread(self.file.close)
+            # On the loop, not a thread: a commit that an answer's callback queued must
+            # not run on the connection while another thread closes it. What comes after
+            # fails ("the store is closed").
+            self.file.close()
 
     # the queue
     def submit(self, op: _Op) -> Later[Any]:
