@@ -2,11 +2,13 @@
 
 Redis answers the commands of one connection in the order it received them
 (https://redis.io/docs/latest/develop/use/pipelining/), so a connection is an ordered
-queue: what is asked before the loop's next batched pass (``core/tick.py``: the end of the
-HTTP read that asked, or the next loop iteration) goes out in one write, replies settle
-their ``Later`` first in, first out — synchronously, in the read callback, so an HTTP
-publish is answered there — and any number of batches may be in flight: publications of
-a channel still reach Redis, and run, in the order they were asked for.
+queue: what is asked in one loop iteration goes out in one write on the next, replies
+settle their ``Later`` (``core/tick.py``) first in, first out — synchronously, in the
+read callback, so an HTTP publish is answered there, with no task in between — and any
+number of batches may be in flight: publications of a channel still reach Redis, and run,
+in the order they were asked for. (Writing at the end of each HTTP read instead, as the
+SQLite store commits, measured worse with publishers that keep few requests in flight:
+docs/benchmarks.md, "On Redis".)
 
 The connection is made on first use, and again on the first use after a loss. It loads
 every script (``SCRIPT LOAD``) before anything else, so ``EVALSHA`` never misses on it; a
@@ -32,7 +34,7 @@ from typing import Any, cast
 
 import hiredis
 
-from tidings.core.tick import Later, tick
+from tidings.core.tick import Later
 from tidings.exceptions import BrokerError, BrokerUnavailable
 from tidings.protocol.resp import encode_command, encode_commands
 
@@ -120,7 +122,7 @@ class Commands:
         self._queue.append((("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args), later))
         if not self._scheduled:
             self._scheduled = True
-            tick().soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
         return later
 
     def _flush(self) -> None:
