@@ -9,6 +9,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from tidings.bench.peers import nchan_available
 from tidings.testing import TIMEOUT
 
@@ -111,6 +113,34 @@ async def test_bench_on_redis_counts_every_delivery_across_two_nodes(tmp_path: P
     check_result(same, "tidings-redis")
     check_result(cross, "tidings-redis-2nodes")
     assert "tidings / tidings-redis-2nodes: deliveries/s x" in stdout
+
+
+async def test_bench_spreads_subscribers_and_publishers_over_nodes_on_one_redis(
+    tmp_path: Path,
+) -> None:
+    # 3 nodes: 20 subscribers split 7/7/6 (each node's own count), 4 publishers 2/1/1.
+    _, stdout, data = await run_bench(tmp_path, "--peer", "redis-nodes=3")
+    nodes = data["results"][1]
+    check_result(nodes, "tidings-redis-nodes=3")
+    assert nodes["nodes"] == 3
+    assert nodes["node_subscribers"] == [7, 7, 6]
+    assert "publishers per node: 2, 1, 1" in stdout
+    assert "Redis pid" in stdout
+    for phase in (nodes["throughput"], nodes["paced"]):
+        assert len(phase["node_cpu"]) == 3
+        assert set(phase["helper_cpu"]) == {"Redis"}
+        assert phase["server_cpu"] == pytest.approx(sum(phase["node_cpu"]), abs=0.01)
+    assert "tidings / tidings-redis-nodes=3: deliveries/s x" in stdout
+    assert "tidings-redis-nodes=3 per node: " in stdout
+
+
+async def test_bench_refuses_a_node_count_out_of_range() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "--peer", "redis-nodes=0", stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 2
+    assert b"redis-nodes=N takes N from 1 to 16, got 0" in stderr
 
 
 async def test_publish_bench_reports_both_ways(tmp_path: Path) -> None:

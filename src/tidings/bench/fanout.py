@@ -5,9 +5,9 @@ running one) pinned to one CPU and runs the load generator pinned to another. It
 subscribers, measures the server's idle RSS per connection, then publishes M messages over
 keep-alive HTTP with several requests in flight (the throughput phase: deliveries/s and
 latency under saturation), then a paced phase at a fraction of that rate (latency under
-normal load). Peers (``--peer websockets``, ``--peer nchan``, tidings on Redis or with
-durable history, ``--peer sqlite``) run the same way in the same run, so figures can be
-compared as ratios. Every run is bounded in count and time.
+normal load). Peers (``--peer websockets``, ``--peer nchan``, tidings on Redis, on N nodes
+sharing one Redis or with durable history, ``--peer sqlite``) run the same way in the same
+run, so figures can be compared as ratios. Every run is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .loadgen import (
     post_request,
     set_read_batch,
 )
+from .peer_redis import MAX_NODES, nodes_peer, start_on_redis, start_redis_nodes
 from .peers import (
     BenchError,
     Target,
@@ -50,14 +51,16 @@ from .peers import (
     start_asgi_peer,
     start_durable,
     start_nchan,
-    start_on_redis,
     start_tidings,
     start_websockets_peer,
     subscriber_count,
+    subscriber_counts,
     wait_ready,
 )
 
 __all__ = [
+    "PEERS",
+    "PER_NODE_TARGET",
     "STALL",
     "Bench",
     "Phase",
@@ -68,6 +71,22 @@ __all__ = [
 ]
 
 STALL = 3.0  # seconds without a byte, after the last answer, that end a phase early
+PEERS = ("asgi", "websockets", "nchan", "redis", "redis-2nodes", "sqlite")
+PER_NODE_TARGET = 0.8  # issue 8: the memory broker's fan-out figures held within 20% per node
+
+
+def _peer(name: str) -> str:
+    """A ``--peer`` value: one of ``PEERS`` or ``redis-nodes=N``."""
+    if name in PEERS:
+        return name
+    try:
+        if nodes_peer(name) is not None:
+            return name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {name!r} (choose from {', '.join(PEERS)}, redis-nodes=N)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,12 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--peer",
         action="append",
-        choices=["asgi", "websockets", "nchan", "redis", "redis-2nodes", "sqlite"],
+        type=_peer,
         default=[],
+        metavar="{" + ",".join(PEERS) + ",redis-nodes=N}",
         help="also bench this server the same way, for ratios (repeatable): asgi is "
         "tidings.asgi under uvicorn, redis is tidings on a Redis broker, redis-2nodes "
-        "publishes through a second node on it, sqlite is tidings with durable history "
-        "(--history-path)",
+        "publishes through a second node on it, redis-nodes=N is N nodes on one Redis "
+        f"(N 1-{MAX_NODES}, all on the server's CPU) sharing the subscribers and the "
+        "publishers, sqlite is tidings with durable history (--history-path)",
     )
     add("--url", help="bench a running tidings server (loopback only) instead of starting one")
     add("--api-key", help="its publish key (default: $TIDINGS_API_KEY)")
@@ -126,11 +147,15 @@ class Phase:
     per_second: float
     latency_ms: dict[str, float]
     loadgen_cpu: float  # fraction of one CPU
-    server_cpu: float | None
+    server_cpu: float | None  # of every node serving subscribers, summed
     server_us_per_delivery: float | None
     # Per pinned CPU ("server", "client"): fractions busy, in interrupts, in other processes.
     cores: dict[str, dict[str, float]] = field(default_factory=dict)
     publish_errors: list[str] = field(default_factory=list)
+    # With several nodes: each one's CPU (fraction of one CPU), in the order of ``nodes``.
+    node_cpu: list[float] = field(default_factory=list)
+    # Other processes of the run (Redis, a publishing node): fraction of one CPU.
+    helper_cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +171,11 @@ class Result:
     throughput: Phase | None = None
     paced: Phase | None = None
     error: str = ""
+    # A redis-nodes=N peer: N, each node's own count of its subscribers once all were
+    # subscribed, and where each process ran.
+    nodes: int = 0
+    node_subscribers: list[int] = field(default_factory=list)
+    placement: list[str] = field(default_factory=list)
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -211,12 +241,18 @@ class Bench:
             await close_all([*self.subs, *self.publishers])
         return self.result
 
+    @property
+    def pids(self) -> list[int]:
+        """The processes serving subscribers, whose CPU and memory are the server's."""
+        return [n.pid for n in self.target.all_nodes if n.pid]
+
     async def setup(self) -> None:
         args, target = self.args, self.target
         if target.process is not None:
             starting = Progress(f"{target.name}: starting", 1)
             starting.update(0, final=False)
-            await wait_ready(target)
+            for node in target.all_nodes:
+                await wait_ready(node)
             starting.update(1, final=True)
         if target.pub_target is not None:  # publishing through another node
             await wait_ready(target.pub_target)
@@ -224,16 +260,18 @@ class Bench:
         if target.name == "nchan":
             find_worker(target)
         loop = asyncio.get_running_loop()
-        for _ in range(args.publishers):
-            _, pub = await loop.create_connection(Publisher, target.host, target.pub_port)
+        nodes = target.all_nodes
+        for i in range(args.publishers):  # round-robin over the nodes, when there are several
+            port = nodes[i % len(nodes)].pub_port
+            _, pub = await loop.create_connection(Publisher, target.host, port)
             self.publishers.append(pub)
         await subscriber_count(target)
-        pid = target.pid
-        rss0 = rss_kib(pid) if pid else 0
+        pids = self.pids
+        rss0 = sum(rss_kib(pid) for pid in pids)
         started = time.monotonic()
         self.subs = await connect_subscribers(
             target.host,
-            target.port,
+            [node.port for node in nodes],
             target.sub_path,
             args.subscribers,
             min(args.sample, args.subscribers),
@@ -242,9 +280,39 @@ class Bench:
         )
         await self.wait_subscribed(args.subscribers)
         self.result.connect_seconds = round(time.monotonic() - started, 2)
-        if pid:
-            rss1 = rss_kib(pid)
+        if pids:
+            rss1 = sum(rss_kib(pid) for pid in pids)
             self.result.rss_per_connection_kib = round((rss1 - rss0) / args.subscribers, 2)
+        if target.cluster:
+            self.result.nodes = len(nodes)
+            self.result.node_subscribers = await subscriber_counts(target)
+            self.result.placement = self.placement()
+
+    def placement(self) -> list[str]:
+        """Where a cluster's processes run and how the load is spread over them."""
+        target, args = self.target, self.args
+        nodes = target.all_nodes
+        publishers = [len(range(k, args.publishers, len(nodes))) for k in range(len(nodes))]
+
+        def pinned(cpu: int | None) -> str:
+            if cpu is None:
+                return "not pinned"
+            if self.cpus is not None and cpu == self.cpus[1]:
+                return f"on CPU {cpu} with the load generator"
+            return f"on CPU {cpu}"
+
+        listing = ", ".join(f"{n.pid} (port {n.port})" for n in nodes)
+        where = "not pinned" if target.cpu is None else f"all {pinned(target.cpu)}"
+        lines = [
+            f"{len(nodes)} node{'s' if len(nodes) > 1 else ''} (tidings serve processes) "
+            f"on one Redis, {where}: pids {listing}",
+            "subscribers per node (each node's own count, on its own port): "
+            + ", ".join(f"{n:,}" for n in self.result.node_subscribers),
+            "publishes spread over the nodes, publishers per node: "
+            + ", ".join(str(n) for n in publishers),
+        ]
+        lines += [f"{h.name} pid {h.pid}, {pinned(h.cpu)}" for h in target.helpers]
+        return lines
 
     async def wait_subscribed(self, count: int) -> None:
         """The handshake's answer may come before the subscription is in place."""
@@ -276,9 +344,10 @@ class Bench:
         driver = PublishDriver(
             self.publishers, request, count, rate=rate, depth=1 if rate else args.depth
         )
-        pid = target.pid
+        pids, helpers = self.pids, target.helpers
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        server0 = cpu_seconds(pid) if pid else 0.0
+        server0 = [cpu_seconds(pid) for pid in pids]
+        helpers0 = [cpu_seconds(h.pid) for h in helpers]
         cores0 = cpu_times()
         if args.read_batch > 0:
             set_read_batch(live, args.read_batch * self.frame)
@@ -298,12 +367,25 @@ class Bench:
             if now - wall0 > args.timeout:
                 break
         cpu1, wall1 = time.process_time(), time.perf_counter()
-        server1 = cpu_seconds(pid) if pid else 0.0
+        server1 = [cpu_seconds(pid) for pid in pids]
+        helpers1 = [cpu_seconds(h.pid) for h in helpers]
         cores1 = cpu_times()
         driver.stop()
         wall = wall1 - wall0
-        own = (server1 - server0 if pid else None, cpu1 - cpu0)
-        cores = _core_shares(cores0, cores1, self.cpus, own) if self.cpus else {}
+        per_node = [b - a for a, b in zip(server0, server1, strict=True)]
+        used = sum(per_node)
+        helper_used = [b - a for a, b in zip(helpers0, helpers1, strict=True)]
+        cores = {}
+        if self.cpus:
+            # Ours on each pinned CPU: the server's (when measured) or the bench's, and
+            # the helpers pinned there.
+            on_server, on_client = used if pids else None, cpu1 - cpu0
+            for helper, seconds in zip(helpers, helper_used, strict=True):
+                if helper.cpu == self.cpus[0] and on_server is not None:
+                    on_server += seconds
+                elif helper.cpu == self.cpus[1]:
+                    on_client += seconds
+            cores = _core_shares(cores0, cores1, self.cpus, (on_server, on_client))
         deliveries = (totals.bytes - start_bytes) // self.frame
         progress.update(deliveries, final=True)
         seconds = max(1e-9, (totals.last - driver.started) / 1e9)
@@ -324,12 +406,14 @@ class Bench:
             per_second=round(deliveries / seconds),
             latency_ms=_percentiles(totals.latencies),
             loadgen_cpu=round((cpu1 - cpu0) / wall, 3),
-            server_cpu=round((server1 - server0) / wall, 3) if pid else None,
-            server_us_per_delivery=(
-                round((server1 - server0) / max(1, deliveries) * 1e6, 3) if pid else None
-            ),
+            server_cpu=round(used / wall, 3) if pids else None,
+            server_us_per_delivery=(round(used / max(1, deliveries) * 1e6, 3) if pids else None),
             cores=cores,
             publish_errors=errors[:5],
+            node_cpu=[round(t / wall, 3) for t in per_node] if len(per_node) > 1 else [],
+            helper_cpu={
+                h.name: round(t / wall, 3) for h, t in zip(helpers, helper_used, strict=True)
+            },
         )
 
 
@@ -358,6 +442,9 @@ def _start(
 ) -> Target:
     if name in ("redis", "redis-2nodes"):
         return start_on_redis(args.channel, args.subscribers, cpus, name == "redis-2nodes")
+    count = nodes_peer(name)
+    if count is not None:
+        return start_redis_nodes(args.channel, args.subscribers, count, cpus)
     if name == "sqlite":
         return start_durable(args.channel, secrets.token_urlsafe(12), args.subscribers, cpu)
     if name == "websockets":
@@ -419,11 +506,18 @@ def _format_phase(phase: Phase, label: str) -> list[str]:
     ]
     cpu = f"load generator CPU {phase.loadgen_cpu:.0%}"
     if phase.server_cpu is not None:
+        nodes = ""
+        if phase.node_cpu:
+            each = ", ".join(f"{share:.0%}" for share in phase.node_cpu)
+            nodes = f" over {len(phase.node_cpu)} nodes ({each})"
         cpu = (
-            f"server CPU {phase.server_cpu:.0%} ({phase.server_us_per_delivery} µs/delivery), "
-            + cpu
+            f"server CPU {phase.server_cpu:.0%}{nodes} "
+            f"({phase.server_us_per_delivery} µs/delivery), " + cpu
         )
     lines.append(f"    {cpu}")
+    if phase.helper_cpu:
+        helpers = ", ".join(f"{name} {share:.0%}" for name, share in phase.helper_cpu.items())
+        lines.append(f"    CPU of the run's other processes: {helpers}")
     if phase.cores:
         parts = []
         for role in ("server", "client"):
@@ -456,6 +550,7 @@ def report(results: list[Result], args: argparse.Namespace, messages: int, pinne
     ]
     for r in results:
         lines.append(f"{r.server}:")
+        lines += [f"  {line}" for line in r.placement]
         if r.rss_per_connection_kib is not None:
             lines.append(
                 f"  idle RSS per connection {r.rss_per_connection_kib:.2f} KiB "
@@ -480,7 +575,30 @@ def report(results: list[Result], args: argparse.Namespace, messages: int, pinne
                 rss = base.rss_per_connection_kib / peer.rss_per_connection_kib
                 text += f", idle RSS per connection x{rss:.2f}"
             lines.append(text)
+            if peer.nodes:
+                lines += _per_node(base.throughput, peer)
     return "\n".join(lines)
+
+
+def _per_node(base: Phase, peer: Result) -> list[str]:
+    """A cluster's fan-out per node against the memory broker's (saturated phase): the
+    deliveries each CPU-second of the nodes gives, every node's CPU time summed, since the
+    nodes share the server's CPU."""
+    mine = peer.throughput.server_us_per_delivery if peer.throughput else None
+    theirs = base.server_us_per_delivery
+    if not mine or not theirs:
+        return [
+            f"{peer.server} per node: no CPU time measured for it or the memory broker "
+            "(a run shorter than a few clock ticks of /proc)"
+        ]
+    ratio = theirs / mine
+    verdict = "met" if ratio >= PER_NODE_TARGET else "MISSED"
+    return [
+        f"{peer.server} per node: {mine} µs of node CPU per delivery ({peer.nodes} nodes' "
+        f"CPU summed), {1e6 / mine:,.0f} deliveries per node CPU-second; memory broker "
+        f"{theirs} µs, {1e6 / theirs:,.0f}/CPU-second: x{ratio:.2f} of its fan-out per node "
+        f"(target: at least x{PER_NODE_TARGET:.2f}, {verdict})"
+    ]
 
 
 def _check(args: argparse.Namespace) -> str:

@@ -245,7 +245,7 @@ class Progress:
 
 async def connect_subscribers(
     host: str,
-    port: int,
+    port: int | Sequence[int],
     path: str,
     count: int,
     sampled: int,
@@ -256,8 +256,11 @@ async def connect_subscribers(
     handshake_timeout: float = 30.0,
 ) -> list[Subscriber]:
     """Open ``count`` WebSocket subscribers, at most ``concurrency`` handshakes at a time;
-    ``sampled`` of them, spread evenly, parse frames for latency."""
+    ``sampled`` of them, spread evenly, parse frames for latency. Given several ports (one
+    per node), the subscribers are split over them in equal consecutive blocks, so the
+    sampled ones are spread over the nodes too."""
     loop = asyncio.get_running_loop()
+    ports = [port] if isinstance(port, int) else list(port)
     shared = memoryview(bytearray(READ_BUFFER))
     every = max(1, count // sampled) if sampled else 0
     subs: list[Subscriber] = []
@@ -272,8 +275,9 @@ async def connect_subscribers(
             kind = SampledSubscriber if every and i % every == 0 and i // every < sampled else None
             sub = (kind or Subscriber)(totals, shared, ready)
             subs.append(sub)
-            transport, _ = await loop.create_connection(lambda: sub, host, port)
-            transport.write(_handshake_request(host, port, path))
+            to = ports[i * len(ports) // count]
+            transport, _ = await loop.create_connection(lambda: sub, host, to)
+            transport.write(_handshake_request(host, to, path))
             await asyncio.wait_for(ready, handshake_timeout)
         done += 1
         progress.update(done)

@@ -29,6 +29,7 @@ __all__ = [
     "NCHAN_CONF",
     "NCHAN_MODULES",
     "BenchError",
+    "Helper",
     "Target",
     "cpu_seconds",
     "cpu_times",
@@ -41,10 +42,10 @@ __all__ = [
     "start_asgi_peer",
     "start_durable",
     "start_nchan",
-    "start_on_redis",
     "start_tidings",
     "start_websockets_peer",
     "subscriber_count",
+    "subscriber_counts",
     "wait_ready",
 ]
 
@@ -53,6 +54,16 @@ NCHAN_MODULES = ("/usr/lib/nginx/modules/ngx_nchan_module.so",)
 
 class BenchError(Exception):
     """The bench can't go on; the message says why."""
+
+
+@dataclass
+class Helper:
+    """A process of the run other than the server under test (Redis, a node that only
+    publishes), measured so that its CPU is reported and not taken for other work."""
+
+    name: str
+    pid: int
+    cpu: int | None  # the CPU it is pinned to
 
 
 @dataclass
@@ -76,6 +87,13 @@ class Target:
     # with this one (that node, the Redis server).
     pub_target: Target | None = None
     companions: list[Any] = field(default_factory=list)
+    # More nodes serving subscribers with this one (a cluster on one broker): subscribers
+    # are split over all of them, publishers go round-robin over them, and the server's
+    # figures are their sums. Each is also in ``companions``.
+    nodes: list[Target] = field(default_factory=list)
+    helpers: list[Helper] = field(default_factory=list)
+    cpu: int | None = None  # the CPU the server (every node) is pinned to
+    cluster: bool = False  # a redis-nodes=N peer: report each node and the per-node target
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def log_tail(self, lines: int = 15) -> str:
@@ -84,11 +102,17 @@ class Target:
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
+    @property
+    def all_nodes(self) -> list[Target]:
+        """The processes serving subscribers: this one and ``nodes``."""
+        return [self, *self.nodes]
+
     def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise BenchError(
-                f"{self.name} exited with status {self.process.returncode}\n{self.log_tail()}"
-            )
+        for node in [*self.all_nodes, *([self.pub_target] if self.pub_target else [])]:
+            if node.process is not None and node.process.poll() is not None:
+                raise BenchError(
+                    f"{node.name} exited with status {node.process.returncode}\n{node.log_tail()}"
+                )
 
     def stop(self) -> None:
         proc = self.process
@@ -320,35 +344,6 @@ def start_durable(channel: str, api_key: str, subscribers: int, cpu: int | None)
     )
 
 
-def start_on_redis(
-    channel: str, subscribers: int, cpus: tuple[int, int] | None, cross: bool
-) -> Target:
-    """tidings on a Redis server of its own (pinned with the load generator: the server's
-    CPU is the node's): subscribers on one node, publishes through it or, with ``cross``,
-    through a second node (on the load generator's CPU)."""
-    from tidings.testing.redis import redis_server
-
-    server = redis_server()
-    server.start()
-    if cpus is not None and server.pid is not None:
-        os.sched_setaffinity(server.pid, {cpus[1]})
-    key = secrets.token_urlsafe(12)
-    name = "tidings-redis-2nodes" if cross else "tidings-redis"
-    try:
-        target = start_tidings(
-            channel, key, subscribers, cpus[0] if cpus else None, server.url, name
-        )
-        target.companions.append(server)
-        if cross:
-            other = start_tidings(channel, key, 256, cpus[1] if cpus else None, server.url)
-            target.pub_target = other
-            target.companions.append(other)
-    except BaseException:
-        server.stop()
-        raise
-    return target
-
-
 def start_asgi_peer(channel: str, subscribers: int, cpu: int | None) -> Target:
     """``tidings.asgi`` under uvicorn (peer_asgi): the same endpoints as tidings."""
     api_key = secrets.token_urlsafe(12)
@@ -492,8 +487,19 @@ _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
 async def subscriber_count(target: Target) -> int:
-    """The server's own count of subscribers to the bench channel (asked of the node the
-    subscribers are on, where publishes go through another)."""
+    """The servers' own count of subscribers to the bench channel: the sum of what each
+    node serving subscribers says it holds."""
+    return sum(await subscriber_counts(target))
+
+
+async def subscriber_counts(target: Target) -> list[int]:
+    """Each node's own count of its subscribers to the bench channel, in ``all_nodes``
+    order (asked of each node on its own port, not of whichever answers)."""
+    return [await _node_count(node) for node in target.all_nodes]
+
+
+async def _node_count(target: Target) -> int:
+    # Asked of the node the subscribers are on, where publishes go through another.
     port = target.port if target.pub_target is not None else target.pub_port
     reader, writer = await asyncio.open_connection(target.host, port)
     try:
