@@ -81,6 +81,21 @@ def _raw(result: dict[str, Any], name: str) -> Any:
     return None if value is None else orjson.Fragment(orjson.dumps(value))
 
 
+def _subscribe_options(options: Any) -> dict[str, Any]:
+    """One entry of a connect result's ``subs`` (Centrifugo's ``SubscribeOptions``) as an
+    ``on_connect`` hook gives a server-side subscription's options."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise HookError("proxy answer: an entry of subs is not an object")
+    out = {k: options[k] for k in ("expire_at", "override") if options.get(k) is not None}
+    for key in ("info", "data"):
+        value = _raw(options, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def _put(body: dict[str, Any], name: str, value: Any) -> None:
     """A payload into a request: JSON as is, bytes that are not JSON as ``b64<name>``."""
     if value is None:
@@ -156,12 +171,15 @@ class HttpProxies:
             value = _raw(result, key)
             if value is not None:
                 granted[key] = value
-        channels = list(result.get("channels") or [])
+        if result.get("channels"):
+            granted["channels"] = result["channels"]
         subs = result.get("subs")
-        if isinstance(subs, dict):
-            channels += [ch for ch in subs if ch not in channels]
-        if channels:
-            granted["channels"] = channels
+        if subs is not None:
+            if not isinstance(subs, dict):
+                raise HookError("proxy answer: subs is not an object")
+            granted["subs"] = {ch: _subscribe_options(o) for ch, o in subs.items()}
+        if result.get("caps") is not None:
+            granted["caps"] = result["caps"]  # checked where it is used (permissions.Caps)
         return granted
 
     async def on_refresh(self, conn: Conn, context: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +250,8 @@ class HttpProxies:
 
     @staticmethod
     def _expiry(result: dict[str, Any]) -> dict[str, Any]:
-        granted: dict[str, Any] = {k: result[k] for k in ("expired", "expire_at") if k in result}
+        keys = ("expired", "expire_at", "caps")  # caps: the refresh result's only
+        granted: dict[str, Any] = {k: result[k] for k in keys if k in result}
         info = _raw(result, "info")
         if info is not None:
             granted["info"] = info
