@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.hooks import Conn, Hooks
+from tidings.core.hooks import Conn, Hooks, Publish
 from tidings.exceptions import ConfigError, HookError, Reject
 
 if TYPE_CHECKING:
@@ -210,7 +210,15 @@ class HttpProxies:
             return None
         body = {**self._base(conn), "user": conn.user, "channel": channel}
         _put(body, "data", data)
-        return _raw(await self._post(url, conn, body), "data")
+        result = await self._post(url, conn, body)
+        value = _raw(result, "data")
+        how = {k: result[k] for k in ("skip_history", "tags", "idempotency_key") if result.get(k)}
+        if not how:
+            return value
+        try:
+            return Publish(**how) if value is None else Publish(value, **how)
+        except TypeError as exc:
+            raise HookError(f"proxy {url}: {exc}") from None
 
     async def on_sub_refresh(
         self, conn: Conn, context: dict[str, Any], channel: str

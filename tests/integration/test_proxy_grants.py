@@ -199,3 +199,59 @@ async def test_bad_caps_or_subs_from_the_backend_are_a_temporary_error(caplog) -
                     assert reply["error"]["code"] == 100
     assert "proxy answer" in caplog.text or "on_connect hooks returned" in caplog.text
     caplog.clear()
+
+
+async def test_publish_proxy_results_skip_history_tags_and_idempotency_key() -> None:
+    async with backend() as app:
+        quiet(app)
+
+        def publish(body: dict[str, Any]) -> Any:
+            n = body["data"]["n"]
+            how = {
+                1: {"skip_history": True},
+                2: {"tags": {"kind": "two"}, "data": {"n": 2, "checked": True}},
+                3: {"idempotency_key": "three"},
+            }
+            return {"result": how.get(n, {})}
+
+        app.answers["/publish"] = publish
+        async with (
+            running_server(**settings(app)) as server,
+            ws_connect(server, "/connection/websocket") as alice,
+            ws_connect(server, "/connection/websocket") as bob,
+        ):
+            for ws, user in ((alice, "1"), (bob, "2")):
+                await command(ws, {"id": 1, "connect": {"token": mint_token(SECRET, user)}})
+                await command(ws, {"id": 2, "subscribe": {"channel": "chat:1"}})
+            for i, n in enumerate((1, 2, 3, 3, 4), start=10):
+                said = {"id": i, "publish": {"channel": "chat:1", "data": {"n": n}}}
+                assert await command(alice, said) == {"id": i, "publish": {}}
+            got = [(await push(bob))["pub"] for _ in range(4)]
+            assert [p["data"] for p in got] == [
+                {"n": 1},
+                {"n": 2, "checked": True},
+                {"n": 3},  # once: the repeat with the same key published nothing
+                {"n": 4},
+            ]
+            assert got[1]["tags"] == {"kind": "two"} and "tags" not in got[2]
+            assert [p["offset"] for p in got] == [1, 2, 3, 4]  # docs/protocol.md: skipped too
+            history = await command(bob, {"id": 3, "history": {"channel": "chat:1", "limit": 10}})
+            kept = history["history"]["publications"]
+            assert [p["data"]["n"] for p in kept] == [2, 3, 4]  # 1 skipped history
+            assert kept[0]["tags"] == {"kind": "two"}
+
+
+async def test_bad_publish_proxy_fields_are_a_temporary_error(caplog) -> None:
+    async with backend() as app:
+        quiet(app)
+        app.answers["/publish"] = lambda body: {"result": {"tags": {"n": 1}}}
+        async with (
+            running_server(**settings(app)) as server,
+            ws_connect(server, "/connection/websocket") as ws,
+        ):
+            await command(ws, {"id": 1, "connect": {"token": mint_token(SECRET, "1")}})
+            await command(ws, {"id": 2, "subscribe": {"channel": "chat:1"}})
+            said = await command(ws, {"id": 3, "publish": {"channel": "chat:1", "data": {}}})
+            assert said["error"]["code"] == 100
+    assert "tags must be a dict of strings" in caplog.text
+    caplog.clear()

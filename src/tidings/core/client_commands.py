@@ -4,8 +4,9 @@ Publish, presence and history are checked against the namespace options as Centr
 does: "subscriber" rights need a subscription to the channel, "client" rights a user id,
 "anonymous" rights nothing; a connection capability (``pub``, ``prs``, ``hst``) for the
 channel allows it too. A publish then goes through the ``on_publish`` hooks (which may
-refuse it or replace its data); RPC and send go to the ``on_rpc`` and ``on_message`` hooks
-(``hooks.py``): Python functions, no proxy needed. Each of the three is a line of the
+refuse it, replace its data, or say how to publish it: ``hooks.Publish``); RPC and send go
+to the ``on_rpc`` and ``on_message`` hooks (``hooks.py``): Python functions, no proxy
+needed. Each of the three is a line of the
 message log where one is configured.
 """
 
@@ -20,7 +21,7 @@ from tidings.protocol.envelope import is_json_text
 
 from .broker import TOP, HistoryQuery
 from .client_types import info_dict, pub_dict, refusal
-from .hooks import decode_data
+from .hooks import NO_CHANGE, decode_data
 from .permissions import cap_allows, channel_options
 from .publication import StreamPosition
 
@@ -77,12 +78,21 @@ async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[s
         raise ReplyError(codes.BAD_REQUEST)
     is_json = client.transport.codec.name == "json" or is_json_text(data)
     node, conn = client.node, client.conn
+    how = NO_CHANGE
     if conn is not None:
         if node.message_log is not None:
             node.message_log.write("publish", conn, channel, data)
         if node.hooks.has("publish"):
-            data, is_json = await node.hooks.publish(conn, channel, data, is_json)
-    await node.publish(channel, data, is_json=is_json, info=client.client_info(channel))
+            data, is_json, how = await node.hooks.publish(conn, channel, data, is_json)
+    await node.publish(
+        channel,
+        data,
+        is_json=is_json,
+        info=client.client_info(channel),
+        tags=how.tags,
+        skip_history=how.skip_history,
+        idempotency_key=how.idempotency_key,
+    )
     return {}
 
 
