@@ -217,6 +217,29 @@ test("long-poll: each request carries the last answer's position; gaps come firs
   sub.close();
 });
 
+test("long-poll: the session of an answer goes back with every later poll, reconnects too", async () => {
+  const { got, options } = recorder();
+  const fetch = fakeFetch();
+  const sub = subscribe("news", { ...options, transports: ["lp"], fetch });
+  let req = await fetch.next();
+  assert.equal(req.url.searchParams.get("session"), null);
+  const hello = { notice: "message", channel: "", data: { to: "you" } };
+  req.resolve(jsonResponse(200, { id: "news:0:E1", messages: [], session: "S1", notices: [hello] }));
+  req = await fetch.next();
+  assert.equal(req.url.searchParams.get("session"), "S1");
+  assert.deepEqual(got.notices, [hello]);
+  // The server started another session (the old one expired): the new one is used.
+  req.resolve(jsonResponse(200, { id: "news:0:E1", messages: [], session: "S2" }));
+  req = await fetch.next();
+  assert.equal(req.url.searchParams.get("session"), "S2");
+  req.reject(new TypeError("network"));
+  await new Promise((r) => setImmediate(r));
+  mock.timers.tick(500);
+  req = await fetch.next();
+  assert.equal(req.url.searchParams.get("session"), "S2");
+  sub.close();
+});
+
 test("long-poll refused with 403: closed for good, with the server's reason", async () => {
   const { got, options } = recorder();
   const fetch = fakeFetch();

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tidings.core.hooks import Conn, Hooks
+from tidings.core.hooks import Conn, Hooks, Publish
 from tidings.core.hooks import default_hooks as hooks
 from tidings.exceptions import NoSuchConnection, Reject
 
 if TYPE_CHECKING:
     from tidings.client.publisher import Publisher
 
-__all__ = ["Conn", "Hooks", "NoSuchConnection", "Publisher", "Reject", "__version__", "hooks"]
+__all__ = [
+    "Conn",
+    "Hooks",
+    "NoSuchConnection",
+    "Publish",
+    "Publisher",
+    "Reject",
+    "__version__",
+    "hooks",
+]
 
 __version__ = "0.1.0"
 

@@ -272,6 +272,10 @@ class App:
             message_log=config.message_log(),
         )
         self.api = ServerApi(self.node)
+        from tidings.server.lpsession import LongPollSessions  # the long-poll endpoint's
+
+        # Long-poll clients between their polls (the native server's and ASGI's /lp).
+        self.longpoll_sessions = LongPollSessions(self.node, config)
         # The chat demo (/demo/chat): its rooms, and the hooks that take what pages send.
         self.demo_chat: ChatDemo | None = None
         if config.demo:
@@ -414,6 +418,7 @@ class App:
                 for conn in list(self.connections):
                     conn.abort()
                 self.connections.clear()
+        self.longpoll_sessions.close()
         if self.hooks:
             # The last hooks of the connections that went, within the shutdown timeout.
             try:

@@ -140,6 +140,26 @@ class Config:
     longpoll_timeout: Annotated[
         float, Meta(gt=0, le=_DAY), Help("how long a long-poll waits", "seconds")
     ] = 30.0
+    longpoll_session_ttl: Annotated[
+        float,
+        Meta(gt=0, le=_DAY),
+        Help("a long-poll session ends when its client doesn't poll again within it", "seconds"),
+    ] = 60.0
+    longpoll_session_messages: Annotated[
+        int,
+        Meta(ge=1, le=1_000_000),
+        Help("messages a long-poll session holds between polls (one more ends it)"),
+    ] = 100
+    longpoll_session_bytes: Annotated[
+        int,
+        Meta(ge=1024, le=256 * _MIB),
+        Help("bytes of messages a long-poll session holds between polls", "bytes"),
+    ] = 65536
+    longpoll_max_sessions: Annotated[
+        int,
+        Meta(ge=1, le=100_000_000),
+        Help("long-poll sessions kept (past it, the longest idle one ends)"),
+    ] = 100_000
     # The client protocol announces its ping interval in whole seconds; 0 would be a
     # heartbeat loop that never sleeps.
     ping_interval: Annotated[

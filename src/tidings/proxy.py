@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.hooks import Conn, Hooks
+from tidings.core.hooks import Conn, Hooks, Publish
 from tidings.exceptions import ConfigError, HookError, Reject
 
 if TYPE_CHECKING:
@@ -79,6 +79,21 @@ def _raw(result: dict[str, Any], name: str) -> Any:
             raise HookError(f"proxy answer: bad b64{name}") from None
     value = result.get(name)
     return None if value is None else orjson.Fragment(orjson.dumps(value))
+
+
+def _subscribe_options(options: Any) -> dict[str, Any]:
+    """One entry of a connect result's ``subs`` (Centrifugo's ``SubscribeOptions``) as an
+    ``on_connect`` hook gives a server-side subscription's options."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise HookError("proxy answer: an entry of subs is not an object")
+    out = {k: options[k] for k in ("expire_at", "override") if options.get(k) is not None}
+    for key in ("info", "data"):
+        value = _raw(options, key)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _put(body: dict[str, Any], name: str, value: Any) -> None:
@@ -156,12 +171,15 @@ class HttpProxies:
             value = _raw(result, key)
             if value is not None:
                 granted[key] = value
-        channels = list(result.get("channels") or [])
+        if result.get("channels"):
+            granted["channels"] = result["channels"]
         subs = result.get("subs")
-        if isinstance(subs, dict):
-            channels += [ch for ch in subs if ch not in channels]
-        if channels:
-            granted["channels"] = channels
+        if subs is not None:
+            if not isinstance(subs, dict):
+                raise HookError("proxy answer: subs is not an object")
+            granted["subs"] = {ch: _subscribe_options(o) for ch, o in subs.items()}
+        if result.get("caps") is not None:
+            granted["caps"] = result["caps"]  # checked where it is used (permissions.Caps)
         return granted
 
     async def on_refresh(self, conn: Conn, context: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +210,15 @@ class HttpProxies:
             return None
         body = {**self._base(conn), "user": conn.user, "channel": channel}
         _put(body, "data", data)
-        return _raw(await self._post(url, conn, body), "data")
+        result = await self._post(url, conn, body)
+        value = _raw(result, "data")
+        how = {k: result[k] for k in ("skip_history", "tags", "idempotency_key") if result.get(k)}
+        if not how:
+            return value
+        try:
+            return Publish(**how) if value is None else Publish(value, **how)
+        except TypeError as exc:
+            raise HookError(f"proxy {url}: {exc}") from None
 
     async def on_sub_refresh(
         self, conn: Conn, context: dict[str, Any], channel: str
@@ -232,7 +258,8 @@ class HttpProxies:
 
     @staticmethod
     def _expiry(result: dict[str, Any]) -> dict[str, Any]:
-        granted: dict[str, Any] = {k: result[k] for k in ("expired", "expire_at") if k in result}
+        keys = ("expired", "expire_at", "caps")  # caps: the refresh result's only
+        granted: dict[str, Any] = {k: result[k] for k in keys if k in result}
         info = _raw(result, "info")
         if info is not None:
             granted["info"] = info

@@ -101,6 +101,20 @@ async def test_stream_websocket_and_longpoll_get_the_same_publication(served):
         assert [m["data"] for m in resp.json()["messages"]] == [{"after": 1}]
 
 
+async def test_a_long_poll_session_gets_what_is_sent_between_polls(served):
+    async with http_client(served) as http:
+        poll = asyncio.create_task(http.get("/lp/news"))
+        await subscribed(served, "news")
+        [session] = served.app.longpoll_sessions.by_secret.values()
+        await served.app.node.send(session.id, b'{"first":1}')
+        answer = (await asyncio.wait_for(poll, TIMEOUT)).json()
+        assert answer["notices"] == [{"notice": "message", "channel": "", "data": {"first": 1}}]
+        await served.app.node.send(session.id, b'"between"')
+        again = await http.get("/lp/news", params={"session": answer["session"]})
+        notice = {"notice": "message", "channel": "", "data": "between"}
+        assert again.json()["notices"] == [notice]
+
+
 async def test_bad_input_gets_statuses_and_stats_need_the_key(served):
     async with http_client(served) as http:
         assert (await http.get("/sse/bad name!")).status_code == 400

@@ -139,3 +139,23 @@ async def test_emulation_reaches_the_node_holding_the_session(cluster):
         assert (await http.post(f"{a.url}/emulation", json=wrong)).status_code == 404
         unknown = {**body, "node": "no-such-node"}
         assert (await http.post(f"{a.url}/emulation", json=unknown)).status_code == 404
+
+
+async def test_send_through_one_node_reaches_a_long_poll_session_on_the_other(cluster):
+    a, b = cluster
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        await publish(a, "news", {"n": 1})
+        poll = await http.get(f"{b.url}/lp/news", params={"since": "0"})  # answered at once
+        secret = poll.json()["session"]
+        [session] = b.app.longpoll_sessions.by_secret.values()
+        # Between two polls: node a's server API finds it on b, which keeps the message.
+        sent = await api(a, "send", {"client": session.id, "data": {"to": "lp"}})
+        assert sent == {"result": {}}
+        again = await http.get(f"{b.url}/lp/news", params={"session": secret})
+        assert again.json()["notices"] == [
+            {"notice": "message", "channel": "", "data": {"to": "lp"}}
+        ]
+        missing = await http.post(
+            f"{a.url}/api/send", json={"client": "no-such", "data": {}}, headers=API
+        )
+        assert missing.json()["error"]["code"] == 108

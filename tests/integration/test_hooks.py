@@ -25,10 +25,11 @@ from integration_helpers import (
 )
 from test_cli import read_until
 
-from tidings import Publisher, Reject
+from tidings import Publish, Publisher, Reject
 from tidings.app import App, Backend
 from tidings.brokers import MemoryBackend, MemoryBroker, MemoryController, MemoryPresenceManager
 from tidings.config import Config
+from tidings.core.broker import HistoryQuery
 from tidings.core.hooks import Conn, Hooks
 from tidings.core.tokens import mint_token
 from tidings.exceptions import NoSuchConnection
@@ -116,6 +117,23 @@ async def test_ws_messages_without_hooks_publish_where_allowed_and_are_ignored_e
         await elsewhere.send("to other: not published")
         await sender.send("second")
         assert (await ws_json(reader))["data"] == "second"
+
+
+async def test_an_on_publish_hook_says_how_to_publish_what_a_ws_client_sends(server):
+    @server.app.hooks.on_publish(channel=r"^chat:")
+    def how(conn, context, channel, data):
+        key = str(data["n"])
+        return Publish(skip_history=data["draft"], tags={"n": key}, idempotency_key=key)
+
+    async with ws_connect(server, "/ws/chat:7") as ws:
+        await subscribed(server, "chat:7")
+        for n, draft in ((1, True), (2, False), (2, False), (3, False)):
+            await ws.send(json.dumps({"n": n, "draft": draft}))
+        got = [(await ws_json(ws))["data"]["n"] for _ in range(3)]
+        assert got == [1, 2, 3]  # the second 2 had the same idempotency key
+    kept = (await server.app.node.history("chat:7", HistoryQuery(limit=10))).publications
+    assert [json.loads(p.data)["n"] for p in kept] == [2, 3]  # 1 skipped history
+    assert [p.tags for p in kept] == [{"n": "2"}, {"n": "3"}]
 
 
 async def test_ws_messages_past_the_rate_close_the_connection():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -80,7 +81,7 @@ async def test_publish_reaches_every_kind_of_subscriber(server: Server) -> None:
         assert json.loads(line) == envelope
         resp = await asyncio.wait_for(lp, TIMEOUT)
         assert resp.status_code == 200
-        assert resp.json() == {"id": f"news:1:{epoch}", "messages": [envelope]}
+        assert resp.json() == {"id": f"news:1:{epoch}", "messages": [envelope], "session": ANY}
 
 
 async def test_text_and_json_payloads(server: Server, client: httpx.AsyncClient) -> None:

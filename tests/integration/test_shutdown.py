@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from unittest.mock import ANY
 
 import pytest
 from integration_helpers import (
@@ -70,7 +71,7 @@ async def test_every_transport_is_told_and_closed() -> None:
 
             answer = await asyncio.wait_for(poll, TIMEOUT)
             assert answer.status_code == 200
-            assert answer.json() == {"id": last["id"], "messages": []}
+            assert answer.json() == {"id": last["id"], "messages": [], "session": ANY}
             assert answer.headers["connection"] == "close"
 
         assert not srv.app.connections

@@ -12,7 +12,7 @@ from tidings.brokers import MemoryBackend
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.client import Client
 from tidings.core.client_types import ClientOptions
-from tidings.core.hooks import Conn, Hooks, decode_data, encode_data
+from tidings.core.hooks import Conn, Hooks, Publish, decode_data, encode_data
 from tidings.core.node import Node
 from tidings.core.tokens import TokenVerifier, mint_token
 from tidings.exceptions import InvalidChannel, NoSuchConnection, Reject
@@ -691,3 +691,31 @@ async def test_while_every_hook_thread_is_held_past_its_timeout_plain_hooks_fail
         release.set()
         hooks.close()
         await node.aclose()
+
+
+def test_publish_checks_its_fields_and_later_hooks_add_to_earlier_ones():
+    for bad in ({"tags": {"a": 1}}, {"skip_history": "yes"}, {"idempotency_key": "x" * 129}):
+        with pytest.raises(TypeError):
+            Publish(**bad)
+    first = Publish(tags={"a": "1"}, idempotency_key="k")
+    later = Publish({"new": 1}, skip_history=True, tags={"b": "2"})
+    assert first.then(later) == Publish({"new": 1}, True, {"a": "1", "b": "2"}, "k")
+    assert not first.changes_data and later.changes_data
+
+
+async def test_a_publish_hooks_publish_is_how_the_client_protocol_publishes(node):
+    @node.hooks.on_publish
+    def keep_out(conn, context, channel, data):
+        return Publish(skip_history=True, tags={"by": conn.user})
+
+    @node.hooks.on_publish
+    def then_replace(conn, context, channel, data):
+        return {"replaced": data}
+
+    c, transport = await connected(node, "42", "room:1")
+    assert "publish" in await reply(
+        c, transport, {"id": 9, "publish": {"channel": "room:1", "data": b"1"}}
+    )
+    await transport.wait_for(lambda: bool(transport.pushes("pub")))
+    pub = transport.pushes("pub")[0]["pub"]
+    assert (pub["data"], pub["tags"]) == ({"replaced": 1}, {"by": "42"})

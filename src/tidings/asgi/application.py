@@ -258,7 +258,8 @@ class TidingsASGI:
         self, exchange: Exchange, start: LongPollStart, receive: Receive, send: Send
     ) -> None:
         exchange.kind = "lp"
-        lp = exchange.lp = LongPoll(exchange, start.channels, start.raw, start.headers, start.conn)
+        lp = LongPoll(exchange, start.channels, start.raw, start.headers, start.session)
+        exchange.lp = lp
         timeout = 0.0 if self.app.stopping else self.config.longpoll_timeout
         task = exchange.ctx.loop.create_task(lp.start(start.resume, start.last, timeout))
         gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(receive))

@@ -35,7 +35,14 @@ from tidings.protocol.centrifuge import codes
 from . import client_commands as commands
 from . import client_subscribe as subscribing
 from . import permissions
-from .client_types import ClientOptions, ClientTransport, Subscription, info_dict, refusal
+from .client_types import (
+    ClientOptions,
+    ClientTransport,
+    ServerSub,
+    Subscription,
+    info_dict,
+    refusal,
+)
 from .clock import Timer
 from .hooks import Conn, decode_data, encode_data
 from .publication import ClientInfo, Publication
@@ -98,6 +105,7 @@ class Client:
         "_stamp",
         "_tokens",
         "awaiting_pong",
+        "caps",
         "closed",
         "conn",
         "connect_failed",
@@ -136,6 +144,8 @@ class Client:
         self.session = secrets.token_urlsafe(18)
         self.user = ""
         self.info: bytes | None = None
+        # Connection capabilities (``permissions.Caps``): from the token or the connect hooks.
+        self.caps: permissions.Caps | None = None
         self.exp = 0.0
         self.connected = False
         self.connected_at = 0.0  # wall clock, for "the user's older connections"
@@ -329,6 +339,7 @@ class Client:
         node, options = self.node, self.options
         token = params.get("token", "")
         channels: list[str] = []
+        server_subs: dict[str, ServerSub] = {}  # options of the connect's own subscriptions
         if token:
             verifier = node.token_verifier
             if verifier is None or not verifier.enabled:
@@ -344,8 +355,14 @@ class Client:
             self.info = claims.info
             expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
             self.exp = float(expire_at or 0)
+            self.caps = claims.caps
             # The token's ``subs`` (with per-channel options) win over its ``channels``.
             channels = list(claims.subs) if claims.subs else list(claims.channels)
+            try:
+                server_subs = {ch: ServerSub.of(o) for ch, o in claims.subs.items()}
+            except TypeError as exc:
+                log.info("client %s: token subs: %s", self.id, exc)
+                raise DisconnectError(codes.INVALID_TOKEN) from None
             if any(node.namespaces.find(ch) is None for ch in channels):
                 # Centrifugo refuses a token naming a channel of an unknown namespace.
                 raise ReplyError(codes.UNKNOWN_CHANNEL)
@@ -379,7 +396,7 @@ class Client:
                 granted = await node.hooks.grants("connect", conn)
                 if self.closed:
                     return
-                connect_data = self._granted(granted, channels)
+                connect_data = self._granted(granted, channels, server_subs)
         personal = options.personal_channel(self.user)
         if personal is not None and personal not in channels:
             channels.append(personal)
@@ -420,7 +437,9 @@ class Client:
         try:
             for channel in channels:
                 wanted = requested.get(channel, {})
-                made = await subscribing.server_side_subscribe(self, channel, wanted)
+                made = await subscribing.server_side_subscribe(
+                    self, channel, wanted, server_subs.get(channel)
+                )
                 if made is not None:
                     subs_result[channel], handle = made
                     handles.append(handle)
@@ -450,28 +469,40 @@ class Client:
             }
             node.spawn(node.controller.broadcast(command))
 
-    def _granted(self, granted: dict[str, Any], channels: list[str]) -> bytes | None:
+    def _granted(
+        self, granted: dict[str, Any], channels: list[str], server_subs: dict[str, ServerSub]
+    ) -> bytes | None:
         """Apply what ``on_connect`` hooks returned (the user, connection info, expiry,
-        server-side channels); the connect result's ``data``, encoded for this client."""
+        server-side channels and their options, capabilities); the connect result's
+        ``data``, encoded for this client."""
         try:
             user = granted.get("user", self.user)
             expire_at = granted.get("expire_at", self.exp)
             more = granted.get("channels", [])
+            subs = granted.get("subs") or {}
             if not isinstance(user, str) or not isinstance(expire_at, int | float):
                 raise TypeError("user must be a string, expire_at a number")
             if not isinstance(more, list) or not all(isinstance(c, str) for c in more):
                 raise TypeError("channels must be a list of strings")
+            if not isinstance(subs, dict) or not all(isinstance(c, str) for c in subs):
+                raise TypeError("subs must be a dict by channel name")
+            sub_options = {ch: ServerSub.of(options) for ch, options in subs.items()}
+            caps = self.caps
+            if granted.get("caps") is not None:
+                caps = permissions.Caps.parse(granted["caps"])
             info = encode_data(granted["info"])[0] if granted.get("info") is not None else None
             data = encode_data(granted["data"]) if granted.get("data") is not None else None
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             log.error("client %s: on_connect hooks returned %s", self.id, exc)
             raise HookError("on_connect hooks returned bad values") from None
-        self.user, self.exp = user, float(expire_at or 0)
+        self.user, self.exp, self.caps = user, float(expire_at or 0), caps
         if info is not None:
             self.info = info
         if granted.get("meta") is not None and self.conn is not None:
             self.conn.meta = granted["meta"]
         channels += [c for c in more if c not in channels]
+        channels += [c for c in sub_options if c not in channels]
+        server_subs.update(sub_options)
         if self.exp and self.exp <= self.node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
         return None if data is None else self.transport.codec.payload(*data)
@@ -540,6 +571,13 @@ class Client:
         self.exp = float(expire_at)
         if granted.get("info") is not None:
             self.info = encode_data(granted["info"])[0]
+        if granted.get("caps") is not None:
+            try:
+                self.caps = permissions.Caps.parse(granted["caps"])
+            except (TypeError, ValueError) as exc:
+                log.error("client %s: on_refresh hooks returned caps %s", self.id, exc)
+            else:
+                subscribing.caps_changed(self)
         push: dict[str, Any] = {}
         self.set_expiry(push)
         if self.transport.unidirectional:
@@ -562,6 +600,9 @@ class Client:
         self.exp = float(expire_at or 0)
         if claims.info is not None:
             self.info = claims.info
+        if claims.caps is not None:
+            self.caps = claims.caps
+            subscribing.caps_changed(self)
         result: dict[str, Any] = {"client": self.id, "version": self.node.version}
         self.set_expiry(result)
         return result

@@ -2,9 +2,11 @@
 
 Publish, presence and history are checked against the namespace options as Centrifugo
 does: "subscriber" rights need a subscription to the channel, "client" rights a user id,
-"anonymous" rights nothing. A publish then goes through the ``on_publish`` hooks (which may
-refuse it or replace its data); RPC and send go to the ``on_rpc`` and ``on_message`` hooks
-(``hooks.py``): Python functions, no proxy needed. Each of the three is a line of the
+"anonymous" rights nothing; a connection capability (``pub``, ``prs``, ``hst``) for the
+channel allows it too. A publish then goes through the ``on_publish`` hooks (which may
+refuse it, replace its data, or say how to publish it: ``hooks.Publish``); RPC and send go
+to the ``on_rpc`` and ``on_message`` hooks (``hooks.py``): Python functions, no proxy
+needed. Each of the three is a line of the
 message log where one is configured.
 """
 
@@ -19,8 +21,8 @@ from tidings.protocol.envelope import is_json_text
 
 from .broker import TOP, HistoryQuery
 from .client_types import info_dict, pub_dict, refusal
-from .hooks import decode_data
-from .permissions import channel_options
+from .hooks import NO_CHANGE, decode_data
+from .permissions import cap_allows, channel_options
 from .publication import StreamPosition
 
 if TYPE_CHECKING:
@@ -42,8 +44,15 @@ log = logging.getLogger("tidings.client")
 MAX_HISTORY_LIMIT = 300  # Centrifugo's history_max_publication_limit
 
 
-def _allowed(client: Client, channel: str, subscriber: bool, for_client: bool, anon: bool) -> bool:
-    if client.options.insecure:
+def _allowed(
+    client: Client,
+    channel: str,
+    capability: str,
+    subscriber: bool,
+    for_client: bool,
+    anon: bool,
+) -> bool:
+    if client.options.insecure or cap_allows(client, channel, capability):
         return True
     if subscriber and channel in client.subs:
         return True
@@ -62,19 +71,28 @@ async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[s
     for_client = opts.allow_publish_for_client and (
         client.user != "" or opts.allow_publish_for_anonymous
     )
-    if not _allowed(client, channel, subscriber, for_client, False):
+    if not _allowed(client, channel, "pub", subscriber, for_client, False):
         raise ReplyError(codes.PERMISSION_DENIED)
     data = params.get("data", b"")
     if not isinstance(data, bytes):
         raise ReplyError(codes.BAD_REQUEST)
     is_json = client.transport.codec.name == "json" or is_json_text(data)
     node, conn = client.node, client.conn
+    how = NO_CHANGE
     if conn is not None:
         if node.message_log is not None:
             node.message_log.write("publish", conn, channel, data)
         if node.hooks.has("publish"):
-            data, is_json = await node.hooks.publish(conn, channel, data, is_json)
-    await node.publish(channel, data, is_json=is_json, info=client.client_info(channel))
+            data, is_json, how = await node.hooks.publish(conn, channel, data, is_json)
+    await node.publish(
+        channel,
+        data,
+        is_json=is_json,
+        info=client.client_info(channel),
+        tags=how.tags,
+        skip_history=how.skip_history,
+        idempotency_key=how.idempotency_key,
+    )
     return {}
 
 
@@ -87,6 +105,7 @@ def _presence_opts(client: Client, params: dict[str, Any]) -> tuple[str, Channel
     if not _allowed(
         client,
         channel,
+        "prs",
         opts.allow_presence_for_subscriber,
         opts.allow_presence_for_client,
         opts.allow_presence_for_anonymous,
@@ -116,6 +135,7 @@ async def history(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[s
     if not _allowed(
         client,
         channel,
+        "hst",
         opts.allow_history_for_subscriber,
         opts.allow_history_for_client,
         opts.allow_history_for_anonymous,

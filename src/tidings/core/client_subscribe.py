@@ -1,10 +1,12 @@
 """Subscribing a client: permissions, tokens, recovery, presence, join/leave.
 
-Rules follow Centrifugo's: a channel's namespace must exist (102); ``$`` channels need a
-subscription token; ``#`` channels admit the users listed after ``#`` where the namespace
-allows user-limited channels; otherwise the namespace's ``allow_subscribe_for_*`` options
-decide (103). A resubscribing client that sends its position gets every publication it
-missed in the reply with ``recovered: true`` — or none and ``recovered: false``; never some.
+Rules follow Centrifugo's: a channel's namespace must exist (102); a subscription token
+admits its channel; so does a connection capability ``sub`` (``permissions.Caps``);
+otherwise ``$`` channels need a token, ``#`` channels admit the users listed after ``#``
+where the namespace allows user-limited channels, and the namespace's
+``allow_subscribe_for_*`` options decide (103). A resubscribing client that sends its
+position gets every publication it missed in the reply with ``recovered: true`` — or none
+and ``recovered: false``; never some.
 Every subscription (the client's, the connect's, the server API's) passes the
 ``on_subscribe`` hooks first; leaving while connected runs ``on_unsubscribe``.
 """
@@ -25,9 +27,15 @@ from tidings.exceptions import (
 from tidings.protocol.centrifuge import codes
 
 from .channels import ChannelOptions
-from .client_types import Subscription, pub_dict
+from .client_types import ServerSub, Subscription, pub_dict
 from .hooks import encode_data
-from .permissions import apply_override, channel_options, has_history_access, user_allowed
+from .permissions import (
+    apply_override,
+    cap_allows,
+    channel_options,
+    has_history_access,
+    user_allowed,
+)
 from .publication import StreamPosition
 
 if TYPE_CHECKING:
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLAG_REJECT_UNRECOVERED",
+    "caps_changed",
     "go_live",
     "leave",
     "on_gap",
@@ -100,13 +109,16 @@ async def subscribe(client: Client, cmd_id: int, params: dict[str, Any]) -> None
     expires_at = 0.0
     private = channel.startswith(client.options.private_prefix)
     user_limited = opts.allow_user_limited_channels and client.options.user_boundary in channel
-    if private and not token:
-        raise ReplyError(codes.PERMISSION_DENIED)
+    by_caps = False
     if token:
         chan_info, expires_at, override = _check_subscribe_token(client, channel, token)
         if expires_at and expires_at <= client.node.clock.time():
             raise ReplyError(codes.TOKEN_EXPIRED)
         opts = apply_override(opts, override)
+    elif cap_allows(client, channel, "sub"):
+        by_caps = True  # the connection's capabilities grant it, whatever the namespace says
+    elif private:
+        raise ReplyError(codes.PERMISSION_DENIED)
     elif user_limited:
         if not user_allowed(client, channel):
             raise ReplyError(codes.PERMISSION_DENIED)
@@ -121,7 +133,9 @@ async def subscribe(client: Client, cmd_id: int, params: dict[str, Any]) -> None
         raise ReplyError(codes.PERMISSION_DENIED)
     client.subscribing.add(channel)
     try:
-        result, handle = await _subscribe(client, channel, opts, params, chan_info, expires_at)
+        result, handle = await _subscribe(
+            client, channel, opts, params, chan_info, expires_at, by_caps=by_caps
+        )
     finally:
         client.subscribing.discard(channel)
     client.reply({"id": cmd_id, "subscribe": result})
@@ -135,6 +149,8 @@ async def _subscribe(
     params: dict[str, Any],
     chan_info: bytes | None,
     expires_at: float,
+    *,
+    by_caps: bool = False,
 ) -> tuple[dict[str, Any], SubscribeHandle]:
     """Subscribe once allowed: a transaction. Every step that can fail (history, presence)
     runs before the subscription is committed to ``client.subs``; a failure aborts the
@@ -148,7 +164,7 @@ async def _subscribe(
         if granted:
             chan_info, expires_at, sub_data = _granted(client, granted, chan_info, expires_at)
             opts = apply_override(opts, granted.get("override"))
-    history_access = has_history_access(client, opts) or client.options.insecure
+    history_access = has_history_access(client, channel, opts) or client.options.insecure
     recoverable = opts.force_recovery or (
         bool(params.get("recoverable")) and (opts.allow_recovery or history_access)
     )
@@ -207,6 +223,7 @@ async def _subscribe(
         opts.presence,
         delta=delta,
         positioned=positioned,
+        by_caps=by_caps,
     )
     client.subs[channel] = sub
     schedule_expiry(client, sub)
@@ -251,14 +268,15 @@ def go_live(client: Client, channel: str, handle: SubscribeHandle) -> None:
 
 
 async def server_side_subscribe(
-    client: Client, channel: str, wanted: dict[str, Any]
+    client: Client, channel: str, wanted: dict[str, Any], options: ServerSub | None = None
 ) -> tuple[dict[str, Any], SubscribeHandle] | None:
-    """Subscribe to a channel listed in the connection token (``channels``/``subs``); the
-    connect reply carries the result, then the caller makes the handle live."""
+    """Subscribe to a channel the connect gives (the token's ``channels``/``subs``, the
+    connect hooks' or proxy's, the personal channel), with its ``options``; the connect
+    reply carries the result, then the caller makes the handle live."""
     try:
         opts = channel_options(client, channel)
     except (ReplyError, DisconnectError):
-        log.info("client %s: token channel %r skipped: unknown or invalid", client.id, channel)
+        log.info("client %s: connect channel %r skipped: unknown or invalid", client.id, channel)
         return None
     if channel in client.subs:
         return None
@@ -269,7 +287,15 @@ async def server_side_subscribe(
         "recoverable": True,
         "positioned": True,
     }
-    return await _subscribe(client, channel, opts, params, None, 0.0)
+    if options is None:
+        return await _subscribe(client, channel, opts, params, None, 0.0)
+    opts = apply_override(opts, options.override)
+    result, handle = await _subscribe(
+        client, channel, opts, params, options.info, options.expire_at
+    )
+    if options.data is not None and "data" not in result:  # an on_subscribe hook's wins
+        result["data"] = client.transport.codec.payload(*options.data)
+    return result, handle
 
 
 async def unsubscribe(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[str, Any]:
@@ -440,6 +466,14 @@ async def server_subscribe(
         client.send_push({"channel": channel, "pub": pub})
     go_live(client, channel, handle)
     return True
+
+
+def caps_changed(client: Client) -> None:
+    """The connection's capabilities changed (a refresh): subscriptions they admitted and
+    no longer allow end (2000, as Centrifugo does; others are not looked at)."""
+    for channel, sub in list(client.subs.items()):
+        if sub.by_caps and not cap_allows(client, channel, "sub"):
+            server_unsubscribe(client, channel, codes.UNSUBSCRIBE_SERVER)
 
 
 def on_gap(client: Client, channel: str) -> None:

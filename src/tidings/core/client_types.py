@@ -13,12 +13,14 @@ from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import Codec
 
 from .clock import Timer
+from .hooks import encode_data
 from .hub import Formatter
 from .publication import ClientInfo, Publication
 
 __all__ = [
     "ClientOptions",
     "ClientTransport",
+    "ServerSub",
     "Subscription",
     "info_dict",
     "pub_dict",
@@ -89,6 +91,38 @@ class Subscription:
     delta: bool = False  # fossil deltas negotiated
     delta_ready: bool = False  # the client holds the previous payload: deltas may follow
     positioned: bool = False  # the client tracks offsets: a lost publication matters
+    by_caps: bool = False  # admitted by the connection's capabilities: they may take it back
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSub:
+    """The options of one server-side subscription a connect makes (Centrifugo's
+    ``SubscribeOptions``): the channel info, the ``data`` of its result in the connect
+    reply, option overrides (as a subscription token's ``override``) and an expiry."""
+
+    info: bytes | None = None
+    data: tuple[bytes, bool] | None = None  # (payload, is_json)
+    override: Any = None
+    expire_at: float = 0.0
+
+    @classmethod
+    def of(cls, value: Any) -> ServerSub:
+        """From ``{"info", "data", "override", "expire_at"}`` as an ``on_connect`` hook
+        gives it (values as hooks give payloads: JSON-serialisable, ``orjson.Fragment`` or
+        bytes); None is no options. ``TypeError`` for anything else."""
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise TypeError("each of subs must be a dict of options")
+        expire_at = value.get("expire_at") or 0
+        if isinstance(expire_at, bool) or not isinstance(expire_at, int | float):
+            raise TypeError("subs expire_at must be a number")
+        override = value.get("override")
+        if override is not None and not isinstance(override, dict):
+            raise TypeError("subs override must be a dict")
+        info = encode_data(value["info"])[0] if value.get("info") is not None else None
+        data = encode_data(value["data"]) if value.get("data") is not None else None
+        return cls(info, data, override, float(expire_at))
 
 
 def info_dict(info: ClientInfo) -> dict[str, Any]:

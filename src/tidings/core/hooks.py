@@ -58,10 +58,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENTS",
+    "NO_CHANGE",
     "Conn",
     "ConnEnd",
     "Hook",
     "Hooks",
+    "Publish",
     "decode_data",
     "default_hooks",
     "encode_data",
@@ -109,6 +111,54 @@ def encode_data(value: Any) -> tuple[bytes, bool]:
         return orjson.dumps(value), True
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"hook data is not JSON serialisable: {exc}") from None
+
+
+_UNCHANGED: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """What an ``on_publish`` hook may return besides new data: how to publish the client's
+    publication (Centrifugo's publish proxy result). ``data`` replaces the payload (left
+    out: unchanged); ``skip_history`` keeps it out of the channel's history; ``tags`` are
+    attached to it (the client protocol delivers them); ``idempotency_key`` makes a repeat
+    with the same key to the same channel within the idempotency window publish nothing.
+    ``TypeError`` for values of other types."""
+
+    data: Any = _UNCHANGED
+    skip_history: bool = False
+    tags: dict[str, str] | None = None
+    idempotency_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.skip_history, bool):
+            raise TypeError("skip_history must be a bool")
+        tags = self.tags
+        if tags is not None and not (
+            isinstance(tags, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+        ):
+            raise TypeError("tags must be a dict of strings")
+        key = self.idempotency_key
+        if not isinstance(key, str) or len(key) > 128 or not key.isprintable():
+            raise TypeError("idempotency_key must be a printable string of 128 at most")
+
+    @property
+    def changes_data(self) -> bool:
+        return self.data is not _UNCHANGED
+
+    def then(self, later: Publish) -> Publish:
+        """This, with what a later hook's ``Publish`` says on top (its tags added)."""
+        tags = {**(self.tags or {}), **(later.tags or {})} if later.tags else self.tags
+        return Publish(
+            later.data if later.changes_data else self.data,
+            self.skip_history or later.skip_history,
+            tags,
+            later.idempotency_key or self.idempotency_key,
+        )
+
+
+NO_CHANGE = Publish()
 
 
 class ConnEnd(Protocol):
@@ -626,25 +676,32 @@ class Hooks:
 
     async def publish(
         self, conn: Conn, channel: str, data: bytes, is_json: bool
-    ) -> tuple[bytes, bool]:
-        """The data to publish after every ``publish`` hook had its say."""
+    ) -> tuple[bytes, bool, Publish]:
+        """The data to publish after every ``publish`` hook had its say, and how (a
+        ``Publish`` a hook returned; later hooks' fields win, their tags add up)."""
         hooks = self._matching("publish", conn, channel)
         if not hooks:
-            return data, is_json
+            return data, is_json, NO_CHANGE
         value = decode_data(data, is_json)
         changed = False
+        how = NO_CHANGE
         for hook in hooks:
             result = await self._call(hook, conn, (channel, value), channel)
-            if result is not None:
+            if isinstance(result, Publish):
+                how = how.then(result)
+                if result.changes_data:
+                    value, changed = result.data, True
+            elif result is not None:
                 value, changed = result, True
         if not changed:
-            return data, is_json
+            return data, is_json, how
         try:
-            return encode_data(value)
+            payload, payload_json = encode_data(value)
         except TypeError as exc:
             log.error("publish hook returned data JSON can't hold: %s", exc)
             await self.notify("error", conn, exc, channel=channel)
             raise HookError("publish hook returned bad data") from None
+        return payload, payload_json, how
 
     async def rpc(
         self, conn: Conn, method: str, data: bytes, is_json: bool

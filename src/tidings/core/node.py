@@ -97,7 +97,7 @@ class Node:
         self.clients: dict[str, Client] = {}
         self.sessions: dict[str, Client] = {}  # by the session secret of emulated transports
         self.users: dict[str, set[Client]] = {}
-        self.streams: dict[str, ConnEnd] = {}  # simple streaming sessions, by id
+        self.streams: dict[str, ConnEnd] = {}  # simple sessions (streams, long-polls), by id
         self.hooks = hooks if hooks is not None else Hooks()
         self.message_log = message_log
         self._present: dict[tuple[str, str], ClientInfo] = {}  # this node's presence entries

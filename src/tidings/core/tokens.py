@@ -25,6 +25,8 @@ import orjson
 
 from tidings.exceptions import InvalidToken, TokenExpired
 
+from .permissions import Caps
+
 __all__ = [
     "EC_ALGORITHMS",
     "HMAC_ALGORITHMS",
@@ -49,8 +51,11 @@ class ConnectToken:
     expire_at: int | None = None
     info: bytes | None = None
     channels: list[str] = field(default_factory=list)
+    # channel -> {"info": bytes, "data": bytes, "override": ..., "expire_at": ...}: the
+    # options of a server-side subscription, as an ``on_connect`` hook gives them.
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: Any = None
+    caps: Caps | None = None
 
 
 @dataclass(slots=True)
@@ -142,16 +147,25 @@ class TokenVerifier:
         subs = claims.get("subs", {})
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
             raise InvalidToken("channels must be a list of strings")
-        if not isinstance(subs, dict):
-            raise InvalidToken("subs must be an object")
+        if not isinstance(subs, dict) or not all(
+            isinstance(o, dict) for o in subs.values() if o is not None
+        ):
+            raise InvalidToken("subs must be an object of objects")
+        caps = None
+        if claims.get("caps") is not None:
+            try:
+                caps = Caps.parse(claims["caps"])
+            except (TypeError, ValueError) as exc:
+                raise InvalidToken(f"caps: {exc}") from None
         return ConnectToken(
             user=claims["sub"],
             exp=int(claims.get("exp", 0)),
             expire_at=_optional_int(claims, "expire_at"),
             info=_info(claims),
             channels=channels,
-            subs=subs,
+            subs={ch: _sub_options(o or {}) for ch, o in subs.items()},
             meta=claims.get("meta"),
+            caps=caps,
         )
 
     def subscribe_token(self, token: str) -> SubscribeToken:
@@ -193,16 +207,31 @@ def _optional_int(claims: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _info(claims: dict[str, Any]) -> bytes | None:
+def _info(claims: dict[str, Any], name: str = "info") -> bytes | None:
     """``info`` (any JSON) or ``b64info`` (base64 bytes), as raw bytes."""
-    if "b64info" in claims:
+    if "b64" + name in claims:
         try:
-            return base64.b64decode(claims["b64info"], validate=True)
+            return base64.b64decode(claims["b64" + name], validate=True)
         except (binascii.Error, TypeError, ValueError):
-            raise InvalidToken("b64info is not base64") from None
-    if "info" in claims:
-        return orjson.dumps(claims["info"])
+            raise InvalidToken(f"b64{name} is not base64") from None
+    if name in claims:
+        return orjson.dumps(claims[name])
     return None
+
+
+def _sub_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A ``subs`` entry of a connection token (Centrifugo's ``SubscribeOptions``: ``info``,
+    ``b64info``, ``data``, ``b64data``, ``override``, ``expire_at``) as an ``on_connect``
+    hook gives a server-side subscription's options."""
+    out: dict[str, Any] = {}
+    for name in ("info", "data"):
+        value = _info(options, name)
+        if value is not None:
+            out[name] = value
+    for name in ("override", "expire_at"):
+        if options.get(name) is not None:
+            out[name] = options[name]
+    return out
 
 
 def mint_token(

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Union
 from tidings.core.publication import StreamPosition
 
 if TYPE_CHECKING:
-    from tidings.core.hooks import Conn
-
     from .context import Context
+    from .lpsession import LongPollSession
     from .outbox import Outbox
 
 __all__ = ["Decision", "LongPollStart", "Response", "StreamStart"]
@@ -43,7 +42,7 @@ class LongPollStart:
     headers: list[tuple[str, str]]
     resume: dict[str, StreamPosition]
     last: int | None
-    conn: Conn | None = None  # its hooks' connection, where hooks are configured
+    session: LongPollSession  # the client's, across its polls (lpsession.py)
 
 
 Decision = Union[  # noqa: UP007

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from tidings.core.hooks import Conn, decode_data
+from tidings.core.hooks import NO_CHANGE, Conn, decode_data
 from tidings.core.publication import ClientInfo
 from tidings.exceptions import (
     BrokerError,
@@ -165,11 +165,18 @@ async def ws_message(session: WsSession, data: bytes) -> None:
                 return
             if not node.namespaces.options(channel).simple_publish:
                 continue
-            payload, payload_json = data, is_json
+            payload, payload_json, how = data, is_json, NO_CHANGE
             if conn is not None and hooks.has("publish"):
-                payload, payload_json = await hooks.publish(conn, channel, data, is_json)
-            info = ClientInfo(session.user, session.id)
-            await node.publish(channel, payload, is_json=payload_json, info=info)
+                payload, payload_json, how = await hooks.publish(conn, channel, data, is_json)
+            await node.publish(
+                channel,
+                payload,
+                is_json=payload_json,
+                info=ClientInfo(session.user, session.id),
+                tags=how.tags,
+                skip_history=how.skip_history,
+                idempotency_key=how.idempotency_key,
+            )
     except Reject as exc:
         if exc.closes:
             session.close_with(exc.code, exc.reason)

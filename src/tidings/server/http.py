@@ -583,7 +583,7 @@ class HttpConnection(asyncio.Protocol):
 
     def longpoll(self, start: LongPollStart) -> None:
         self.busy = True
-        self.lp = LongPoll(self, start.channels, start.raw, start.headers, start.conn)
+        self.lp = LongPoll(self, start.channels, start.raw, start.headers, start.session)
         timeout = self.ctx.config.longpoll_timeout
         if self.draining and self.ctx.app.stopping:
             timeout = 0

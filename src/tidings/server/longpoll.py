@@ -1,9 +1,11 @@
 """``/lp/<channels>``: long-polling.
 
 Answers at once with everything after the client's position; otherwise holds the request
-until a publication (publications arriving in the same loop iteration share one response)
-or the timeout. Every response carries the position to come back with, as ``ETag`` and as
-``id`` in the body, so nothing published between two polls is lost.
+until a publication (publications arriving in the same loop iteration share one response),
+a message for its session, or the timeout. Every response carries the position to come back
+with, as ``ETag`` and as ``id`` in the body, so nothing published between two polls is
+lost, and the ``session`` to come back with (``lpsession.py``), so that what is sent to the
+client between two polls is not either.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from tidings.protocol.positions import format_positions
 from .formats import ENVELOPE
 
 if TYPE_CHECKING:
-    from tidings.core.hooks import Conn
-
     from .context import Context
+    from .lpsession import LongPollSession
 
 __all__ = ["LongPoll", "LongPollHost"]
 
@@ -47,18 +48,21 @@ class LongPoll:
     """One waiting long-poll request, subscribed to its channels until it is answered."""
 
     __slots__ = (
+        "answered",
+        "carries_final",
         "channels",
         "closed",
         "conn",
+        "delivered_final",
         "formatter",
         "headers",
-        "hooks_conn",
         "messages",
         "notices",
         "positions",
         "raw",
         "ready",
         "scheduled",
+        "session",
         "timer",
     )
 
@@ -68,10 +72,10 @@ class LongPoll:
         channels: list[str],
         raw: bool,
         headers: list[tuple[str, str]],
-        hooks_conn: Conn | None = None,
+        session: LongPollSession,
     ) -> None:
         self.conn = conn
-        self.hooks_conn = hooks_conn
+        self.session = session
         self.channels = channels
         self.raw = raw
         self.headers = headers
@@ -83,6 +87,10 @@ class LongPoll:
         self.notices: list[dict[str, Any]] = []
         self.positions: dict[str, tuple[int, str]] = {}
         self.timer: asyncio.TimerHandle | None = None
+        self.answered = False
+        self.carries_final = False  # the session's disconnect notice is among the notices
+        self.delivered_final = False
+        session.registry.attach(session, self)  # what waited for this poll is in it now
 
     async def start(self, resume: dict[str, StreamPosition], last: int | None, wait: float) -> None:
         node = self.conn.ctx.node
@@ -117,7 +125,12 @@ class LongPoll:
         self._schedule()
 
     def notice(self, kind: str, channel: str, fields: dict[str, Any]) -> None:
-        self.notices.append({"notice": kind, "channel": channel, **fields})
+        self.add_notice({"notice": kind, "channel": channel, **fields})
+
+    def add_notice(self, notice: dict[str, Any], *, final: bool = False) -> None:
+        """A notice for this answer (a message for its session: answered at once)."""
+        self.notices.append(notice)
+        self.carries_final = self.carries_final or final
         self._schedule()
 
     def presence_event(self, kind: str, channel: str, info: ClientInfo) -> None:
@@ -135,13 +148,15 @@ class LongPoll:
     def respond(self) -> None:
         if self.closed:
             return
+        self.answered = True
+        self.delivered_final = self.carries_final
         self.close()
         ident = format_positions(self.positions)
         if self.raw:
             items = [orjson.Fragment(payload_json(p.data, p.is_json)) for p in self.messages]
         else:
             items = [orjson.Fragment(ENVELOPE.encode(p)) for p in self.messages]
-        body: dict[str, Any] = {"id": ident, "messages": items}
+        body: dict[str, Any] = {"id": ident, "messages": items, "session": self.session.secret}
         headers = [("ETag", f'"{ident}"'), ("Cache-Control", "no-store"), *self.headers]
         if self.notices:
             body["notices"] = self.notices
@@ -164,14 +179,7 @@ class LongPoll:
         for channel in self.channels:
             # Deferred: this may run inside the hub's fan-out over this channel.
             loop.call_soon(self._leave, node, channel)
-        conn = self.hooks_conn
-        if conn is not None:
-            # A long-poll request is a connection of its own: its end runs the last hooks.
-            conn.ended(list(self.channels))
-            if node.hooks:
-                node.spawn(_last_hooks(node, conn))
-
-
-async def _last_hooks(node: Node, conn: Conn) -> None:
-    await node.hooks.notify("disconnect", conn)
-    await node.hooks.notify("finish", conn)
+        # The session outlives its polls; messages an unanswered poll held go back to it.
+        undelivered = [] if self.answered else [n for n in self.notices if n["notice"] == "message"]
+        session = self.session
+        session.registry.detach(session, self, undelivered)

@@ -80,6 +80,12 @@ def subscribe(app: App, request: Request, transport_name: str, rest: str) -> Dec
     sub = parse_subscribe(request, rest, config.max_channels_per_connection, app.node.namespaces)
     if transport_name == "ws":
         websocket_key(request)  # a bad handshake is refused before any hook runs
+    elif transport_name == "lp":
+        # A poll of a session this node holds: the session's hooks ran at its first poll.
+        session = app.longpoll_sessions.find(request.query.get("session", ""), sub.channels)
+        if session is not None:
+            cors = cors_headers(request, config.allowed_origins)
+            return LongPollStart(sub.channels, sub.raw, cors, sub.resume, sub.last, session)
     if app.node.wants_conns:
         return hooked.open_simple(
             app,
@@ -105,7 +111,8 @@ def _simple_start(
         return session
 
     if transport_name == "lp":
-        return LongPollStart(channels, raw, cors, resume, last, conn)
+        session = app.longpoll_sessions.create(channels, conn)
+        return LongPollStart(channels, raw, cors, resume, last, session)
     if transport_name == "ws":
         # An empty Sec-WebSocket-Protocol is accepted and not echoed.
         head = accept_response(websocket_key(request))

@@ -123,6 +123,9 @@ export class Subscription {
     this.state = "connecting";
     this.transport = null; // the name of the transport in use
     this.duplicates = 0; // publications received twice and dropped
+    // The long-poll session the server gave (sent back with every poll, so that messages
+    // sent to this client between two polls reach it).
+    this.lpSession = null;
     this.index = 0;
     this.attempt = 0;
     this.current = null;
@@ -190,6 +193,7 @@ export class Subscription {
     if (this.positions.size > 0) u.searchParams.set("last_event_id", this.position);
     else if (this.since !== null) u.searchParams.set("since", String(this.since));
     if (this.last !== null) u.searchParams.set("last", String(this.last));
+    if (path === "lp" && this.lpSession) u.searchParams.set("session", this.lpSession);
     for (const [k, v] of Object.entries(query || {})) u.searchParams.set(k, v);
     return u;
   }
@@ -302,6 +306,7 @@ export class Subscription {
   /** A long-poll answer: gaps first (the server says them before anything else), then the
    * messages, the other notices, and the position to continue from. */
   longPollBody(t, body) {
+    if (typeof body.session === "string" && body.session) this.lpSession = body.session;
     const notices = Array.isArray(body.notices) ? body.notices : [];
     const early = (n) => n && (n.notice === "gap" || n.notice === "position");
     for (const n of notices) if (early(n)) this.frame(t, n);
