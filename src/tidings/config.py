@@ -129,6 +129,14 @@ class Config:
         Meta(ge=64 * 1024, le=256 * _MIB),
         Help("unsent bytes per connection before it is cut off", "bytes"),
     ] = 1 << 20
+    write_delay: Annotated[
+        float,
+        Meta(ge=0, le=1.0),
+        Help(
+            "hold writes to connections so more messages share one (0: each loop iteration)",
+            "seconds",
+        ),
+    ] = 0.0
     keepalive_timeout: Annotated[
         float,
         Meta(gt=0, le=_DAY),

@@ -1,7 +1,8 @@
 """Coalesced writes with a bound: the delivery half of every streaming connection.
 
-``push`` only queues bytes; one ``Flusher`` callback per event-loop iteration writes each
-connection's queue with a single ``transport.write`` (see docs/architecture.md, "hot path").
+``push`` only queues bytes; one ``Flusher`` callback per event-loop iteration (or after
+``write_delay``) writes each connection's queue with a single ``transport.write`` (see
+docs/architecture.md, "hot path").
 A connection whose unsent bytes (queued here plus held by the transport) pass
 ``max_outgoing_bytes`` is a slow consumer: it is cut off with a "slow" reason and may resume
 from history when it comes back, so one stalled reader never grows the server's memory.
@@ -35,11 +36,12 @@ def address(peer: object) -> str:
 class Flusher:
     """Collects connections with queued bytes and flushes them all in one callback."""
 
-    __slots__ = ("_app", "_dirty", "_loop", "_scheduled")
+    __slots__ = ("_app", "_delay", "_dirty", "_loop", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, app: App) -> None:
         self._loop = loop
         self._app = app
+        self._delay = app.config.write_delay
         self._dirty: list[Outbox] = []
         self._scheduled = False
 
@@ -47,7 +49,12 @@ class Flusher:
         self._dirty.append(conn)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush)
+            if self._delay:
+                # Bursts arriving apart (several nodes' publishers, over PUB/SUB) join one
+                # write per connection, at the cost of this much latency.
+                self._loop.call_later(self._delay, self._flush)
+            else:
+                self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
