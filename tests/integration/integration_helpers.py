@@ -297,6 +297,16 @@ async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple
     return answers
 
 
+async def pipelined(port: int, requests: bytes, count: int) -> list[tuple[int, bytes]]:
+    """Write ``requests`` at once on a new connection to ``port``; its ``count`` answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(requests)
+        return await read_responses(reader, count)
+    finally:
+        writer.close()
+
+
 @dataclass
 class RawResponse:
     status: int

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from integration_helpers import read_responses, subscribed
+from integration_helpers import pipelined, subscribed
 from websockets.asyncio.client import connect
 
 from tidings.server import Server
@@ -27,13 +27,8 @@ def publish_request(channel: str, n: int) -> bytes:
 
 async def test_a_long_pipelined_burst_is_answered_in_order(server: Server) -> None:
     count = 3000  # deep enough that answering by recursion would overflow the stack
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * count)
-        writer.write(publish_request("burst", 1))
-        answers = await read_responses(reader, count + 1)
-    finally:
-        writer.close()
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * count
+    answers = await pipelined(server.port, health + publish_request("burst", 1), count + 1)
     assert all(status == 200 for status, _ in answers)
     assert b'"offset":1' in answers[-1][1]
 
@@ -43,12 +38,8 @@ async def test_pipelined_publishes_reach_every_subscriber_in_order(server: Serve
     uri = f"ws://127.0.0.1:{server.port}/ws/piped?format=raw"
     async with connect(uri) as a, connect(uri) as b, connect(uri) as c:
         await subscribed(server, "piped", 3)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        try:
-            writer.write(b"".join(publish_request("piped", i) for i in range(count)))
-            answers = await read_responses(reader, count)
-        finally:
-            writer.close()
+        burst = b"".join(publish_request("piped", i) for i in range(count))
+        answers = await pipelined(server.port, burst, count)
         offsets = [json.loads(body)["offset"] for _, body in answers]
         assert offsets == list(range(1, count + 1))
         for ws in (a, b, c):
@@ -74,12 +65,8 @@ async def test_pipelined_publishes_to_the_sqlite_store_commit_together(tmp_path:
         uri = f"ws://127.0.0.1:{server.port}/ws/durable?format=raw"
         async with connect(uri) as ws:
             await subscribed(server, "durable", 1)
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            try:
-                writer.write(b"".join(publish_request("durable", i) for i in range(count)))
-                answers = await read_responses(reader, count)
-            finally:
-                writer.close()
+            burst = b"".join(publish_request("durable", i) for i in range(count))
+            answers = await pipelined(server.port, burst, count)
             async with asyncio.timeout(TIMEOUT):
                 got = [await ws.recv() for _ in range(count)]
         assert [json.loads(body)["offset"] for _, body in answers] == list(range(1, count + 1))
@@ -94,13 +81,9 @@ async def test_write_delay_holds_deliveries_and_sends_them_together() -> None:
         uri = f"ws://127.0.0.1:{server.port}/ws/held?format=raw"
         async with connect(uri) as ws:
             await subscribed(server, "held", 1)
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            try:
-                started = time.monotonic()
-                writer.write(publish_request("held", 1) + publish_request("held", 2))
-                answers = await read_responses(reader, 2)
-            finally:
-                writer.close()
+            started = time.monotonic()
+            both = publish_request("held", 1) + publish_request("held", 2)
+            answers = await pipelined(server.port, both, 2)
             assert [status for status, _ in answers] == [200, 200]
             async with asyncio.timeout(TIMEOUT):
                 got = [await ws.recv(), await ws.recv()]

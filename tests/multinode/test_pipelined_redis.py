@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from integration_helpers import read_responses, subscribed
+from integration_helpers import pipelined, read_responses, subscribed
 from test_pipelined_publish import publish_request
 from websockets.asyncio.client import connect
 
@@ -35,12 +35,8 @@ async def test_pipelined_publishes_on_redis_are_answered_and_delivered_in_order(
         uri = f"ws://127.0.0.1:{server.port}/ws/piped?format=raw"
         async with connect(uri) as ws:
             await subscribed(server, "piped", 1)
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            try:
-                writer.write(b"".join(publish("piped", i) for i in range(count)))
-                answers = await read_responses(reader, count)
-            finally:
-                writer.close()
+            burst = b"".join(publish("piped", i) for i in range(count))
+            answers = await pipelined(server.port, burst, count)
             offsets = [json.loads(body)["offset"] for _, body in answers]
             assert offsets == list(range(1, count + 1))
             async with asyncio.timeout(TIMEOUT):
@@ -82,16 +78,11 @@ async def test_a_client_that_goes_away_with_publishes_in_flight_leaves_the_node_
     redis_server: RedisServer,
 ) -> None:
     async with running_server(broker=redis_server.url) as server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"".join(publish("gone", i) for i in range(50)))
         await writer.drain()
         writer.transport.abort()
         # The node goes on: a new connection publishes and gets an offset after theirs.
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        try:
-            writer.write(publish("gone", 99))
-            (answer,) = await read_responses(reader, 1)
-        finally:
-            writer.close()
+        (answer,) = await pipelined(server.port, publish("gone", 99), 1)
         assert answer[0] == 200
         assert 1 <= json.loads(answer[1])["offset"] <= 51

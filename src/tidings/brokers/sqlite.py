@@ -7,24 +7,26 @@ does what the memory broker does: fan-out to the nodes in this process, presence
 controller. A restarted process loads the file, so its streams keep their offsets and
 epochs and clients resume exactly across the restart.
 
-**Writes.** Publishes (and history removals, channel deletes) queue on the loop; on the
-next loop iteration the queue becomes one batch: offsets are assigned in queue order from
-the committed state and the batch is written in one transaction. Only when it has
-committed is the batch applied to the memory copy and the publishes' awaitables resolved,
-then its publications delivered — so an acknowledged publish is in the file, and a failed
-commit (disk full, I/O error) fails the publishes of that batch with ``BrokerUnavailable``
-and leaves no trace in memory: the next batch numbers from where the last committed one
-ended.
+**Writes.** Publishes (and history removals, channel deletes) queue on the loop with a
+``Later`` (``core/tick.py``); the loop's ``Tick`` turns the queue into one batch at the
+end of the HTTP read that queued it, or else on the next loop iteration (in ``full``
+sync mode always the latter): offsets are assigned in queue order from the committed
+state and the batch is written in one transaction. Only when it has committed is the
+batch applied to the memory copy, then every ``Later`` settled (an HTTP answer is written
+by its callback), then its publications delivered — so an acknowledged publish is in the
+file, and a failed commit (disk full, I/O error) fails the publishes of that batch with
+``BrokerUnavailable`` and leaves no trace in memory: the next batch numbers from where
+the last committed one ended.
 
-**Why on the loop.** The commit is one ``write`` of a few pages in WAL mode (about 25 µs
-here; 170 µs with ``sync = "full"``, which adds an fsync). On a thread, commits that end
-between two iterations split the deliveries into about twice the writes to each
-subscriber, and fan-out cost follows the number of writes. Resolving the awaitables before
-delivering matters as much: the publishers' answers then go out before the connections'
-coalesced writes, so the next publishes arrive while those are written and join one
-batch — as with the memory broker, which answers before its writes too. Both measured in
-docs/benchmarks.md ("Durable history on SQLite"). Opening and loading the file, which can
-take long, run on a thread.
+**Why on the loop, at the end of the read.** The commit is one ``write`` of a few pages
+in WAL mode (about 25 µs here; 170 µs with ``sync = "full"``, which adds an fsync). On a
+thread, commits that end between two iterations split the deliveries into about twice
+the writes to each subscriber, and fan-out cost follows the number of writes. Answering
+before delivering matters as much: the publishers' answers go out before the
+connections' coalesced writes, so the next publishes arrive while those are written and
+join one batch — as with the memory broker, which answers in the read callback too. Both
+measured in docs/benchmarks.md ("Durable history on SQLite"). Opening and loading the
+file, which can take long, run on a thread.
 """
 
 from __future__ import annotations

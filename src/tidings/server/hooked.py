@@ -19,11 +19,11 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from tidings.core.hooks import NO_CHANGE, Conn, decode_data
+from tidings.core.hooks import NO_CHANGE, Conn, ConnEnd, decode_data
 from tidings.core.publication import ClientInfo
 from tidings.exceptions import (
     BrokerError,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .context import Context
     from .sessions import WsSession
 
-__all__ = ["MAX_QUEUED_MESSAGES", "Opening", "open_simple", "ws_message"]
+__all__ = ["MAX_QUEUED_MESSAGES", "Adopter", "Opening", "open_simple", "ws_message"]
 
 log = logging.getLogger("tidings.server")
 
@@ -76,6 +76,20 @@ class Opening:
 
     def hook_channels(self) -> list[str]:
         return list(self.admitted)
+
+    def hand_over(self, conn: Conn, end: Adopter) -> None:
+        """Make ``end`` the connection ``conn``'s hooks ran with: this opening's id and
+        user, and the messages they sent meanwhile."""
+        end.id, end.user, end.conn = self.id, self.user, conn
+        conn.end = end
+        for data, is_json in self.messages:
+            end.send_message(data, is_json)
+
+
+class Adopter(ConnEnd, Protocol):
+    """A stream that takes over an ``Opening``'s connection."""
+
+    conn: Conn | None
 
 
 async def open_simple(

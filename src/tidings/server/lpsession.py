@@ -185,10 +185,7 @@ class LongPollSessions:
 
             opening = conn.end
             assert isinstance(opening, Opening)
-            session.id, session.user, session.conn = opening.id, opening.user, conn
-            conn.end = session
-            for data, is_json in opening.messages:
-                session.send_message(data, is_json)
+            opening.hand_over(conn, session)
         while len(self.by_secret) >= self.max_sessions and self.idle:
             _, oldest = self.idle.popitem(last=False)
             self.end(oldest, "limit")

@@ -75,10 +75,7 @@ class Session(Outbox):
         """Take over the ``Conn`` its opening hooks ran with (and what they sent)."""
         opening = conn.end
         assert isinstance(opening, Opening)
-        self.id, self.user, self.conn = opening.id, opening.user, conn
-        conn.end = self
-        for data, is_json in opening.messages:
-            self.send_message(data, is_json)
+        opening.hand_over(conn, self)
 
     async def start(
         self, resume: dict[str, StreamPosition], last: int | None, *, announce: bool = False
