@@ -163,6 +163,7 @@ class Lines:
     response: httpx.Response
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    live: asyncio.Event = field(default_factory=asyncio.Event)  # ": ok" came (SSE)
     comments: list[str] = field(default_factory=list)
     retry: list[str] = field(default_factory=list)
     last_id: str | None = None
@@ -206,6 +207,8 @@ async def _read_sse(lines: Lines) -> None:
             value = value.removeprefix(" ")
             if name == "":
                 lines.comments.append(value)
+                if value == "ok":
+                    lines.live.set()
             elif name == "data":
                 data.append(value)
             elif name == "event":
@@ -219,6 +222,7 @@ async def _read_sse(lines: Lines) -> None:
     finally:
         lines.queue.put_nowait(_END)
         lines.ended.set()
+        lines.live.set()
 
 
 async def _pump(lines: Lines, items: AsyncIterator[Any]) -> None:
@@ -248,6 +252,7 @@ async def _streaming(
     reader: Callable[[Lines], Awaitable[None]],
     headers: dict[str, str] | None,
     status: int,
+    live: bool = False,
 ) -> AsyncIterator[Lines]:
     async with (
         http_client(server) as c,
@@ -257,6 +262,8 @@ async def _streaming(
         lines = Lines(resp)
         task = asyncio.create_task(reader(lines))
         try:
+            if live:
+                await asyncio.wait_for(lines.live.wait(), TIMEOUT)
             yield lines
         finally:
             task.cancel()
@@ -267,8 +274,10 @@ async def _streaming(
 def sse_connect(
     server: Server, path: str, headers: dict[str, str] | None = None
 ) -> AbstractAsyncContextManager[Lines]:
-    """Open ``/sse/...``; ``next()`` returns ``SseEvent``s."""
-    return _streaming(server, path, _read_sse, headers, 200)
+    """Open ``/sse/...``; ``next()`` returns ``SseEvent``s. On the simple endpoint it returns
+    once the ``: ok`` comment says every channel is live (what is published from then on
+    arrives), as a page would wait before publishing; a stream that ends first returns too."""
+    return _streaming(server, path, _read_sse, headers, 200, path.startswith("/sse/"))
 
 
 def stream_connect(
