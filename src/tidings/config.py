@@ -131,12 +131,13 @@ class Config:
     ] = 1 << 20
     write_delay: Annotated[
         float,
-        Meta(ge=0, le=1.0),
+        Meta(ge=0, le=0.1),
         Help(
-            "hold writes to connections so more messages share one (0: each loop iteration)",
+            "while busy, writes to connections wait up to the last write pass's length, at "
+            "most this, so more messages share one write (0: never wait)",
             "seconds",
         ),
-    ] = 0.0
+    ] = 0.005
     keepalive_timeout: Annotated[
         float,
         Meta(gt=0, le=_DAY),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 from integration_helpers import pipelined, subscribed
@@ -73,20 +72,3 @@ async def test_pipelined_publishes_to_the_sqlite_store_commit_together(tmp_path:
         assert got == [f'{{"n":{i}}}' for i in range(count)]
         # At most MAX_ANSWERS (16) are awaited per connection: about count / 16 commits.
         assert len(transactions) <= count // 8, transactions
-
-
-async def test_write_delay_holds_deliveries_and_sends_them_together() -> None:
-    # Two publishes made at once reach a subscriber, in order, no sooner than the delay.
-    async with running_server(write_delay=0.3) as server:
-        uri = f"ws://127.0.0.1:{server.port}/ws/held?format=raw"
-        async with connect(uri) as ws:
-            await subscribed(server, "held", 1)
-            started = time.monotonic()
-            both = publish_request("held", 1) + publish_request("held", 2)
-            answers = await pipelined(server.port, both, 2)
-            assert [status for status, _ in answers] == [200, 200]
-            async with asyncio.timeout(TIMEOUT):
-                got = [await ws.recv(), await ws.recv()]
-            waited = time.monotonic() - started
-        assert got == ['{"n":1}', '{"n":2}']
-        assert waited >= 0.25, waited  # call_later: never before the delay

@@ -1,8 +1,8 @@
 """Coalesced writes with a bound: the delivery half of every streaming connection.
 
-``push`` only queues bytes; one ``Flusher`` callback per event-loop iteration (or after
-``write_delay``) writes each connection's queue with a single ``transport.write`` (see
-docs/architecture.md, "hot path").
+``push`` only queues bytes; one ``Flusher`` callback per event-loop iteration (held a
+little while the server is busy, at most ``write_delay``) writes each connection's queue
+with a single ``transport.write`` (see docs/architecture.md, "hot path").
 A connection whose unsent bytes (queued here plus held by the transport) pass
 ``max_outgoing_bytes`` is a slow consumer: it is cut off with a "slow" reason and may resume
 from history when it comes back, so one stalled reader never grows the server's memory.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -34,25 +35,33 @@ def address(peer: object) -> str:
 
 
 class Flusher:
-    """Collects connections with queued bytes and flushes them all in one callback."""
+    """Collects connections with queued bytes and flushes them all in one callback.
 
-    __slots__ = ("_app", "_delay", "_dirty", "_loop", "_scheduled")
+    An idle server writes at the end of the loop iteration that queued the bytes. A busy
+    one, where a pass is asked for within the last pass's own length of its end, holds the
+    next pass that long (at most ``write_delay``): what arrives meanwhile (other nodes'
+    bursts over PUB/SUB, the next pipelined publishes) shares the writes, which are most
+    of a delivery's cost, for no more latency than a pass adds anyway.
+    """
+
+    __slots__ = ("_app", "_cost", "_dirty", "_end", "_loop", "_most", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, app: App) -> None:
         self._loop = loop
         self._app = app
-        self._delay = app.config.write_delay
+        self._most = app.config.write_delay
         self._dirty: list[Outbox] = []
         self._scheduled = False
+        self._cost = 0.0  # how long the last pass took
+        self._end = 0.0  # when it ended (perf_counter)
 
     def mark(self, conn: Outbox) -> None:
         self._dirty.append(conn)
         if not self._scheduled:
             self._scheduled = True
-            if self._delay:
-                # Bursts arriving apart (several nodes' publishers, over PUB/SUB) join one
-                # write per connection, at the cost of this much latency.
-                self._loop.call_later(self._delay, self._flush)
+            cost = self._cost
+            if cost and perf_counter() - self._end < cost and self._most:
+                self._loop.call_later(min(cost, self._most), self._flush)
             else:
                 self._loop.call_soon(self._flush)
 
@@ -60,8 +69,11 @@ class Flusher:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
         sent = 0
+        start = perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
         for conn in dirty:
             sent += conn.flush()
+        self._end = end = perf_counter()
+        self._cost = end - start
         self._app.bytes_out += sent  # once per iteration, not per write: for /metrics
 
 

@@ -229,10 +229,16 @@ async def _history_is_bounded_by_size(nodes: _Nodes) -> None:
 async def _history_expires_by_ttl(nodes: _Nodes) -> None:
     a, _ = await nodes.node()
     b, _ = await nodes.node()
-    short = PublishOptions(history_size=10, history_ttl=0.3)
+    ttl = 0.3
+    short = PublishOptions(history_size=10, history_ttl=ttl)
+    first = time.monotonic()
     await a.publish("ttl", b"1", short)
     await b.publish("ttl", b"2", short)
-    assert len((await a.history("ttl", HistoryQuery())).publications) == 2
+    kept = (await a.history("ttl", HistoryQuery())).publications
+    if time.monotonic() - first < ttl:  # a slow machine may have let the first one age out
+        assert len(kept) == 2
+    else:
+        assert len(kept) <= 2
 
     async def expired() -> bool:
         return not (await a.history("ttl", HistoryQuery())).publications
