@@ -9,6 +9,7 @@ from time import perf_counter
 from types import SimpleNamespace
 from typing import Any
 
+from tidings.core.tick import sends
 from tidings.server.outbox import Flusher
 
 TIMEOUT = 10.0
@@ -116,3 +117,21 @@ async def test_connections_marked_while_held_share_the_pass() -> None:
     await written(first)
     await written(second)
     assert abs(first.written[-1] - second.written[-1]) < 0.005
+
+
+async def test_broker_commands_queued_in_the_iteration_go_out_before_the_pass() -> None:
+    # A pass may take milliseconds: the Redis scripts of the publishes read in this
+    # iteration are sent first, so their replies (and the publish answers) don't wait.
+    f, _ = flusher(0.005)
+    order: list[str] = []
+
+    class Recording(Conn):
+        def flush(self) -> int:
+            order.append("write")
+            return super().flush()
+
+    conn = Recording()
+    f.mark(conn)  # the pass is asked for first…
+    sends().soon(lambda: order.append("commands"))  # …the commands after it
+    await written(conn)
+    assert order == ["commands", "write"]

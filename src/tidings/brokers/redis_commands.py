@@ -34,7 +34,7 @@ from typing import Any, cast
 
 import hiredis
 
-from tidings.core.tick import Later
+from tidings.core.tick import Later, sends
 from tidings.exceptions import BrokerError, BrokerUnavailable
 from tidings.protocol.resp import encode_command, encode_commands
 
@@ -122,7 +122,7 @@ class Commands:
         self._queue.append((("EVALSHA", SCRIPT_SHAS[name], len(keys), *keys, *args), later))
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            sends().soon(self._flush)
         return later
 
     def _flush(self) -> None:

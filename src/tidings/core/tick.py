@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Later", "Tick", "tick"]
+__all__ = ["Later", "Tick", "sends", "tick"]
 
 log = logging.getLogger("tidings.tick")
 
@@ -124,12 +124,24 @@ class Tick:
 
 
 _TICKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Tick] = weakref.WeakKeyDictionary()
+_SENDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Tick] = weakref.WeakKeyDictionary()
+
+
+def _of(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Tick], loop: Any) -> Tick:
+    loop = loop or asyncio.get_running_loop()
+    found = table.get(loop)
+    if found is None:
+        found = table[loop] = Tick()
+    return found
 
 
 def tick(loop: asyncio.AbstractEventLoop | None = None) -> Tick:
     """The ``Tick`` of ``loop`` (the running loop by default)."""
-    loop = loop or asyncio.get_running_loop()
-    found = _TICKS.get(loop)
-    if found is None:
-        found = _TICKS[loop] = Tick()
-    return found
+    return _of(_TICKS, loop)
+
+
+def sends(loop: asyncio.AbstractEventLoop | None = None) -> Tick:
+    """``loop``'s commands queued for a broker (Redis scripts): sent on the next iteration,
+    or first thing when a pass of writes to clients begins, so that a broker's replies (and
+    the publish answers waiting on them) don't wait for that pass to end."""
+    return _of(_SENDS, loop)

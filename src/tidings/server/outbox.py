@@ -15,6 +15,8 @@ import logging
 from time import perf_counter
 from typing import TYPE_CHECKING, ClassVar
 
+from tidings.core.tick import sends
+
 if TYPE_CHECKING:
     from .context import Context
 
@@ -44,7 +46,7 @@ class Flusher:
     of a delivery's cost, for no more latency than a pass adds anyway.
     """
 
-    __slots__ = ("_app", "_cost", "_dirty", "_end", "_loop", "_most", "_scheduled")
+    __slots__ = ("_app", "_cost", "_dirty", "_end", "_loop", "_most", "_scheduled", "_sends")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, app: App) -> None:
         self._loop = loop
@@ -54,6 +56,7 @@ class Flusher:
         self._scheduled = False
         self._cost = 0.0  # how long the last pass took
         self._end = 0.0  # when it ended (perf_counter)
+        self._sends = sends(loop)
 
     def mark(self, conn: Outbox) -> None:
         self._dirty.append(conn)
@@ -68,6 +71,9 @@ class Flusher:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
+        # Broker commands queued in this iteration go out before the pass, which may take
+        # milliseconds: the publish answers waiting on their replies don't wait for it.
+        self._sends.flush()
         sent = 0
         start = perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
         for conn in dirty:
