@@ -417,7 +417,7 @@ class Bench:
         )
 
 
-CpuTimes = dict[int, tuple[float, float, float]]
+CpuTimes = dict[int, tuple[float, float, float, float]]
 
 
 def _core_shares(
@@ -427,11 +427,12 @@ def _core_shares(
     (``own``: CPU seconds of the server, when it can be measured, and of the bench)."""
     shares = {}
     for role, cpu, mine in zip(("server", "client"), cpus, own, strict=True):
-        (p0, i0, t0), (p1, i1, t1) = before[cpu], after[cpu]
+        (p0, i0, s0, t0), (p1, i1, s1, t1) = before[cpu], after[cpu]
         span = max(1e-9, t1 - t0)
         shares[role] = {
             "busy": round((p1 - p0 + i1 - i0) / span, 3),
             "interrupts": round((i1 - i0) / span, 3),
+            "stolen": round((s1 - s0) / span, 3),
             "others": -1.0 if mine is None else round(max(0.0, p1 - p0 - mine) / span, 3),
         }
     return shares
@@ -525,10 +526,16 @@ def _format_phase(phase: Phase, label: str) -> list[str]:
             text = f"{role}'s {core['busy']:.0%} busy ({core['interrupts']:.0%} interrupts"
             if core["others"] >= 0:
                 text += f", {core['others']:.0%} other processes"
+            text += f", {core['stolen']:.0%} stolen"
             parts.append(text + ")")
         lines.append("    CPUs: " + ", ".join(parts))
         if max(core["others"] for core in phase.cores.values()) > 0.1:
             lines.append("    WARNING: other processes shared the pinned CPUs: figures are low")
+        if max(core["stolen"] for core in phase.cores.values()) > 0.05:
+            lines.append(
+                "    WARNING: the hypervisor ran other guests on these CPUs (steal): "
+                "figures are low and vary from run to run"
+            )
     if phase.publish_errors:
         lines.append(f"    publish errors: {phase.publish_errors}")
     return lines
