@@ -138,6 +138,24 @@ async def test_bench_spreads_subscribers_and_publishers_over_nodes_on_one_redis(
     assert "tidings-redis-nodes=3 per node: " in stdout
 
 
+async def test_bench_on_memory_nodes_publishes_every_message_to_each(tmp_path: Path) -> None:
+    # The baseline of redis-nodes=N: the same nodes on memory brokers. Every subscriber,
+    # whichever node it is on, still counts every message; each redis node is set against it.
+    _, stdout, data = await run_bench(
+        tmp_path, "--peer", "memory-nodes=2", "--peer", "redis-nodes=2"
+    )
+    memory, redis = data["results"][1:]
+    check_result(memory, "tidings-memory-nodes=2")
+    check_result(redis, "tidings-redis-nodes=2")
+    assert memory["node_subscribers"] == [10, 10]
+    assert "every message published to every node, publishers per node: 4, 4" in stdout
+    assert "each on its memory broker" in stdout
+    for phase in (memory["throughput"], memory["paced"]):
+        assert len(phase["node_cpu"]) == 2 and phase["helper_cpu"] == {}
+    assert "tidings-redis-nodes=2 per node: " in stdout
+    assert "; tidings-memory-nodes=2 " in stdout  # the like-for-like comparison
+
+
 async def test_bench_refuses_a_node_count_out_of_range() -> None:
     proc = await asyncio.create_subprocess_exec(
         *CLI, "--peer", "redis-nodes=0", stderr=asyncio.subprocess.PIPE
@@ -145,6 +163,12 @@ async def test_bench_refuses_a_node_count_out_of_range() -> None:
     _, stderr = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode == 2
     assert b"redis-nodes=N takes N from 1 to 16, got 0" in stderr
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "--peer", "memory-nodes=17", stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 2
+    assert b"memory-nodes=N takes N from 1 to 16, got 17" in stderr
 
 
 async def test_publish_bench_reports_both_ways(tmp_path: Path) -> None:

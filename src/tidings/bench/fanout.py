@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .loadgen import (
+    FanPublisher,
     Progress,
     PublishDriver,
     Publisher,
@@ -38,7 +39,7 @@ from .loadgen import (
     post_request,
     set_read_batch,
 )
-from .peer_redis import MAX_NODES, nodes_peer, start_on_redis, start_redis_nodes
+from .peer_redis import MAX_NODES, nodes_peer, start_nodes, start_on_redis
 from .peers import (
     BenchError,
     Target,
@@ -76,7 +77,7 @@ PER_NODE_TARGET = 0.8  # issue 8: the memory broker's fan-out figures held withi
 
 
 def _peer(name: str) -> str:
-    """A ``--peer`` value: one of ``PEERS`` or ``redis-nodes=N``."""
+    """A ``--peer`` value: one of ``PEERS``, ``redis-nodes=N`` or ``memory-nodes=N``."""
     if name in PEERS:
         return name
     try:
@@ -85,7 +86,7 @@ def _peer(name: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     raise argparse.ArgumentTypeError(
-        f"invalid choice: {name!r} (choose from {', '.join(PEERS)}, redis-nodes=N)"
+        f"invalid choice: {name!r} (choose from {', '.join(PEERS)}, redis-nodes=N, memory-nodes=N)"
     )
 
 
@@ -118,12 +119,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=_peer,
         default=[],
-        metavar="{" + ",".join(PEERS) + ",redis-nodes=N}",
+        metavar="{" + ",".join(PEERS) + ",redis-nodes=N,memory-nodes=N}",
         help="also bench this server the same way, for ratios (repeatable): asgi is "
         "tidings.asgi under uvicorn, redis is tidings on a Redis broker, redis-2nodes "
         "publishes through a second node on it, redis-nodes=N is N nodes on one Redis "
         f"(N 1-{MAX_NODES}, all on the server's CPU) sharing the subscribers and the "
-        "publishers, sqlite is tidings with durable history (--history-path)",
+        "publishers, memory-nodes=N the same nodes on memory brokers with every message "
+        "published to each (their baseline), sqlite is tidings with durable history "
+        "(--history-path)",
     )
     add("--url", help="bench a running tidings server (loopback only) instead of starting one")
     add("--api-key", help="its publish key (default: $TIDINGS_API_KEY)")
@@ -218,7 +221,8 @@ class Bench:
         self.frame = frame_size(args.size)
         self.totals = Totals()
         self.subs: list[Subscriber] = []
-        self.publishers: list[Publisher] = []
+        self.publishers: list[Publisher] = []  # the connections
+        self.senders: list[Publisher | FanPublisher] = []  # what each message goes to
         self.result = Result(target.name, args.subscribers, self.frame)
 
     async def run(self) -> Result:
@@ -261,10 +265,19 @@ class Bench:
             find_worker(target)
         loop = asyncio.get_running_loop()
         nodes = target.all_nodes
-        for i in range(args.publishers):  # round-robin over the nodes, when there are several
-            port = nodes[i % len(nodes)].pub_port
+        for i in range(args.publishers):
+            if target.fan_publish:  # to every node: no broker carries it between them
+                conns = []
+                for node in nodes:
+                    _, pub = await loop.create_connection(Publisher, target.host, node.pub_port)
+                    conns.append(pub)
+                self.publishers += conns
+                self.senders.append(FanPublisher(conns))
+                continue
+            port = nodes[i % len(nodes)].pub_port  # round-robin over the nodes, if several
             _, pub = await loop.create_connection(Publisher, target.host, port)
             self.publishers.append(pub)
+            self.senders.append(pub)
         await subscriber_count(target)
         pids = self.pids
         rss0 = sum(rss_kib(pid) for pid in pids)
@@ -293,6 +306,8 @@ class Bench:
         target, args = self.target, self.args
         nodes = target.all_nodes
         publishers = [len(range(k, args.publishers, len(nodes))) for k in range(len(nodes))]
+        if target.fan_publish:
+            publishers = [args.publishers] * len(nodes)
 
         def pinned(cpu: int | None) -> str:
             if cpu is None:
@@ -303,13 +318,18 @@ class Bench:
 
         listing = ", ".join(f"{n.pid} (port {n.port})" for n in nodes)
         where = "not pinned" if target.cpu is None else f"all {pinned(target.cpu)}"
+        on = "each on its memory broker" if target.fan_publish else "on one Redis"
+        spread = (
+            "every message published to every node, publishers per node: "
+            if target.fan_publish
+            else "publishes spread over the nodes, publishers per node: "
+        )
         lines = [
             f"{len(nodes)} node{'s' if len(nodes) > 1 else ''} (tidings serve processes) "
-            f"on one Redis, {where}: pids {listing}",
+            f"{on}, {where}: pids {listing}",
             "subscribers per node (each node's own count, on its own port): "
             + ", ".join(f"{n:,}" for n in self.result.node_subscribers),
-            "publishes spread over the nodes, publishers per node: "
-            + ", ".join(str(n) for n in publishers),
+            spread + ", ".join(str(n) for n in publishers),
         ]
         lines += [f"{h.name} pid {h.pid}, {pinned(h.cpu)}" for h in target.helpers]
         return lines
@@ -342,7 +362,7 @@ class Bench:
             return post_request(host, path, make_message(i, size), headers)
 
         driver = PublishDriver(
-            self.publishers, request, count, rate=rate, depth=1 if rate else args.depth
+            self.senders, request, count, rate=rate, depth=1 if rate else args.depth
         )
         pids, helpers = self.pids, target.helpers
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -443,9 +463,9 @@ def _start(
 ) -> Target:
     if name in ("redis", "redis-2nodes"):
         return start_on_redis(args.channel, args.subscribers, cpus, name == "redis-2nodes")
-    count = nodes_peer(name)
-    if count is not None:
-        return start_redis_nodes(args.channel, args.subscribers, count, cpus)
+    nodes = nodes_peer(name)
+    if nodes is not None:
+        return start_nodes(args.channel, args.subscribers, nodes[1], cpus, nodes[0])
     if name == "sqlite":
         return start_durable(args.channel, secrets.token_urlsafe(12), args.subscribers, cpu)
     if name == "websockets":
@@ -584,25 +604,29 @@ def report(results: list[Result], args: argparse.Namespace, messages: int, pinne
             lines.append(text)
             if peer.nodes:
                 lines += _per_node(base.throughput, peer)
+                twin = peer.server.replace("-redis-nodes=", "-memory-nodes=")
+                alike = [r for r in results if r.server == twin and r is not peer]
+                if alike and alike[0].throughput:
+                    lines += _per_node(alike[0].throughput, peer, alike[0].server)
     return "\n".join(lines)
 
 
-def _per_node(base: Phase, peer: Result) -> list[str]:
-    """A cluster's fan-out per node against the memory broker's (saturated phase): the
-    deliveries each CPU-second of the nodes gives, every node's CPU time summed, since the
-    nodes share the server's CPU."""
+def _per_node(base: Phase, peer: Result, against: str = "memory broker") -> list[str]:
+    """A cluster's fan-out per node against ``base`` (saturated phase; the memory broker's,
+    or the same nodes' on memory brokers): the deliveries each CPU-second of the nodes
+    gives, every node's CPU time summed, since the nodes share the server's CPU."""
     mine = peer.throughput.server_us_per_delivery if peer.throughput else None
     theirs = base.server_us_per_delivery
     if not mine or not theirs:
         return [
-            f"{peer.server} per node: no CPU time measured for it or the memory broker "
+            f"{peer.server} per node: no CPU time measured for it or the {against} "
             "(a run shorter than a few clock ticks of /proc)"
         ]
     ratio = theirs / mine
     verdict = "met" if ratio >= PER_NODE_TARGET else "MISSED"
     return [
         f"{peer.server} per node: {mine} µs of node CPU per delivery ({peer.nodes} nodes' "
-        f"CPU summed), {1e6 / mine:,.0f} deliveries per node CPU-second; memory broker "
+        f"CPU summed), {1e6 / mine:,.0f} deliveries per node CPU-second; {against} "
         f"{theirs} µs, {1e6 / theirs:,.0f}/CPU-second: x{ratio:.2f} of its fan-out per node "
         f"(target: at least x{PER_NODE_TARGET:.2f}, {verdict})"
     ]

@@ -23,6 +23,7 @@ from typing import cast
 __all__ = [
     "MAX_HEAD",
     "READ_BUFFER",
+    "FanPublisher",
     "Progress",
     "PublishDriver",
     "Publisher",
@@ -381,6 +382,44 @@ class Publisher(asyncio.Protocol):
         self.gone = True
 
 
+class FanPublisher:
+    """Sends each request on every one of ``conns`` (one per node of a run whose nodes
+    share no broker), and counts it answered once all have answered it."""
+
+    def __init__(self, conns: list[Publisher]) -> None:
+        self.conns = conns
+        self.on_response: Callable[[FanPublisher, int, bytes], None] | None = None
+        self._answers = [0] * len(conns)
+        self._statuses: list[int] = []  # the worst status of each request still out
+        self._done = 0
+        for i, conn in enumerate(conns):
+            conn.on_response = self._answered_by(i)
+
+    @property
+    def gone(self) -> bool:
+        return any(conn.gone for conn in self.conns)
+
+    def send(self, request: bytes) -> None:
+        self._statuses.append(200)
+        for conn in self.conns:
+            conn.send(request)
+
+    def _answered_by(self, i: int) -> Callable[[Publisher, int, bytes], None]:
+        def answered(conn: Publisher, status: int, body: bytes) -> None:
+            # Each connection answers in request order: its n-th answer is request n's.
+            n = self._answers[i] - self._done
+            self._answers[i] += 1
+            if not 200 <= status < 300:
+                self._statuses[n] = status
+            while min(self._answers) > self._done:
+                self._done += 1
+                worst = self._statuses.pop(0)
+                if self.on_response is not None:
+                    self.on_response(self, worst, body)
+
+        return answered
+
+
 def post_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return (
@@ -399,7 +438,7 @@ class PublishDriver:
 
     def __init__(
         self,
-        publishers: list[Publisher],
+        publishers: Sequence[Publisher | FanPublisher],
         request: Callable[[int], bytes],
         count: int,
         *,
@@ -430,12 +469,12 @@ class PublishDriver:
         else:
             self._tick()
 
-    def _send(self, pub: Publisher) -> None:
+    def _send(self, pub: Publisher | FanPublisher) -> None:
         if self.sent < self.count and not pub.gone:
             pub.send(self.request(self.sent))
             self.sent += 1
 
-    def _answered(self, pub: Publisher, status: int, body: bytes) -> None:
+    def _answered(self, pub: Publisher | FanPublisher, status: int, body: bytes) -> None:
         self.answered += 1
         if self.answered >= self.count:
             if not self.finished.done():

@@ -1,6 +1,8 @@
 """tidings on a Redis server of its own, for ``tidings bench fanout``: one node
 (``--peer redis``), publishing through a second node (``--peer redis-2nodes``), or N nodes
-sharing the subscribers and the publishes (``--peer redis-nodes=N``).
+sharing the subscribers and the publishes (``--peer redis-nodes=N``); and its baseline,
+N memory-broker nodes with the same share of subscribers each, every message published to
+every one of them (``--peer memory-nodes=N``): the same work per node, no broker between.
 
 Redis is started by the bench on a free port (``tidings.testing.redis``) and pinned with
 the load generator, so that the server's CPU is the nodes' alone.
@@ -18,22 +20,22 @@ from .peers import BenchError, Helper, Target, start_tidings
 if TYPE_CHECKING:
     from tidings.testing.redis import RedisServer
 
-__all__ = ["MAX_NODES", "nodes_peer", "start_on_redis", "start_redis_nodes"]
+__all__ = ["MAX_NODES", "nodes_peer", "start_nodes", "start_on_redis"]
 
 MAX_NODES = 16
-_NODES = re.compile(r"redis-nodes=(\d+)")
+_NODES = re.compile(r"(redis|memory)-nodes=(\d+)")
 
 
-def nodes_peer(name: str) -> int | None:
-    """N of a ``redis-nodes=N`` peer name, None for other names; ``ValueError`` when N is
-    out of 1..MAX_NODES."""
+def nodes_peer(name: str) -> tuple[str, int] | None:
+    """(``redis`` or ``memory``, N) of a ``redis-nodes=N`` or ``memory-nodes=N`` peer name,
+    None for other names; ``ValueError`` when N is out of 1..MAX_NODES."""
     found = _NODES.fullmatch(name)
     if found is None:
         return None
-    count = int(found.group(1))
+    kind, count = found.group(1), int(found.group(2))
     if not 1 <= count <= MAX_NODES:
-        raise ValueError(f"redis-nodes=N takes N from 1 to {MAX_NODES}, got {count}")
-    return count
+        raise ValueError(f"{kind}-nodes=N takes N from 1 to {MAX_NODES}, got {count}")
+    return kind, count
 
 
 def _redis(cpus: tuple[int, int] | None) -> tuple[RedisServer, list[Helper]]:
@@ -80,32 +82,38 @@ def start_on_redis(
     return target
 
 
-def start_redis_nodes(
-    channel: str, subscribers: int, count: int, cpus: tuple[int, int] | None
+def start_nodes(
+    channel: str, subscribers: int, count: int, cpus: tuple[int, int] | None, kind: str
 ) -> Target:
     """``count`` tidings nodes (separate ``tidings serve`` processes, each on a port of its
-    own) on one Redis server. Every node is pinned to the server's CPU, so their summed CPU
-    time per delivery compares with one memory-broker node's on that CPU; Redis shares the
-    load generator's. The bench splits the subscribers over the nodes and sends its
-    publishers round-robin over them."""
-    server, helpers = _redis(cpus)
+    own), on one Redis server (``kind`` ``redis``) or each on its memory broker
+    (``memory``). Every node is pinned to the server's CPU, so their summed CPU time per
+    delivery compares with one memory-broker node's on that CPU; Redis shares the load
+    generator's. The bench splits the subscribers over the nodes; on Redis it sends its
+    publishers round-robin over them, on memory brokers every message to every node."""
+    server, helpers = _redis(cpus) if kind == "redis" else (None, [])
     key = secrets.token_urlsafe(12)
     cpu = cpus[0] if cpus else None
     share = -(-subscribers // count)
     nodes: list[Target] = []
+    broker = server.url if server is not None else ""
     try:
         for i in range(count):
-            name = f"tidings-redis-nodes={count}" + (f" node {i + 1}" if i else "")
-            nodes.append(start_tidings(channel, key, share, cpu, server.url, name))
+            name = f"tidings-{kind}-nodes={count}" + (f" node {i + 1}" if i else "")
+            nodes.append(start_tidings(channel, key, share, cpu, broker, name))
     except BaseException:
         for node in nodes:
             node.stop()
-        server.stop()
+        if server is not None:
+            server.stop()
         raise
     target, more = nodes[0], nodes[1:]
     target.nodes = more
-    target.companions += [*more, server]  # the nodes stop before their Redis
+    target.companions += more  # the nodes stop before their Redis
+    if server is not None:
+        target.companions.append(server)
     target.helpers = helpers
     target.cpu = cpu
     target.cluster = True
+    target.fan_publish = server is None
     return target

@@ -94,6 +94,8 @@ class Target:
     helpers: list[Helper] = field(default_factory=list)
     cpu: int | None = None  # the CPU the server (every node) is pinned to
     cluster: bool = False  # a redis-nodes=N peer: report each node and the per-node target
+    # Nodes that share no broker (memory-nodes=N): every message is published to each.
+    fan_publish: bool = False
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def log_tail(self, lines: int = 15) -> str:
