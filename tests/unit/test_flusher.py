@@ -60,29 +60,26 @@ async def test_an_idle_server_writes_at_the_end_of_the_iteration() -> None:
     assert app.bytes_out == 100
 
 
-async def test_a_pass_asked_for_right_after_a_long_one_waits_as_long_as_it_took() -> None:
-    f, _ = flusher(0.1)
-    conn = Conn(cost=0.03)
+async def held_after_a_pass_of(cost: float, write_delay: float) -> float:
+    """How long a pass asked for right after one of ``cost`` seconds waited."""
+    f, _ = flusher(write_delay)
+    conn = Conn(cost=cost)
     f.mark(conn)
     await written(conn)
     conn.cost = 0.0
     asked = perf_counter()
-    f.mark(conn)  # within 30 ms of the last pass's end: busy
+    f.mark(conn)  # within ``cost`` of the last pass's end: busy
     assert not await in_this_iteration(conn)
-    held = await written(conn) - asked
+    return await written(conn) - asked
+
+
+async def test_a_pass_asked_for_right_after_a_long_one_waits_as_long_as_it_took() -> None:
+    held = await held_after_a_pass_of(0.03, write_delay=0.1)
     assert held >= 0.025, held  # about the 30 ms the last pass took (timers count in ms)
 
 
 async def test_the_hold_is_at_most_write_delay() -> None:
-    f, _ = flusher(0.01)
-    conn = Conn(cost=0.5)
-    f.mark(conn)
-    await written(conn)
-    conn.cost = 0.0
-    asked = perf_counter()
-    f.mark(conn)
-    assert not await in_this_iteration(conn)
-    held = await written(conn) - asked
+    held = await held_after_a_pass_of(0.5, write_delay=0.01)
     assert 0.008 <= held < 0.4, held  # 10 ms, far from the 500 ms the pass took
 
 
