@@ -8,6 +8,11 @@ memory broker answers them, before the iteration's coalesced writes to subscribe
 (docs/benchmarks.md, "Durable history on SQLite"). A publish committed that way is a
 ``Later``: its callbacks run synchronously when it settles, with no task or loop
 iteration in between.
+
+``sends()`` is a second pass per loop for commands bound for a broker (Redis scripts): it
+runs on the next iteration, or first thing when a pass of writes to clients begins
+(server/outbox.py), never at the end of each read (which split Redis's answers into more
+replies, docs/benchmarks.md).
 """
 
 from __future__ import annotations
