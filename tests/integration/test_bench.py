@@ -152,8 +152,11 @@ async def test_bench_on_memory_nodes_publishes_every_message_to_each(tmp_path: P
     assert "each on its memory broker" in stdout
     for phase in (memory["throughput"], memory["paced"]):
         assert len(phase["node_cpu"]) == 2 and phase["helper_cpu"] == {}
-    assert "tidings-redis-nodes=2 per node: " in stdout
-    assert "; tidings-memory-nodes=2 " in stdout  # the like-for-like comparison
+    # One line against the memory broker, one against the memory nodes (like for like);
+    # a run this short may have too few clock ticks for a ratio, never for the line.
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("tidings-redis-nodes=2 per node:")]
+    assert len(lines) == 2, lines
+    assert "memory broker" in lines[0] and "tidings-memory-nodes=2" in lines[1], lines
 
 
 async def test_bench_refuses_a_node_count_out_of_range() -> None:

@@ -487,3 +487,19 @@ async def test_the_message_log_on_the_simple_websocket(caplog):
         await until(lambda: any(r.name == "tidings.messages" for r in caplog.records))
     lines = [r.getMessage() for r in caplog.records if r.name == "tidings.messages"]
     assert lines == ["127.0.0.1 message chat:9 t line one\\nline two"]
+
+
+async def test_what_a_hook_sends_before_it_disconnects_reaches_the_client(server):
+    # The message is queued for the connection's next write, which a busy server may
+    # hold for a few milliseconds; the disconnect must not drop it.
+    @server.app.hooks.on_message
+    async def last_word(conn: Conn, context: dict[str, Any], channel: str, data: Any) -> None:
+        conn.send({"bye": data["n"]})
+        conn.disconnect(4000, "done")
+
+    async with ws_connect(server, "/ws/news") as ws:
+        await subscribed(server, "news", 1)
+        await ws.send(json.dumps({"n": 7}))
+        said = await ws_json(ws)
+        assert said.get("data", said) == {"bye": 7}, said
+        assert await ws_close_code(ws) == 4000

@@ -36,6 +36,12 @@ def address(peer: object) -> str:
     return str(peer) if peer else "unknown"
 
 
+# Ends after which what is still queued is dropped: a slow consumer couldn't take it (it
+# resumes from history), and a client that closed or vanished is leaving (after its Close
+# frame nothing but ours matters, RFC 6455 §5.5.1).
+_UNWANTED = frozenset({"slow", "client", "lost"})
+
+
 class Flusher:
     """Collects connections with queued bytes and flushes them all in one callback.
 
@@ -148,13 +154,14 @@ class Outbox(asyncio.Protocol):
         self.finish(self.goodbye("slow"))
 
     def finish(self, last: bytes = b"", *, wait_close: bool = False) -> None:
-        """Stop delivering, write ``last`` and close. With ``wait_close`` the peer is given
-        time to answer (a WebSocket close handshake) before the connection is aborted; a
-        peer that doesn't read what is left is aborted after the same grace period."""
+        """Stop delivering, write what is queued and ``last``, and close. With
+        ``wait_close`` the peer is given time to answer (a WebSocket close handshake)
+        before the connection is aborted; a peer that doesn't read what is left is aborted
+        after the same grace period."""
         if self.closed:
             return
         self.closed = True
-        self._pending = None
+        pending, self._pending = self._pending, None
         # The hub may be iterating this connection's group right now (a slow consumer is
         # found inside fan-out), so leave the channels on the next loop iteration.
         loop = self.ctx.loop
@@ -162,6 +169,10 @@ class Outbox(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
+        if pending and self.close_reason not in _UNWANTED:
+            # Queued before the end (a hook's send before its disconnect, the last
+            # publications before a shutdown): written ahead of the goodbye, not dropped.
+            last = b"".join(pending) + last
         if last:
             transport.write(last)
         grace = self.ctx.config.shutdown_timeout
