@@ -44,6 +44,9 @@ __all__ = ["NAMESPACE_ENDPOINTS", "PASSED_HEADERS", "HttpProxies", "check_endpoi
 
 log = logging.getLogger("tidings.proxy")
 
+# What a publish proxy's result may say besides ``data`` (Centrifugo's publish proxy docs).
+_PUBLISH_RESULT = ("skip_history", "tags", "idempotency_key", "delta")
+
 # Centrifugo's default list of the client's headers a proxy request carries.
 PASSED_HEADERS = (
     "origin",
@@ -212,7 +215,7 @@ class HttpProxies:
         _put(body, "data", data)
         result = await self._post(url, conn, body)
         value = _raw(result, "data")
-        how = {k: result[k] for k in ("skip_history", "tags", "idempotency_key") if result.get(k)}
+        how = {k: result[k] for k in _PUBLISH_RESULT if result.get(k)}
         if not how:
             return value
         try:

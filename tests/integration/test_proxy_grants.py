@@ -5,6 +5,7 @@ refresh), against a real backend, raw WebSockets and the official Python SDK."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 
@@ -239,6 +240,32 @@ async def test_publish_proxy_results_skip_history_tags_and_idempotency_key() -> 
             kept = history["history"]["publications"]
             assert [p["data"]["n"] for p in kept] == [2, 3, 4]  # 1 skipped history
             assert kept[0]["tags"] == {"kind": "two"}
+
+
+async def test_a_publish_proxy_result_may_send_the_publication_as_a_delta() -> None:
+    async with backend() as app:
+        quiet(app)
+        app.answers["/publish"] = lambda body: {"result": {"delta": True}}
+        config = settings(app)
+        config["namespaces"]["chat"]["allowed_delta_types"] = ["fossil"]
+        async with (
+            running_server(**config) as server,
+            ws_connect(server, "/connection/websocket") as alice,
+            ws_connect(server, "/connection/websocket") as bob,
+        ):
+            await command(alice, {"id": 1, "connect": {"token": mint_token(SECRET, "1")}})
+            await command(bob, {"id": 1, "connect": {"token": mint_token(SECRET, "2")}})
+            await command(alice, {"id": 2, "subscribe": {"channel": "chat:1"}})  # may publish
+            sub = {"channel": "chat:1", "delta": "fossil"}
+            await command(bob, {"id": 2, "subscribe": sub})
+            text = "x" * 200
+            for i, word in enumerate((text, text[:-1] + "y"), start=10):
+                said = {"id": i, "publish": {"channel": "chat:1", "data": {"t": word}}}
+                assert await command(alice, said) == {"id": i, "publish": {}}
+            got = [(await push(bob))["pub"] for _ in range(2)]
+            assert [p.get("delta", False) for p in got] == [False, True]
+            # A delta subscription gets payloads as JSON strings (Centrifugo's JSON protocol).
+            assert json.loads(got[0]["data"]) == {"t": text}
 
 
 async def test_bad_publish_proxy_fields_are_a_temporary_error(caplog) -> None:

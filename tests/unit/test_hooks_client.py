@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from typing import Any
 
@@ -701,6 +702,9 @@ def test_publish_checks_its_fields_and_later_hooks_add_to_earlier_ones():
     later = Publish({"new": 1}, skip_history=True, tags={"b": "2"})
     assert first.then(later) == Publish({"new": 1}, True, {"a": "1", "b": "2"}, "k")
     assert not first.changes_data and later.changes_data
+    assert Publish(delta=True).then(Publish(tags={"c": "3"})).delta  # once set, it stays
+    with pytest.raises(TypeError, match="delta must be a bool"):
+        Publish(delta="yes")  # type: ignore[arg-type]
 
 
 async def test_a_publish_hooks_publish_is_how_the_client_protocol_publishes(node):
@@ -719,3 +723,39 @@ async def test_a_publish_hooks_publish_is_how_the_client_protocol_publishes(node
     await transport.wait_for(lambda: bool(transport.pushes("pub")))
     pub = transport.pushes("pub")[0]["pub"]
     assert (pub["data"], pub["tags"]) == ({"replaced": 1}, {"by": "42"})
+
+
+async def test_a_publish_hook_may_send_a_clients_publication_as_a_delta():
+    # Centrifugo's publish proxy result `delta`: subscribers that asked for fossil deltas
+    # get the second publication as a patch against the first.
+    options = dataclasses.replace(OPEN, allowed_delta_types=("fossil",))
+    node = memory_node(
+        namespaces=Namespaces(options),
+        token_verifier=TokenVerifier(hmac_secret=SECRET),
+        hooks=Hooks(timeout=TIMEOUT),
+    )
+    await node.start()
+    try:
+
+        @node.hooks.on_publish
+        def as_delta(conn, context, channel, data):
+            return Publish(delta=True)
+
+        c, transport = client(node)
+        c.feed(
+            [
+                {"id": 1, "connect": {"token": mint_token(SECRET, "42")}},
+                {"id": 2, "subscribe": {"channel": "d", "delta": "fossil"}},
+            ]
+        )
+        await transport.wait_for(lambda: transport.reply_to(2) is not None)
+        text = b'"' + b"x" * 200 + b'"'
+        for i, payload in enumerate((text, text[:-1] + b'y"')):
+            await reply(c, transport, {"id": 3 + i, "publish": {"channel": "d", "data": payload}})
+        await transport.wait_for(lambda: len(transport.pushes("pub")) == 2)
+        pubs = [p["pub"] for p in transport.pushes("pub")]
+        assert [p.get("delta", False) for p in pubs] == [False, True]
+        assert len(pubs[1]["data"]) < 50  # a patch, not the 202 bytes again
+    finally:
+        node.hooks.close()
+        await node.aclose()

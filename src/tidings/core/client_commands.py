@@ -92,6 +92,7 @@ async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[s
         tags=how.tags,
         skip_history=how.skip_history,
         idempotency_key=how.idempotency_key,
+        delta=how.delta,
     )
     return {}
 

@@ -122,17 +122,22 @@ class Publish:
     publication (Centrifugo's publish proxy result). ``data`` replaces the payload (left
     out: unchanged); ``skip_history`` keeps it out of the channel's history; ``tags`` are
     attached to it (the client protocol delivers them); ``idempotency_key`` makes a repeat
-    with the same key to the same channel within the idempotency window publish nothing.
-    ``TypeError`` for values of other types."""
+    with the same key to the same channel within the idempotency window publish nothing;
+    ``delta`` sends it as a fossil delta against the previous publication to subscribers
+    that asked for deltas, where the namespace allows them. ``TypeError`` for values of
+    other types."""
 
     data: Any = _UNCHANGED
     skip_history: bool = False
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
+    delta: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.skip_history, bool):
             raise TypeError("skip_history must be a bool")
+        if not isinstance(self.delta, bool):
+            raise TypeError("delta must be a bool")
         tags = self.tags
         if tags is not None and not (
             isinstance(tags, dict)
@@ -155,6 +160,7 @@ class Publish:
             self.skip_history or later.skip_history,
             tags,
             later.idempotency_key or self.idempotency_key,
+            self.delta or later.delta,
         )
 
 

@@ -190,6 +190,7 @@ async def ws_message(session: WsSession, data: bytes) -> None:
                 tags=how.tags,
                 skip_history=how.skip_history,
                 idempotency_key=how.idempotency_key,
+                delta=how.delta,
             )
     except Reject as exc:
         if exc.closes:
