@@ -567,6 +567,19 @@ def test_a_bad_message_log_format_is_a_configuration_error():
         Config(hooks=["my-project.realtime"]).validate()
 
 
+async def delta_subscriber(node: Node) -> tuple[Client, RecordingTransport]:
+    """A client connected as user 42 and subscribed to ``d`` with fossil deltas."""
+    c, transport = client(node)
+    c.feed(
+        [
+            {"id": 1, "connect": {"token": mint_token(SECRET, "42")}},
+            {"id": 2, "subscribe": {"channel": "d", "delta": "fossil"}},
+        ]
+    )
+    await transport.wait_for(lambda: transport.reply_to(2) is not None)
+    return c, transport
+
+
 async def test_an_excluded_delta_subscriber_gets_the_next_publication_in_full():
     delta = ChannelOptions(allow_subscribe_for_client=True, allowed_delta_types=("fossil",))
     node = memory_node(
@@ -574,14 +587,7 @@ async def test_an_excluded_delta_subscriber_gets_the_next_publication_in_full():
     )
     await node.start()
     try:
-        c, transport = client(node)
-        c.feed(
-            [
-                {"id": 1, "connect": {"token": mint_token(SECRET, "42")}},
-                {"id": 2, "subscribe": {"channel": "d", "delta": "fossil"}},
-            ]
-        )
-        await transport.wait_for(lambda: transport.reply_to(2) is not None)
+        c, transport = await delta_subscriber(node)
         text = b'"' + b"x" * 200 + b'"'
         await node.publish("d", text, delta=True)
         await node.publish("d", text[:-1] + b'y"', delta=True, exclude_client=c.id)
@@ -741,14 +747,7 @@ async def test_a_publish_hook_may_send_a_clients_publication_as_a_delta():
         def as_delta(conn, context, channel, data):
             return Publish(delta=True)
 
-        c, transport = client(node)
-        c.feed(
-            [
-                {"id": 1, "connect": {"token": mint_token(SECRET, "42")}},
-                {"id": 2, "subscribe": {"channel": "d", "delta": "fossil"}},
-            ]
-        )
-        await transport.wait_for(lambda: transport.reply_to(2) is not None)
+        c, transport = await delta_subscriber(node)
         text = b'"' + b"x" * 200 + b'"'
         for i, payload in enumerate((text, text[:-1] + b'y"')):
             await reply(c, transport, {"id": 3 + i, "publish": {"channel": "d", "data": payload}})
