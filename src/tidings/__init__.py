@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tidings.core.hooks import Conn, Hooks, Publish
+from tidings.core.conn import Conn, Publish
+from tidings.core.hooks import Hooks
 from tidings.core.hooks import default_hooks as hooks
 from tidings.exceptions import NoSuchConnection, Reject
 

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.hooks import Conn, Hooks, Publish
+from tidings.core.conn import Conn, Publish
+from tidings.core.hooks import Hooks
 from tidings.exceptions import ConfigError, HookError, Reject
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from websockets.exceptions import InvalidStatus
 from tidings.app import App
 from tidings.asgi import TidingsASGI
 from tidings.config import Config
-from tidings.core.hooks import Conn
+from tidings.core.conn import Conn
 from tidings.core.tokens import mint_token
 from tidings.exceptions import Reject
 from tidings.testing import TIMEOUT, FakeClock

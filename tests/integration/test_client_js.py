@@ -27,7 +27,7 @@ from integration_helpers import OPEN_NAMESPACE
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from tidings.core.hooks import Conn
+from tidings.core.conn import Conn
 from tidings.core.tokens import mint_token
 from tidings.exceptions import Reject
 from tidings.server import Server

@@ -45,7 +45,7 @@ from centrifuge import (
 )
 from integration_helpers import OPEN_NAMESPACE, Recorder
 
-from tidings.core.hooks import Conn
+from tidings.core.conn import Conn
 from tidings.core.tokens import mint_token
 from tidings.exceptions import Reject
 from tidings.server import Server

@@ -30,7 +30,8 @@ from tidings.app import App, Backend
 from tidings.brokers import MemoryBackend, MemoryBroker, MemoryController, MemoryPresenceManager
 from tidings.config import Config
 from tidings.core.broker import HistoryQuery
-from tidings.core.hooks import Conn, Hooks
+from tidings.core.conn import Conn
+from tidings.core.hooks import Hooks
 from tidings.core.tokens import mint_token
 from tidings.exceptions import NoSuchConnection
 from tidings.server import Server

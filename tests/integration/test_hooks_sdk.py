@@ -12,7 +12,7 @@ from test_client_sdk import SECRET, server_publish, value
 from test_client_sdk import sdk as sdk_client
 
 from tidings import Reject
-from tidings.core.hooks import Conn
+from tidings.core.conn import Conn
 from tidings.server import Server
 from tidings.testing import running_server
 

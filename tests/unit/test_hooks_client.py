@@ -13,7 +13,8 @@ from tidings.brokers import MemoryBackend
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.client import Client
 from tidings.core.client_types import ClientOptions
-from tidings.core.hooks import Conn, Hooks, Publish, decode_data, encode_data
+from tidings.core.conn import Conn, Publish, decode_data, encode_data
+from tidings.core.hooks import Hooks
 from tidings.core.node import Node
 from tidings.core.tokens import TokenVerifier, mint_token
 from tidings.exceptions import InvalidChannel, NoSuchConnection, Reject

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tidings import hooks
-from tidings.core.hooks import Conn
+from tidings.core.conn import Conn
 
 __all__ = ["chat_async", "chat_plain"]
 

@@ -44,7 +44,7 @@ from .client_types import (
     refusal,
 )
 from .clock import Timer
-from .hooks import Conn, decode_data, encode_data
+from .conn import Conn, decode_data, encode_data
 from .publication import ClientInfo, Publication
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ class Client:
         """An asynchronous message to this client (``message`` push)."""
         self.send_push({"message": {"data": self.transport.codec.payload(data, is_json)}})
 
-    # ConnEnd (hooks.py)
+    # ConnEnd (conn.py)
     def close_with(self, code: int, reason: str) -> None:
         self.disconnect(codes.Disconnect(code, reason))
 

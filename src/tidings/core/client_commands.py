@@ -21,7 +21,7 @@ from tidings.protocol.envelope import is_json_text
 
 from .broker import TOP, HistoryQuery
 from .client_types import info_dict, pub_dict, refusal
-from .hooks import NO_CHANGE, decode_data
+from .conn import NO_CHANGE, decode_data
 from .permissions import cap_allows, channel_options
 from .publication import StreamPosition
 

@@ -28,7 +28,7 @@ from tidings.protocol.centrifuge import codes
 
 from .channels import ChannelOptions
 from .client_types import ServerSub, Subscription, pub_dict
-from .hooks import encode_data
+from .conn import encode_data
 from .permissions import (
     apply_override,
     cap_allows,

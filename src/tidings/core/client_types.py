@@ -13,7 +13,7 @@ from tidings.protocol.centrifuge import codes
 from tidings.protocol.centrifuge.codec import Codec
 
 from .clock import Timer
-from .hooks import encode_data
+from .conn import encode_data
 from .hub import Formatter
 from .publication import ClientInfo, Publication
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tidings.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from .hooks import Conn
+    from .conn import Conn
 
 __all__ = ["FIELDS", "MessageLog"]
 

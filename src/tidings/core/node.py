@@ -24,8 +24,9 @@ from tidings.exceptions import BrokerError, NoSuchConnection
 from .broker import Broker, HistoryQuery, PublishOptions, PublishResult, StreamInfo
 from .channels import Namespaces, validate_channel
 from .clock import Clock, SystemClock, Timer
+from .conn import ConnEnd
 from .control import Controller
-from .hooks import ConnEnd, Hooks
+from .hooks import Hooks
 from .hub import Hub, Subscriber
 from .latency import Latencies
 from .message_log import MessageLog

@@ -25,7 +25,8 @@ import orjson
 
 from tidings.core.channels import ChannelOptions, Namespaces
 from tidings.core.clock import Clock, Timer
-from tidings.core.hooks import Conn, Hooks
+from tidings.core.conn import Conn
+from tidings.core.hooks import Hooks
 from tidings.core.publication import ClientInfo
 from tidings.exceptions import BrokerError, HttpError, Reject
 from tidings.protocol.http import Request

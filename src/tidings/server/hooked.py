@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from tidings.core.hooks import NO_CHANGE, Conn, ConnEnd, decode_data
+from tidings.core.conn import NO_CHANGE, Conn, ConnEnd, decode_data
 from tidings.core.publication import ClientInfo
 from tidings.exceptions import (
     BrokerError,

@@ -43,7 +43,7 @@ from tidings.protocol.envelope import payload_json
 if TYPE_CHECKING:
     from tidings.config import Config
     from tidings.core.clock import Timer
-    from tidings.core.hooks import Conn
+    from tidings.core.conn import Conn
     from tidings.core.node import Node
 
     from .longpoll import LongPoll
@@ -88,7 +88,7 @@ class LongPollSession:
     def __repr__(self) -> str:
         return f"<LongPollSession {self.id} {','.join(self.channels)}>"
 
-    # ConnEnd (tidings.core.hooks)
+    # ConnEnd (tidings.core.conn)
     def send_message(self, data: bytes, is_json: bool) -> None:
         if self.closed:
             return

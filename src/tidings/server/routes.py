@@ -41,7 +41,7 @@ from .sessions import Session, SseSession, StreamSession, WsSession
 
 if TYPE_CHECKING:
     from tidings.app import App
-    from tidings.core.hooks import Conn
+    from tidings.core.conn import Conn
 
     from .context import Context
 

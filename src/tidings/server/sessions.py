@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from tidings.core.hooks import Conn
+from tidings.core.conn import Conn
 from tidings.core.hub import Formatter
 from tidings.core.publication import ClientInfo, Publication, StreamPosition
 from tidings.protocol.envelope import encode_notice, payload_json
@@ -155,7 +155,7 @@ class Session(Outbox):
         self.unsubscribe_all()
         super().connection_lost(exc)
 
-    # ConnEnd (tidings.core.hooks): out-of-band messages and hooks' disconnects
+    # ConnEnd (tidings.core.conn): out-of-band messages and hooks' disconnects
     def message_body(self, data: bytes, is_json: bool) -> bytes:
         """An out-of-band message: the payload alone in raw mode, else a notice."""
         if getattr(self.formatter, "raw", False):

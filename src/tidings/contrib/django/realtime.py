@@ -21,7 +21,8 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
-from tidings.core.hooks import Conn, Hooks
+from tidings.core.conn import Conn
+from tidings.core.hooks import Hooks
 from tidings.exceptions import Reject
 
 from .conf import tidings_settings
