@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tidings.core.conn import Conn, Publish
+from tidings.core.conn import PUBLISH_OPTIONS, Conn, Publish
 from tidings.core.hooks import Hooks
 from tidings.exceptions import ConfigError, HookError, Reject
 
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["NAMESPACE_ENDPOINTS", "PASSED_HEADERS", "HttpProxies", "check_endpoint"]
 
 log = logging.getLogger("tidings.proxy")
-
-# What a publish proxy's result may say besides ``data`` (Centrifugo's publish proxy docs).
-_PUBLISH_RESULT = ("skip_history", "tags", "idempotency_key", "delta")
 
 # Centrifugo's default list of the client's headers a proxy request carries.
 PASSED_HEADERS = (
@@ -216,7 +213,8 @@ class HttpProxies:
         _put(body, "data", data)
         result = await self._post(url, conn, body)
         value = _raw(result, "data")
-        how = {k: result[k] for k in _PUBLISH_RESULT if result.get(k)}
+        # Publish's fields are named as Centrifugo's publish proxy result's.
+        how = {k: result[k] for k in PUBLISH_OPTIONS if result.get(k)}
         if not how:
             return value
         try:

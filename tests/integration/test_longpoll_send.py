@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from integration_helpers import http_client, until
 
@@ -63,6 +64,18 @@ async def waiting_session(server: Server, before: set[str] | None = None) -> Lon
     return found()[0]
 
 
+async def first_answer(
+    server: Server, http: httpx.AsyncClient, pub: Publisher, message: Any
+) -> tuple[LongPollSession, str]:
+    """Open a session with a first poll, answered by ``message`` sent to it: the session
+    and the secret its answer carries."""
+    first = asyncio.create_task(http.get("/lp/news"))
+    session = await waiting_session(server)
+    await pub.asend(session.id, message)
+    secret: str = (await asyncio.wait_for(first, TIMEOUT)).json()["session"]
+    return session, secret
+
+
 def message(data: Any) -> dict[str, Any]:
     return {"notice": "message", "channel": "", "data": data}
 
@@ -95,10 +108,7 @@ async def test_a_session_nobody_polls_for_expires_and_send_is_then_no_such_conne
         http_client(server) as http,
         publisher(server) as pub,
     ):
-        first = asyncio.create_task(http.get("/lp/news"))
-        session = await waiting_session(server)
-        await pub.asend(session.id, "hi")
-        secret = (await asyncio.wait_for(first, TIMEOUT)).json()["session"]
+        session, secret = await first_answer(server, http, pub, "hi")
         await pub.asend(session.id, "kept a while")
         clock.advance(TTL - 1)
         await pub.asend(session.id, "still here")
@@ -134,10 +144,7 @@ async def test_a_session_that_holds_too_much_ends() -> None:
 
 async def test_polls_for_other_channels_start_another_session() -> None:
     async with serving() as (server, _), http_client(server) as http, publisher(server) as pub:
-        first = asyncio.create_task(http.get("/lp/news"))
-        session = await waiting_session(server)
-        await pub.asend(session.id, 0)
-        secret = (await asyncio.wait_for(first, TIMEOUT)).json()["session"]
+        _, secret = await first_answer(server, http, pub, 0)
         other = asyncio.create_task(http.get("/lp/news,sport", params={"session": secret}))
         fresh = await waiting_session(server, {secret})
         assert fresh.secret != secret and fresh.channels == ["news", "sport"]
@@ -213,10 +220,7 @@ async def test_a_hooks_disconnect_reaches_the_next_poll() -> None:
     conns: list[Any] = []
     async with serving() as (server, _), http_client(server) as http, publisher(server) as pub:
         server.app.hooks.on_connect(lambda conn, context: conns.append(conn))
-        first = asyncio.create_task(http.get("/lp/news"))
-        session = await waiting_session(server)
-        await pub.asend(session.id, "first")
-        secret = (await asyncio.wait_for(first, TIMEOUT)).json()["session"]
+        session, secret = await first_answer(server, http, pub, "first")
         await pub.asend(session.id, "before the end")
         await server.app.node.send(session.id, b'"direct"')
         conns[0].disconnect(4500, "banned")
@@ -235,10 +239,7 @@ async def test_a_hooks_disconnect_reaches_the_next_poll() -> None:
 
 async def test_a_new_poll_of_a_session_answers_the_one_still_waiting() -> None:
     async with serving() as (server, _), http_client(server) as http, publisher(server) as pub:
-        first = asyncio.create_task(http.get("/lp/news"))
-        session = await waiting_session(server)
-        await pub.asend(session.id, "answer")
-        secret = (await asyncio.wait_for(first, TIMEOUT)).json()["session"]
+        session, secret = await first_answer(server, http, pub, "answer")
         async with http_client(server) as other:
             stale = asyncio.create_task(http.get("/lp/news", params={"session": secret}))
             await until(lambda: session.poll is not None and session.poll.ready, "polling")
@@ -254,10 +255,7 @@ async def test_a_new_poll_of_a_session_answers_the_one_still_waiting() -> None:
 
 async def test_a_message_held_by_a_poll_that_goes_unanswered_waits_for_the_next() -> None:
     async with serving() as (server, _), http_client(server) as http, publisher(server) as pub:
-        first = asyncio.create_task(http.get("/lp/news"))
-        session = await waiting_session(server)
-        await pub.asend(session.id, "first")
-        secret = (await asyncio.wait_for(first, TIMEOUT)).json()["session"]
+        session, secret = await first_answer(server, http, pub, "first")
         async with http_client(server) as gone:
             lost = asyncio.create_task(gone.get("/lp/news", params={"session": secret}))
             await until(lambda: session.poll is not None and session.poll.ready, "polling")

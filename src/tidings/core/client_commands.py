@@ -89,10 +89,7 @@ async def publish(client: Client, cmd_id: int, params: dict[str, Any]) -> dict[s
         data,
         is_json=is_json,
         info=client.client_info(channel),
-        tags=how.tags,
-        skip_history=how.skip_history,
-        idempotency_key=how.idempotency_key,
-        delta=how.delta,
+        **how.options(),
     )
     return {}
 

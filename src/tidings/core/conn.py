@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import http.cookies
 import logging
@@ -30,7 +31,15 @@ if TYPE_CHECKING:
 
     from .node import Node
 
-__all__ = ["NO_CHANGE", "Conn", "ConnEnd", "Publish", "decode_data", "encode_data"]
+__all__ = [
+    "NO_CHANGE",
+    "PUBLISH_OPTIONS",
+    "Conn",
+    "ConnEnd",
+    "Publish",
+    "decode_data",
+    "encode_data",
+]
 
 log = logging.getLogger("tidings.hooks")
 
@@ -101,6 +110,10 @@ class Publish:
     def changes_data(self) -> bool:
         return self.data is not _UNCHANGED
 
+    def options(self) -> dict[str, Any]:
+        """The fields besides ``data``, as ``Node.publish`` takes them."""
+        return {name: getattr(self, name) for name in PUBLISH_OPTIONS}
+
     def then(self, later: Publish) -> Publish:
         """This, with what a later hook's ``Publish`` says on top (its tags added)."""
         tags = {**(self.tags or {}), **(later.tags or {})} if later.tags else self.tags
@@ -114,6 +127,8 @@ class Publish:
 
 
 NO_CHANGE = Publish()
+# Publish's fields besides data: Node.publish's keywords, and a publish proxy's result's.
+PUBLISH_OPTIONS = tuple(f.name for f in dataclasses.fields(Publish) if f.name != "data")
 
 
 class ConnEnd(Protocol):

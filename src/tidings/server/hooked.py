@@ -187,10 +187,7 @@ async def ws_message(session: WsSession, data: bytes) -> None:
                 payload,
                 is_json=payload_json,
                 info=ClientInfo(session.user, session.id),
-                tags=how.tags,
-                skip_history=how.skip_history,
-                idempotency_key=how.idempotency_key,
-                delta=how.delta,
+                **how.options(),
             )
     except Reject as exc:
         if exc.closes:

@@ -69,7 +69,7 @@ class Flusher:
         if not self._scheduled:
             self._scheduled = True
             cost = self._cost
-            if cost and perf_counter() - self._end < cost and self._most:
+            if cost and self._most and perf_counter() - self._end < cost:
                 self._loop.call_later(min(cost, self._most), self._flush)
             else:
                 self._loop.call_soon(self._flush)
